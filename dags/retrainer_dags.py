@@ -1,0 +1,246 @@
+"""
+### Retrainer DAGs
+
+Built from every model config in `include/models/*.yaml` (adding a model is adding a YAML file).
+For each model `<name>`:
+
+* **`<name>__monitor`**: the trigger path. `wait_for_batch` (sensor, reschedule mode) claims the oldest
+  batch in `landing/<name>/` -> `validate_batch` (Great Expectations gate; a failing batch is quarantined
+  with a `.reason.json`) -> `score_batch` (champion predictions) -> `drift_report` (Evidently data and
+  prediction drift) / `performance` (labelled rows) / `flagged_rate` (human flags) -> `decide` (policy with
+  cooldown; every decision is an MLflow run) -> `request_retrain` (emits the asset
+  `retrainer://<name>/retrain-request` with the reasons; skipped when the policy does not fire) and
+  `archive_batch`.
+* **`<name>__retrain`**: runs on the config's cron *or* when that asset is updated, and on manual
+  trigger (Params: `force`, `reason`, `window`). `resolve_trigger` -> `snapshot` (immutable, sha256)
+  -> `gate_training_data` (GX) -> `train` (MLflow run) -> `evaluate` (vs champion on the most recent
+  holdout) -> `register` (only if it passed) -> `promote` (alias `champion`, history recorded).
+
+All logic lives in the `retrainer` package; these tasks only wire it together.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, PokeReturnValue, dag, task
+
+from retrainer import settings
+from retrainer.config import ModelConfig, load_all
+
+DEFAULT_ARGS = {"owner": "retrainer", "retries": 1, "retry_delay": timedelta(seconds=30)}
+START = datetime(2024, 1, 1)
+
+
+def retrain_asset(name: str) -> Asset:
+    return Asset(name=f"{name}__retrain_request", uri=f"retrainer://{name}/retrain-request")
+
+
+def _fail_fast(exc: Exception) -> None:
+    """Bad data and rejected models are not transient: fail without retrying, keeping the message."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    raise AirflowFailException(str(exc)) from exc
+
+
+def build_monitor(cfg: ModelConfig) -> Any:
+    name = cfg.name
+    asset = retrain_asset(name)
+
+    @dag(
+        dag_id=f"{name}__monitor",
+        description=f"Trigger path for {name}: gate, score, drift, performance, flags, decide",
+        schedule="@continuous",  # each run waits for one batch; the next run starts when it ends
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["retrainer", name, "monitor"],
+        doc_md=__doc__,
+    )
+    def monitor_dag() -> None:
+        @task.sensor(
+            poke_interval=cfg.triggers.poke_interval_seconds,
+            timeout=cfg.triggers.sensor_timeout_hours * 3600,
+            mode="reschedule",  # frees the worker slot between pokes
+            soft_fail=True,  # no batch within the timeout is not an error: the run is skipped
+        )
+        def wait_for_batch(**context: Any) -> PokeReturnValue:
+            from retrainer.monitor import claim_batch
+
+            claim = claim_batch(cfg, context["run_id"])
+            return PokeReturnValue(is_done=claim is not None, xcom_value=claim)
+
+        @task
+        def validate_batch(claim: dict[str, Any], **context: Any) -> dict[str, Any]:
+            from retrainer import monitor
+            from retrainer.exceptions import BatchError, DataValidationError
+
+            try:
+                return monitor.validate_batch(cfg, claim, context["run_id"])
+            except (DataValidationError, BatchError) as exc:
+                _fail_fast(exc)
+                raise
+
+        @task
+        def score_batch(claim: dict[str, Any], validation: dict[str, Any]) -> dict[str, Any]:
+            from retrainer import monitor
+
+            return monitor.score_batch(cfg, claim)
+
+        @task
+        def drift_report(claim: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
+            from retrainer import monitor
+
+            return monitor.drift(cfg, claim, scored)
+
+        @task
+        def performance(claim: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
+            from retrainer import monitor
+
+            return monitor.performance(cfg, claim, scored)
+
+        @task
+        def flagged_rate(claim: dict[str, Any], validation: dict[str, Any]) -> dict[str, Any]:
+            from retrainer import monitor
+
+            return monitor.flagged_rate(cfg, claim, validation)
+
+        @task
+        def decide(claim: dict[str, Any], validation: dict[str, Any], scored: dict[str, Any],
+                   drift: dict[str, Any], perf: dict[str, Any], flags: dict[str, Any], **context: Any) -> dict[str, Any]:  # fmt: skip
+            from retrainer import monitor
+
+            return monitor.decide(cfg, claim, validation, scored, drift, perf, flags, context["run_id"])
+
+        @task(outlets=[asset])
+        def request_retrain(decision: dict[str, Any], **context: Any) -> dict[str, Any]:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            if not decision["retrain"]:
+                raise AirflowSkipException(f"no retrain requested: {decision['verdict']} {decision['suppressed_by'] or ''}")
+            extra = {"reasons": decision["reasons"], "batch": decision["batch"],
+                     "monitor_run": decision["mlflow_run_id"], "dag_run_id": context["run_id"]}  # fmt: skip
+            context["outlet_events"][asset].extra = extra
+            return extra
+
+        @task
+        def archive_batch(claim: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
+            from retrainer import monitor
+
+            return monitor.archive_batch(cfg, claim)
+
+        claim = wait_for_batch()
+        validation = validate_batch(claim)
+        scored = score_batch(claim, validation)
+        drift = drift_report(claim, scored)
+        perf = performance(claim, scored)
+        flags = flagged_rate(claim, validation)
+        decision = decide(claim, validation, scored, drift, perf, flags)
+        request_retrain(decision)
+        archive_batch(claim, decision)
+
+    return monitor_dag()
+
+
+def build_retrain(cfg: ModelConfig) -> Any:
+    name = cfg.name
+    asset = retrain_asset(name)
+    schedule: Any = asset
+    if cfg.schedule:
+        schedule = AssetOrTimeSchedule(timetable=CronTriggerTimetable(cfg.schedule, timezone="UTC"), assets=asset)
+
+    @dag(
+        dag_id=f"{name}__retrain",
+        description=f"Retrain {name}: snapshot, gate, train, evaluate vs champion, register, promote",
+        schedule=schedule,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,  # requests that arrive during a run are merged into the next one
+        default_args=DEFAULT_ARGS,
+        tags=["retrainer", name, "retrain"],
+        doc_md=__doc__,
+        params={
+            "force": Param(False, type="boolean", title="Force",
+                           description="Promote even if the candidate does not beat the champion (absolute floors and the data gate still apply)."),  # fmt: skip
+            "reason": Param("", type="string", maxLength=500, title="Reason", description="Why you are retraining (recorded in MLflow and the history)."),
+            "window": Param(None, type=["null", "string"], pattern=r"^[0-9]+[DWH]$", title="Training window",
+                            description=f"Override the config's training window (e.g. 12W, 90D). Default: {cfg.training.window}."),  # fmt: skip
+            "trigger_source": Param("", type="string", enum=["", "asset", "schedule", "manual"], title="Trigger source",
+                                    description="Leave empty: worked out from the run. Set by harnesses that replay a trigger."),  # fmt: skip
+        },
+    )
+    def retrain_dag() -> None:
+        @task
+        def resolve_trigger(**context: Any) -> dict[str, Any]:
+            from retrainer.retrain import resolve_trigger as resolve
+
+            events = [{"extra": dict(e.extra or {})} for evs in (context.get("triggering_asset_events") or {}).values()
+                      for e in evs]  # fmt: skip
+            dag_run = context["dag_run"]
+            return resolve(str(getattr(dag_run.run_type, "value", dag_run.run_type)), events, dict(context["params"]))
+
+        @task
+        def snapshot(trigger: dict[str, Any]) -> dict[str, Any]:
+            from retrainer import retrain
+
+            return retrain.snapshot(cfg, trigger["window"])
+
+        @task
+        def gate_training_data(snap: dict[str, Any]) -> dict[str, Any]:
+            from retrainer import retrain
+            from retrainer.exceptions import DataValidationError
+
+            try:
+                return retrain.gate(cfg, snap)
+            except DataValidationError as exc:
+                _fail_fast(exc)
+                raise
+
+        @task
+        def train(snap: dict[str, Any], gate: dict[str, Any], trigger: dict[str, Any], **context: Any) -> dict[str, Any]:
+            from retrainer import retrain
+
+            return retrain.train(cfg, snap, trigger, context["run_id"])
+
+        @task
+        def evaluate(snap: dict[str, Any], trained: dict[str, Any], trigger: dict[str, Any]) -> dict[str, Any]:
+            from retrainer import retrain
+
+            return retrain.evaluate(cfg, snap, trained, force=trigger["force"])
+
+        @task
+        def register(snap: dict[str, Any], trained: dict[str, Any], evaluation: dict[str, Any],
+                     trigger: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            from retrainer import retrain
+            from retrainer.exceptions import ModelRejected
+
+            try:
+                return retrain.register(cfg, snap, trained, evaluation, trigger)
+            except ModelRejected as exc:  # a rejection is a valid outcome, recorded on the MLflow run
+                raise AirflowSkipException(str(exc)) from exc
+
+        @task
+        def promote(registered: dict[str, Any], evaluation: dict[str, Any], trigger: dict[str, Any],
+                    **context: Any) -> dict[str, Any]:  # fmt: skip
+            from retrainer import retrain
+
+            return retrain.promote(cfg, registered, evaluation, trigger, context["run_id"])
+
+        trigger = resolve_trigger()
+        snap = snapshot(trigger)
+        gate = gate_training_data(snap)
+        trained = train(snap, gate, trigger)
+        evaluation = evaluate(snap, trained, trigger)
+        registered = register(snap, trained, evaluation, trigger)
+        promote(registered, evaluation, trigger)
+
+    return retrain_dag()
+
+
+for _cfg in load_all(settings.config_dir()):
+    globals()[f"{_cfg.name}__monitor"] = build_monitor(_cfg)
+    globals()[f"{_cfg.name}__retrain"] = build_retrain(_cfg)

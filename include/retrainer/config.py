@@ -1,0 +1,277 @@
+"""Model configs: one YAML file per model, validated into typed objects.
+
+Unknown keys and bad values are errors that name the file, the key and the problem. This module imports
+only pydantic and yaml, so the DAG factory can load configs at parse time cheaply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from retrainer.exceptions import ConfigError
+
+DURATION_RE = re.compile(r"^(\d+)([DWH])$")
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+Duration = Annotated[str, Field(pattern=DURATION_RE.pattern, description="e.g. 56D, 8W, 12H")]
+LOWER_IS_BETTER = {"rmse", "mae"}
+METRICS = {"classification": {"accuracy", "f1", "balanced_accuracy"}, "regression": {"rmse", "mae", "r2"}}
+
+
+def duration_hours(text: str) -> int:
+    """Hours in a duration string such as ``8W``, ``56D`` or ``12H``."""
+    m = DURATION_RE.match(text)
+    if not m:
+        raise ConfigError(f"not a duration: {text!r} (use e.g. 8W, 56D, 12H)")
+    n, unit = int(m.group(1)), m.group(2)
+    return n * {"H": 1, "D": 24, "W": 24 * 7}[unit]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeatureSpec(_Strict):
+    """One input column. Bounds and categories, when given, become expectations in the quality gate."""
+
+    name: str
+    type: Literal["numeric", "categorical"] = "numeric"
+    min: float | None = None
+    max: float | None = None
+    categories: list[str] | None = None
+    nullable: bool = False
+
+
+class DataConfig(_Strict):
+    time_column: str
+    target: str
+    features: list[FeatureSpec]
+    id_column: str | None = None
+    min_batch_rows: int = Field(1, ge=1)
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _names_are_numeric_features(cls, value: Any) -> Any:
+        if isinstance(value, list):  # a bare name is a numeric feature with no declared bounds
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_columns(self) -> DataConfig:
+        names = [f.name for f in self.features]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate feature names: {dupes}")
+        for special in (self.time_column, self.target):
+            if special in names:
+                raise ValueError(f"{special!r} is the time column or target and cannot also be a feature")
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def numeric(self) -> list[str]:
+        return [f.name for f in self.features if f.type == "numeric"]
+
+    @property
+    def categorical(self) -> list[str]:
+        return [f.name for f in self.features if f.type == "categorical"]
+
+
+class ModelSpec(_Strict):
+    estimator: str = Field(description="import path of a scikit-learn estimator class")
+    params: dict[str, Any] = Field(default_factory=dict)
+    scale_numeric: bool = True
+
+    @field_validator("estimator")
+    @classmethod
+    def _dotted(cls, value: str) -> str:
+        if "." not in value:
+            raise ValueError("must be an import path such as sklearn.linear_model.Ridge")
+        return value
+
+    def build(self) -> Any:
+        """Instantiate the estimator (imports scikit-learn: call at run time, not parse time)."""
+        module, _, cls = self.estimator.rpartition(".")
+        try:
+            klass = getattr(importlib.import_module(module), cls)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"model.estimator: cannot import {self.estimator!r}: {exc}") from exc
+        try:
+            return klass(**self.params)
+        except TypeError as exc:
+            raise ConfigError(f"model.params: {self.estimator} rejected the params: {exc}") from exc
+
+
+class TrainingConfig(_Strict):
+    window: Duration = "8W"
+    holdout: Duration = "1W"
+    min_rows: int = Field(100, ge=10)
+
+
+class DataDriftTrigger(_Strict):
+    share: float = Field(0.5, gt=0, le=1, description="fire when this share of features drifted")
+    column_threshold: float = Field(0.1, gt=0, description="per-column effect size (Wasserstein/JS)")
+    num_method: str = "wasserstein"
+    cat_method: str = "jensenshannon"
+
+
+class PredictionDriftTrigger(_Strict):
+    threshold: float = Field(0.1, gt=0, description="normed Wasserstein distance of predictions")
+    method: str = "wasserstein"
+
+
+class PerformanceTrigger(_Strict):
+    max_degradation: float = Field(0.2, gt=0, description="relative worsening vs the champion's validation")
+    min_labelled_rows: int = Field(20, ge=1)
+
+
+class FlagsTrigger(_Strict):
+    threshold: float = Field(0.05, gt=0, le=1, description="share of predictions flagged by people")
+
+
+class TriggerConfig(_Strict):
+    data_drift: DataDriftTrigger | None = Field(default_factory=DataDriftTrigger)
+    prediction_drift: PredictionDriftTrigger | None = Field(default_factory=PredictionDriftTrigger)
+    performance: PerformanceTrigger | None = Field(default_factory=PerformanceTrigger)
+    flags: FlagsTrigger | None = Field(default_factory=FlagsTrigger)
+    combine: Literal["any", "k_of_n", "weighted"] = "any"
+    k: int = Field(2, ge=1, description="signals needed when combine is k_of_n")
+    weights: dict[str, float] = Field(default_factory=dict, description="per-signal weights when weighted")
+    weighted_threshold: float = Field(1.0, gt=0)
+    cooldown_batches: int = Field(2, ge=0, description="batches after a request during which new ones are suppressed")
+    poke_interval_seconds: int = Field(15, ge=1)
+    sensor_timeout_hours: float = Field(24, gt=0)
+    report_max_rows: int = Field(20_000, ge=100, description="rows sampled per side for the drift report")
+
+    @model_validator(mode="after")
+    def _weights_known(self) -> TriggerConfig:
+        unknown = set(self.weights) - {"data_drift", "prediction_drift", "performance", "flags"}
+        if unknown:
+            raise ValueError(f"weights for unknown signals: {sorted(unknown)}")
+        return self
+
+
+class Floor(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+
+class ValidationConfig(_Strict):
+    metric: str | None = Field(None, description="primary metric; default rmse or f1 by task")
+    max_degradation: float = Field(0.0, ge=0, lt=1, description="relative margin the candidate may lose")
+    floors: dict[str, Floor] = Field(default_factory=dict)
+    range_tolerance: float = Field(0.5, ge=0, description="slack on reference ranges, as a share of the range")
+    mostly: float = Field(0.99, gt=0, le=1, description="share of rows that must satisfy value expectations")
+
+
+class ModelConfig(_Strict):
+    name: str
+    task: Literal["classification", "regression"]
+    description: str = ""
+    data: DataConfig
+    model: ModelSpec
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    schedule: str | None = Field("0 3 * * 1", description="cron for scheduled retrains; null for none")
+    triggers: TriggerConfig = Field(default_factory=TriggerConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    source: str = Field("", exclude=True, description="file the config came from (set by load_config)")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise ValueError("must be lower case letters, digits and _ starting with a letter")
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None and value.startswith("@"):
+            return value
+        if value is not None and len(value.split()) != 5:
+            raise ValueError("must be a 5-field cron expression, an @preset, or null")
+        return value
+
+    @model_validator(mode="after")
+    def _metrics_fit_task(self) -> ModelConfig:
+        allowed = METRICS[self.task]
+        bad = [m for m in [self.validation.metric, *self.validation.floors] if m and m not in allowed]
+        if bad:
+            raise ValueError(f"metrics {bad} do not apply to {self.task}; use {sorted(allowed)}")
+        return self
+
+    @property
+    def metric(self) -> str:
+        return self.validation.metric or ("rmse" if self.task == "regression" else "f1")
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.metric in LOWER_IS_BETTER
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of everything that changes what a retrain produces."""
+        payload = self.model_dump(mode="json", include={"task", "data", "model", "training", "validation"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _format_errors(path: Path | str, err: ValidationError) -> str:
+    lines = [f"{path}: invalid config"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  - unknown key '{loc}' (not a recognised setting; check spelling)")
+        elif e["type"] == "missing":
+            lines.append(f"  - missing required key '{loc}'")
+        else:
+            lines.append(f"  - {loc}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_config(raw: Any, source: Path | str = "<config>") -> ModelConfig:
+    """Validate a parsed YAML mapping into a :class:`ModelConfig`."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return ModelConfig.model_validate({**raw, "source": str(source)})
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc)) from exc
+
+
+def load_config(path: Path | str) -> ModelConfig:
+    """Read and validate one model config file."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such config file") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    cfg = parse_config(raw, path)
+    if path.stem != cfg.name:
+        raise ConfigError(f"{path}: name '{cfg.name}' must match the file name '{path.stem}'")
+    return cfg
+
+
+def load_all(folder: Path | str) -> list[ModelConfig]:
+    """Every ``*.yaml`` config in a folder, sorted by name."""
+    return [load_config(p) for p in sorted(Path(folder).glob("*.yaml"))]
+
+
+def find_config(name: str, folder: Path | str) -> ModelConfig:
+    """The config of model ``name`` in ``folder``."""
+    path = Path(folder) / f"{name}.yaml"
+    if not path.exists():
+        raise ConfigError(f"no config for model {name!r} in {folder}")
+    return load_config(path)

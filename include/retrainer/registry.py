@@ -1,0 +1,126 @@
+"""Model registry: register passing candidates, move aliases, keep a durable promotion history.
+
+Aliases ``champion`` / ``challenger`` (never stages). Every alias move is also written as a
+registered-model tag ``retrainer.event.<n>`` (JSON: when, action, from, to, why, by), so the history
+survives later moves of the alias itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from retrainer.tracking import TAG, client
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+@dataclass(frozen=True)
+class Champion:
+    version: int
+    run_id: str
+    snapshot_sha256: str | None
+    metrics: dict[str, float]
+    tags: dict[str, str]
+
+    @property
+    def uri(self) -> str:
+        return f"runs:/{self.run_id}/model"
+
+
+def _ensure_registered_model(name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    c = client()
+    try:
+        c.get_registered_model(name)
+    except MlflowException:
+        try:
+            c.create_registered_model(name, tags={f"{TAG}managed": "true"})
+        except MlflowException:  # created concurrently
+            c.get_registered_model(name)
+
+
+def champion(name: str, alias: str = CHAMPION) -> Champion | None:
+    """The version holding ``alias`` with its holdout metrics, or None."""
+    from mlflow.exceptions import MlflowException
+
+    c = client()
+    try:
+        mv = c.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+    run = c.get_run(mv.run_id)
+    metrics = {k.removeprefix("holdout_"): v for k, v in run.data.metrics.items() if k.startswith("holdout_")}
+    return Champion(
+        version=int(mv.version),
+        run_id=mv.run_id,
+        snapshot_sha256=mv.tags.get(f"{TAG}snapshot_sha256"),
+        metrics=metrics,
+        tags=dict(mv.tags),
+    )
+
+
+def find_version(name: str, run_key: str) -> int | None:
+    """An existing version registered for ``run_key`` (snapshot + config), for idempotent re-runs."""
+    c = client()
+    for mv in c.search_model_versions(f"name = '{name}'"):
+        if mv.tags.get(f"{TAG}run_key") == run_key:
+            return int(mv.version)
+    return None
+
+
+def register(name: str, run_id: str, run_key: str, tags: dict[str, str]) -> tuple[int, bool]:
+    """Register ``runs:/<run_id>/model`` unless this run_key already has a version: (version, created)."""
+    existing = find_version(name, run_key)
+    if existing is not None:
+        log.info("model %s already has version %s for run_key %s: not registering again", name, existing, run_key)
+        return existing, False
+    _ensure_registered_model(name)
+    c = client()
+    mv = c.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id,
+                                tags={**tags, f"{TAG}run_key": run_key})  # fmt: skip
+    log.info("registered %s version %s", name, mv.version)
+    return int(mv.version), True
+
+
+def history(name: str) -> list[dict[str, Any]]:
+    """Every recorded alias move, oldest first."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        rm = client().get_registered_model(name)
+    except MlflowException:
+        return []
+    events = [json.loads(v) for k, v in rm.tags.items() if k.startswith(f"{TAG}event.")]
+    return sorted(events, key=lambda e: e["seq"])
+
+
+def move_alias(name: str, alias: str, version: int, *, action: str, reason: str, by: str) -> dict[str, Any] | None:
+    """Point ``alias`` at ``version`` and record the move; a no-op (None) if it already points there."""
+    c = client()
+    current = champion(name, alias)
+    if current is not None and current.version == version:
+        return None
+    c.set_registered_model_alias(name, alias, str(version))
+    seq = len(history(name)) + 1
+    event = {
+        "seq": seq,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "action": action,
+        "alias": alias,
+        "from_version": current.version if current else None,
+        "to_version": version,
+        "reason": reason[:1500],
+        "by": by,
+    }
+    c.set_registered_model_tag(name, f"{TAG}event.{seq:06d}", json.dumps(event))
+    c.set_model_version_tag(name, str(version), f"{TAG}{alias}_since", event["at"])
+    log.info("%s: alias %s moved %s -> v%s (%s)", name, alias, event["from_version"], version, action)
+    return event

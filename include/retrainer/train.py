@@ -1,0 +1,117 @@
+"""Training: gather the window, split off the most recent holdout, fit the configured estimator.
+
+Everything here is plain pandas/scikit-learn; MLflow logging lives in :mod:`retrainer.tracking`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from retrainer.config import duration_hours
+from retrainer.exceptions import RetrainerError
+from retrainer.storage import DataRoot, read_batch
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
+
+    from retrainer.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+
+def prepare(cfg: ModelConfig, df: pd.DataFrame) -> pd.DataFrame:
+    """Parse the time column and give categorical features a string dtype (stable across CSV/Parquet)."""
+    import pandas as pd
+
+    df = df.copy()
+    df[cfg.data.time_column] = pd.to_datetime(df[cfg.data.time_column], utc=False)
+    for c in cfg.data.categorical:
+        if c in df:
+            df[c] = df[c].astype("string").astype(object)
+    return df
+
+
+def labelled(cfg: ModelConfig, df: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose label has arrived."""
+    if cfg.data.target not in df:
+        return df.iloc[0:0]
+    return df[df[cfg.data.target].notna()]
+
+
+def gather_window(
+    cfg: ModelConfig, root: DataRoot, window: str | None = None
+) -> tuple[pd.DataFrame, list[str]]:
+    """Labelled archived rows inside the training window ending at the newest archived time.
+
+    The window is anchored on the data, not on the wall clock, so a re-run over the same archive gives
+    the same training set.
+    """
+    import pandas as pd
+
+    frames, sources = [], []
+    for path in root.archived():
+        df = prepare(cfg, read_batch(path))
+        df = labelled(cfg, df)
+        if len(df):
+            frames.append(df)
+            sources.append(path.name)
+    if not frames:
+        raise RetrainerError(f"no labelled data archived for model {cfg.name} under {root.archive}")
+    full = pd.concat(frames, ignore_index=True)
+    end = full[cfg.data.time_column].max()
+    start = end - timedelta(hours=duration_hours(window or cfg.training.window))
+    in_window = full[full[cfg.data.time_column] > start]
+    used = sorted({s for s, f in zip(sources, frames, strict=True) if (f[cfg.data.time_column] > start).any()})
+    cols = [cfg.data.time_column, *cfg.data.feature_names, cfg.data.target]
+    return in_window[cols].reset_index(drop=True), used
+
+
+def split_holdout(cfg: ModelConfig, df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, holdout): the holdout is the most recent ``training.holdout`` of the data."""
+    t = df[cfg.data.time_column]
+    cut = t.max() - timedelta(hours=duration_hours(cfg.training.holdout))
+    train, holdout = df[t <= cut], df[t > cut]
+    if len(train) < cfg.training.min_rows:
+        raise RetrainerError(
+            f"only {len(train)} training rows before the holdout (need training.min_rows={cfg.training.min_rows})"
+        )
+    return train.reset_index(drop=True), holdout.reset_index(drop=True)
+
+
+def build_pipeline(cfg: ModelConfig) -> Pipeline:
+    """Preprocessing (one-hot categoricals, optionally scaled numerics) + the configured estimator."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    num = StandardScaler() if cfg.model.scale_numeric else "passthrough"
+    pre = ColumnTransformer(
+        [
+            ("num", num, cfg.data.numeric),
+            ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), cfg.data.categorical),
+        ],
+        remainder="drop",
+    )
+    return Pipeline([("pre", pre), ("model", cfg.model.build())])
+
+
+def fit(cfg: ModelConfig, train: pd.DataFrame) -> Pipeline:
+    pipe = build_pipeline(cfg)
+    pipe.fit(train[cfg.data.feature_names], train[cfg.data.target])
+    return pipe
+
+
+def predict(cfg: ModelConfig, model: Any, df: pd.DataFrame) -> Any:
+    return model.predict(df[cfg.data.feature_names])
+
+
+@dataclass
+class TrainResult:
+    model: Any
+    train_rows: int
+    holdout_rows: int
+    holdout_metrics: dict[str, float]
