@@ -11,7 +11,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -r requirements.txt
 	$(PIP) install -q --no-deps -r requirements-nodeps.txt
-	$(PIP) install -q --no-deps --no-build-isolation -e . || $(PIP) install -q --no-deps -e .
+	$(PIP) install -q --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv with the pinned stack and the retrainer package

@@ -6,7 +6,6 @@ Experiments: ``retrainer/<model>/monitor`` (one run per batch check, fired or no
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -19,12 +18,12 @@ if TYPE_CHECKING:
 TAG = "retrainer."  # prefix of every tag we write
 
 
-@functools.cache
 def _configure(uri: str) -> None:
     import mlflow
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    mlflow.set_tracking_uri(uri)
+    if mlflow.get_tracking_uri() != uri:  # cheap; re-checked on every call so a changed env var takes effect
+        mlflow.set_tracking_uri(uri)
 
 
 def client() -> MlflowClient:

@@ -1,0 +1,35 @@
+"""Shared test set-up: every test runs against a fresh temp data root and MLflow SQLite store."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))  # airflow_harness
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temp data root and MLflow store for one test (env vars the package reads when called)."""
+    monkeypatch.setenv("RETRAINER_DATA_ROOT", str(tmp_path / "data"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("RETRAINER_ARTIFACT_ROOT", str(tmp_path / "mlartifacts"))
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def bikeshare_cfg():
+    from retrainer.config import load_config
+
+    return load_config(REPO / "include" / "models" / "bikeshare.yaml")
+
+
+@pytest.fixture(scope="session")
+def bikeshare_weeks():
+    from retrainer.datasets import bikeshare, weekly_batches
+
+    return weekly_batches(bikeshare(), "timestamp")
