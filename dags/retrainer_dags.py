@@ -37,11 +37,17 @@ def retrain_asset(name: str) -> Asset:
     return Asset(name=f"{name}__retrain_request", uri=f"retrainer://{name}/retrain-request")
 
 
-def _fail_fast(exc: Exception) -> None:
-    """Bad data and rejected models are not transient: fail without retrying, keeping the message."""
+def _run(fn: Any, *args: Any) -> Any:
+    """Call a stage; our own errors (bad data, bad config, too little data) are not transient, so they
+    fail the task without retries, keeping the message. Anything else (a database hiccup) is retried."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    raise AirflowFailException(str(exc)) from exc
+    from retrainer.exceptions import RetrainerError
+
+    try:
+        return fn(*args)
+    except RetrainerError as exc:
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
 
 def build_monitor(cfg: ModelConfig) -> Any:
@@ -75,44 +81,39 @@ def build_monitor(cfg: ModelConfig) -> Any:
         @task
         def validate_batch(claim: dict[str, Any], **context: Any) -> dict[str, Any]:
             from retrainer import monitor
-            from retrainer.exceptions import BatchError, DataValidationError
 
-            try:
-                return monitor.validate_batch(cfg, claim, context["run_id"])
-            except (DataValidationError, BatchError) as exc:
-                _fail_fast(exc)
-                raise
+            return _run(monitor.validate_batch, cfg, claim, context["run_id"])
 
         @task
         def score_batch(claim: dict[str, Any], validation: dict[str, Any]) -> dict[str, Any]:
             from retrainer import monitor
 
-            return monitor.score_batch(cfg, claim)
+            return _run(monitor.score_batch, cfg, claim)
 
         @task
         def drift_report(claim: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
             from retrainer import monitor
 
-            return monitor.drift(cfg, claim, scored)
+            return _run(monitor.drift, cfg, claim, scored)
 
         @task
         def performance(claim: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
             from retrainer import monitor
 
-            return monitor.performance(cfg, claim, scored)
+            return _run(monitor.performance, cfg, claim, scored)
 
         @task
         def flagged_rate(claim: dict[str, Any], validation: dict[str, Any]) -> dict[str, Any]:
             from retrainer import monitor
 
-            return monitor.flagged_rate(cfg, claim, validation)
+            return _run(monitor.flagged_rate, cfg, claim, validation)
 
         @task
         def decide(claim: dict[str, Any], validation: dict[str, Any], scored: dict[str, Any],
                    drift: dict[str, Any], perf: dict[str, Any], flags: dict[str, Any], **context: Any) -> dict[str, Any]:  # fmt: skip
             from retrainer import monitor
 
-            return monitor.decide(cfg, claim, validation, scored, drift, perf, flags, context["run_id"])
+            return _run(monitor.decide, cfg, claim, validation, scored, drift, perf, flags, context["run_id"])
 
         @task(outlets=[asset])
         def request_retrain(decision: dict[str, Any], **context: Any) -> dict[str, Any]:
@@ -129,7 +130,7 @@ def build_monitor(cfg: ModelConfig) -> Any:
         def archive_batch(claim: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
             from retrainer import monitor
 
-            return monitor.archive_batch(cfg, claim)
+            return _run(monitor.archive_batch, cfg, claim)
 
         claim = wait_for_batch()
         validation = validate_batch(claim)
@@ -185,30 +186,25 @@ def build_retrain(cfg: ModelConfig) -> Any:
         def snapshot(trigger: dict[str, Any]) -> dict[str, Any]:
             from retrainer import retrain
 
-            return retrain.snapshot(cfg, trigger["window"])
+            return _run(retrain.snapshot, cfg, trigger["window"])
 
         @task
         def gate_training_data(snap: dict[str, Any]) -> dict[str, Any]:
             from retrainer import retrain
-            from retrainer.exceptions import DataValidationError
 
-            try:
-                return retrain.gate(cfg, snap)
-            except DataValidationError as exc:
-                _fail_fast(exc)
-                raise
+            return _run(retrain.gate, cfg, snap)
 
         @task
         def train(snap: dict[str, Any], gate: dict[str, Any], trigger: dict[str, Any], **context: Any) -> dict[str, Any]:
             from retrainer import retrain
 
-            return retrain.train(cfg, snap, trigger, context["run_id"])
+            return _run(retrain.train, cfg, snap, trigger, context["run_id"])
 
         @task
         def evaluate(snap: dict[str, Any], trained: dict[str, Any], trigger: dict[str, Any]) -> dict[str, Any]:
             from retrainer import retrain
 
-            return retrain.evaluate(cfg, snap, trained, force=trigger["force"])
+            return _run(retrain.evaluate, cfg, snap, trained, trigger["force"])
 
         @task
         def register(snap: dict[str, Any], trained: dict[str, Any], evaluation: dict[str, Any],
@@ -228,7 +224,7 @@ def build_retrain(cfg: ModelConfig) -> Any:
                     **context: Any) -> dict[str, Any]:  # fmt: skip
             from retrainer import retrain
 
-            return retrain.promote(cfg, registered, evaluation, trigger, context["run_id"])
+            return _run(retrain.promote, cfg, registered, evaluation, trigger, context["run_id"])
 
         trigger = resolve_trigger()
         snap = snapshot(trigger)

@@ -130,3 +130,8 @@ def asset_events(uri: str) -> list[dict[str, Any]]:
             .all()
         )
         return [{"id": r.id, "extra": dict(r.extra or {}), "timestamp": r.timestamp} for r in rows]
+
+
+def reload_dags() -> None:
+    """Re-parse the DAG files (after a config change)."""
+    _dags.cache_clear()

@@ -120,14 +120,16 @@ class TrainingConfig(_Strict):
 
 
 class DataDriftTrigger(_Strict):
-    share: float = Field(0.5, gt=0, le=1, description="fire when this share of features drifted")
-    column_threshold: float = Field(0.1, gt=0, description="per-column effect size (Wasserstein/JS)")
+    share: float = Field(0.3, gt=0, le=1, description="fire when this share of features drifted")
+    column_threshold: float = Field(
+        0.5, gt=0, description="per-column effect size: normed Wasserstein (in std units) / Jensen-Shannon"
+    )
     num_method: str = "wasserstein"
     cat_method: str = "jensenshannon"
 
 
 class PredictionDriftTrigger(_Strict):
-    threshold: float = Field(0.1, gt=0, description="normed Wasserstein distance of predictions")
+    threshold: float = Field(0.15, gt=0, description="normed Wasserstein distance of predictions")
     method: str = "wasserstein"
 
 

@@ -164,12 +164,12 @@ def evaluate(cfg: ModelConfig, snap: dict[str, Any], trained: dict[str, Any], fo
     thresholds = _thresholds(cfg, champion_scores.get(cfg.metric), force)
     failed: list[str] = []
     if champ is not None and champ.run_id == trained["run_id"]:
-        failed.append(f"candidate is already the champion (v{champ.version})")
+        failed.append(f"no change: same snapshot and config as champion v{champ.version} (no new data)")
     try:
         mlflow.validate_evaluation_results(thresholds, EvaluationResult(candidate, {}, trained["run_id"]),
                                            EvaluationResult(champion_scores, {}, champ.run_id if champ else None))  # fmt: skip
     except MlflowException as exc:  # ModelValidationFailedException: the message lists each failed check
-        failed.extend(line.strip(" -") for line in str(exc).splitlines()[1:] if line.strip())
+        failed.extend(line.strip(" -") for line in str(exc).splitlines() if line.strip())
         if not failed:
             failed.append(str(exc))
     passed = not failed

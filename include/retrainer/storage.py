@@ -141,6 +141,10 @@ class DataRoot:
             if p.name.endswith(BATCH_SUFFIXES) and not p.name.endswith(FLAGS_SUFFIX)
         ]
 
+    def archived_with_hash(self, sha256: str) -> Path | None:
+        """An archived batch with exactly this content, if any."""
+        return next((p for p in self.archived() if sha256_file(p) == sha256), None)
+
     def locate(self, batch: str) -> tuple[str, Path]:
         """Where a batch is now: (stage, path)."""
         check_batch_name(batch)
@@ -189,7 +193,10 @@ class DataRoot:
 
     def _quarantine_raw(self, name: str, reason: str) -> None:
         src = self.landing / name
-        dest = self.quarantine / (re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "unnamed")
+        safe = Path(re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "unnamed")
+        dest, n = self.quarantine / safe, 1
+        while dest.exists():  # never overwrite: distinct unsafe names can sanitise to the same name
+            dest, n = self.quarantine / f"{safe.stem}.dup-{n}{safe.suffix}", n + 1
         self.quarantine.mkdir(parents=True, exist_ok=True)
         os.replace(src, dest)
         _atomic_write(dest.with_name(dest.name + ".reason.json"), json.dumps({"reason": reason}, indent=2))

@@ -1,0 +1,250 @@
+"""The retrain and monitor stage functions without Airflow: real GX, Evidently and MLflow (SQLite).
+
+Training a champion and logging it to MLflow costs ~10 s, so one champion is trained per module (the
+``trained`` fixture) in a module-scoped copy of the ``state`` fixture's environment (temp data root, temp
+SQLite tracking store, temp artifact root). Tests run in file order: the retrain-path tests come first,
+because the monitor tests archive new batches and so change what a fresh snapshot would contain. Every
+monitor test lands, claims and finishes its own batch, so no batch is left in landing for the next test.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from retrainer import monitor, registry, retrain, settings, tracking
+from retrainer.config import ModelSpec
+from retrainer.exceptions import DataValidationError, ModelRejected
+from retrainer.storage import DataRoot
+
+pytestmark = pytest.mark.unit
+
+HISTORY_WEEKS = 6
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Module-scoped equivalent of conftest's ``state``: the same env vars, one temp root per module."""
+    tmp = tmp_path_factory.mktemp("stages")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RETRAINER_DATA_ROOT", str(tmp / "data"))
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
+        mp.setenv("RETRAINER_ARTIFACT_ROOT", str(tmp / "mlartifacts"))
+        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        yield tmp
+
+
+@pytest.fixture(scope="module")
+def dr(env, bikeshare_cfg) -> DataRoot:
+    return DataRoot(settings.data_root(), bikeshare_cfg.name)
+
+
+@pytest.fixture(scope="module")
+def trained(env, dr, bikeshare_cfg, bikeshare_weeks):
+    """Seed 6 weeks of history into the archive and run the whole retrain path once."""
+    cfg = bikeshare_cfg
+    history = pd.concat([df for _, df in bikeshare_weeks[:HISTORY_WEEKS]], ignore_index=True)
+    dr.import_batch(history, "history.parquet", stage="archive")
+    out = {"history_rows": len(history)}
+    out["trigger"] = retrain.resolve_trigger("manual", [], {"reason": "first champion"})
+    out["snap"] = retrain.snapshot(cfg)
+    out["gate"] = retrain.gate(cfg, out["snap"])
+    out["train"] = retrain.train(cfg, out["snap"], out["trigger"], dag_run_id="manual__1")
+    out["evaluation"] = retrain.evaluate(cfg, out["snap"], out["train"])
+    out["registered"] = retrain.register(cfg, out["snap"], out["train"], out["evaluation"], out["trigger"])
+    out["promoted"] = retrain.promote(cfg, out["registered"], out["evaluation"], out["trigger"], "manual__1")
+    return out
+
+
+def land(dr: DataRoot, name: str, df: pd.DataFrame) -> str:
+    batch = f"{name}.parquet"
+    dr.import_batch(df, batch, stage="landing")
+    return batch
+
+
+# -- retrain path -----------------------------------------------------------------------------------------
+def test_resolve_trigger_sources():
+    asset = retrain.resolve_trigger("asset_triggered", [{"extra": {"reasons": ["data_drift 0.60 >= 0.50"]}}], {})
+    scheduled = retrain.resolve_trigger("scheduled", [], {})
+    manual = retrain.resolve_trigger("manual", [], {"reason": "hotfix", "force": True, "window": "4W"})
+
+    assert asset["source"] == "asset" and asset["reasons"] == ["data_drift 0.60 >= 0.50"]
+    assert scheduled["source"] == "schedule" and scheduled["reasons"] == ["scheduled retrain"]
+    assert manual == {"source": "manual", "reasons": ["hotfix"], "force": True, "window": "4W",
+                      "run_type": "manual"}  # fmt: skip
+
+
+def test_retrain_path_promotes_first_champion(trained, dr, bikeshare_cfg):
+    snap, tr, ev = trained["snap"], trained["train"], trained["evaluation"]
+
+    champ = registry.champion(bikeshare_cfg.name)
+
+    assert snap["created"] is True and snap["sources"] == ["history.parquet"]
+    assert snap["rows"] == trained["history_rows"]
+    assert (dr.snapshots / snap["sha256"] / "data.parquet").exists()
+    assert trained["gate"]["success"] is True and Path(trained["gate"]["gx_result"]).exists()
+    assert tr["reused"] is False and tr["train_rows"] + tr["holdout_rows"] == snap["rows"]
+    assert ev["passed"] is True and ev["champion_version"] is None and ev["failed_checks"] == []
+    assert trained["registered"] == {"version": 1, "created": True}
+    assert trained["promoted"]["promoted"] is True
+    assert champ is not None and champ.version == 1
+    assert champ.run_id == tr["run_id"]
+    assert champ.snapshot_sha256 == snap["sha256"]
+    assert champ.metrics["rmse"] == pytest.approx(tr["holdout"]["rmse"])
+    assert champ.metrics["r2"] >= bikeshare_cfg.validation.floors["r2"].min
+
+
+def test_retrain_rerun_reuses_snapshot_run_and_version(trained, bikeshare_cfg):
+    cfg = bikeshare_cfg
+
+    snap2 = retrain.snapshot(cfg)
+    tr2 = retrain.train(cfg, snap2, trained["trigger"])
+    reg2 = retrain.register(cfg, snap2, tr2, trained["evaluation"], trained["trigger"])
+    prom2 = retrain.promote(cfg, reg2, trained["evaluation"], trained["trigger"])
+
+    assert snap2["sha256"] == trained["snap"]["sha256"] and snap2["created"] is False
+    assert tr2["reused"] is True and tr2["run_id"] == trained["train"]["run_id"]
+    assert tr2["holdout"]["rmse"] == pytest.approx(trained["train"]["holdout"]["rmse"])
+    assert reg2 == {"version": 1, "created": False}
+    assert prom2["promoted"] is False
+    versions = tracking.client().search_model_versions(f"name = '{cfg.name}'")
+    assert len(versions) == 1
+    assert len(tracking.find_runs(cfg.name, "train")) == 1
+    events = registry.history(cfg.name)
+    assert [(e["action"], e["from_version"], e["to_version"]) for e in events] == [("promote", None, 1)]
+    assert "first champion" in events[0]["reason"] and events[0]["by"] == "dag_run:manual__1"
+
+
+def test_champion_cannot_be_validated_against_itself(trained, bikeshare_cfg):
+    ev = retrain.evaluate(bikeshare_cfg, trained["snap"], trained["train"])
+
+    assert ev["passed"] is False
+    assert len(ev["failed_checks"]) == 1 and "champion v1" in ev["failed_checks"][0], ev["failed_checks"]
+    assert ev["champion"]["rmse"] == pytest.approx(trained["train"]["holdout"]["rmse"])
+
+
+def test_weak_candidate_is_rejected_and_not_registered(trained, bikeshare_cfg):
+    weak_cfg = bikeshare_cfg.model_copy(update={"model": ModelSpec(estimator="sklearn.dummy.DummyRegressor")})
+    assert weak_cfg.fingerprint != bikeshare_cfg.fingerprint
+
+    tr = retrain.train(weak_cfg, trained["snap"], trained["trigger"])
+    ev = retrain.evaluate(weak_cfg, trained["snap"], tr)
+
+    assert tr["reused"] is False and tr["run_id"] != trained["train"]["run_id"]
+    assert ev["passed"] is False
+    assert any("rmse" in c for c in ev["failed_checks"]), ev["failed_checks"]
+    assert any("r2" in c for c in ev["failed_checks"]), ev["failed_checks"]  # below the 0.3 floor
+    assert ev["candidate"]["rmse"] > ev["champion"]["rmse"]
+    with pytest.raises(ModelRejected) as exc:
+        retrain.register(weak_cfg, trained["snap"], tr, ev, trained["trigger"])
+    assert exc.value.failed_checks == ev["failed_checks"]
+    assert "rmse" in str(exc.value)
+    assert registry.champion(bikeshare_cfg.name).version == 1
+    assert len(tracking.client().search_model_versions(f"name = '{bikeshare_cfg.name}'")) == 1
+    assert tracking.client().get_run(tr["run_id"]).data.tags["retrainer.outcome"] == "rejected"
+
+
+# -- monitor path ---------------------------------------------------------------------------------------
+def test_monitor_path_records_decision(trained, dr, bikeshare_cfg, bikeshare_weeks):
+    cfg = bikeshare_cfg
+    name, week = bikeshare_weeks[HISTORY_WEEKS]
+    batch = land(dr, name, week)
+
+    claim = monitor.claim_batch(cfg, "scheduled__mon-1")
+    validation = monitor.validate_batch(cfg, claim, "scheduled__mon-1")
+    scored = monitor.score_batch(cfg, claim)
+    drift = monitor.drift(cfg, claim, scored)
+    perf = monitor.performance(cfg, claim, scored)
+    flags = monitor.flagged_rate(cfg, claim, validation)
+    decision = monitor.decide(cfg, claim, validation, scored, drift, perf, flags, "scheduled__mon-1")
+    archived = monitor.archive_batch(cfg, claim)
+
+    assert claim["batch"] == batch and monitor.claim_batch(cfg, "scheduled__mon-1") == claim
+    assert validation["rows"] == len(week) and validation["labelled_rows"] == len(week)
+    assert Path(validation["gx_docs"]).exists()
+    assert scored["champion_version"] == 1
+    assert len(pd.read_parquet(scored["predictions"])) == len(week)
+    assert 0 <= drift["data_drift_share"] <= 1 and Path(drift["report"]).exists()
+    assert perf["labelled_rows"] == len(week) and perf["reference"] == pytest.approx(trained["train"]["holdout"]["rmse"])
+    assert perf["value"] > 0
+    assert flags["flagged_rate"] is None  # no sidecar
+    assert decision["verdict"] in {"retrain", "no_retrain", "suppressed"}
+    assert decision["retrain"] == (decision["verdict"] == "retrain")
+    assert decision["verdict"] == "retrain" and "data_drift" in decision["fired"]  # Jan -> Feb weather
+    runs = tracking.find_runs(cfg.name, "monitor", f"tags.`retrainer.batch` = '{batch}'")
+    assert [r.info.run_id for r in runs] == [decision["mlflow_run_id"]]
+    tags, mets = runs[0].data.tags, runs[0].data.metrics
+    assert tags["retrainer.verdict"] == decision["verdict"]
+    assert tags["retrainer.batch_sha256"] == claim["sha256"]
+    assert json.loads(tags["retrainer.reasons"]) == decision["reasons"]
+    assert mets["retrain_requested"] == 1.0 and mets["rows"] == len(week)
+    assert mets["batch_rmse"] == pytest.approx(perf["value"])
+    assert Path(archived["archived"]) == dr.archive / batch and (dr.archive / batch).exists()
+    assert not (dr.processing / batch).exists()
+
+    again = monitor.decide(cfg, claim, validation, scored, drift, perf, flags, "scheduled__mon-1")
+    assert again["mlflow_run_id"] == decision["mlflow_run_id"]  # a retry updates, never duplicates
+    assert len(tracking.find_runs(cfg.name, "monitor", f"tags.`retrainer.batch` = '{batch}'")) == 1
+
+
+def test_flags_sidecar_gives_flagged_rate(trained, dr, bikeshare_cfg, bikeshare_weeks):
+    cfg = bikeshare_cfg
+    name, week = bikeshare_weeks[HISTORY_WEEKS + 1]
+    batch = land(dr, name, week)
+    pd.DataFrame({"row": [0, 3, 3, 10, 42], "note": ["a", "b", "dup", "c", "d"]}).to_csv(
+        dr.landing / f"{name}.flags.csv", index=False
+    )
+
+    claim = monitor.claim_batch(cfg, "scheduled__flags-1")
+    validation = monitor.validate_batch(cfg, claim)
+    flags = monitor.flagged_rate(cfg, claim, validation)
+    monitor.archive_batch(cfg, claim)
+
+    assert claim["batch"] == batch
+    assert flags["flagged"] == 4  # unique rows, not flag lines
+    assert flags["flagged_rate"] == pytest.approx(4 / len(week))
+    assert Path(flags["flags_file"]) == dr.processing / f"{name}.flags.csv"
+    assert (dr.archive / f"{name}.flags.csv").exists()  # the sidecar followed the batch
+
+
+def test_malformed_batch_is_quarantined(trained, dr, bikeshare_cfg, bikeshare_weeks):
+    cfg = bikeshare_cfg
+    name, week = bikeshare_weeks[HISTORY_WEEKS + 2]
+    batch = land(dr, name, week.drop(columns=["temp"]))
+    claim = monitor.claim_batch(cfg, "scheduled__bad-1")
+
+    with pytest.raises(DataValidationError) as exc:
+        monitor.validate_batch(cfg, claim, "scheduled__bad-1")
+
+    assert any(f["column"] == "temp" for f in exc.value.failures)
+    assert batch in str(exc.value) and "temp" in str(exc.value)
+    assert (dr.quarantine / batch).exists()
+    assert not (dr.processing / batch).exists() and not (dr.archive / batch).exists()
+    reason = json.loads((dr.quarantine / f"{batch}.reason.json").read_text())
+    assert reason["run_id"] == "scheduled__bad-1" and "temp" in reason["message"]
+    assert any(f["column"] == "temp" for f in reason["failures"])
+    assert registry.champion(cfg.name).version == 1
+    runs = tracking.find_runs(cfg.name, "monitor", f"tags.`retrainer.batch` = '{batch}'")
+    assert [r.data.tags["retrainer.verdict"] for r in runs] == ["quarantined"]
+
+    with pytest.raises(DataValidationError, match="temp"):  # a task retry re-raises, the file stays put
+        monitor.validate_batch(cfg, claim, "scheduled__bad-1")
+    assert (dr.quarantine / batch).exists()
+
+
+def test_thresholds_combine_floors_and_champion_margin(bikeshare_cfg):
+    loose = bikeshare_cfg.model_copy(update={"validation": bikeshare_cfg.validation.model_copy(
+        update={"max_degradation": 0.1})})  # fmt: skip
+
+    strict = retrain._thresholds(bikeshare_cfg, 20.0, force=False)
+    margin = retrain._thresholds(loose, 20.0, force=False)
+    forced = retrain._thresholds(bikeshare_cfg, 20.0, force=True)
+    first = retrain._thresholds(bikeshare_cfg, None, force=False)
+
+    assert strict["rmse"].threshold == 20.0 and strict["rmse"].greater_is_better is False
+    assert strict["r2"].threshold == 0.3 and strict["r2"].greater_is_better is True
+    assert margin["rmse"].threshold == pytest.approx(22.0)  # may lose 10% of the champion's rmse
+    assert set(forced) == set(first) == {"r2"}  # floors always apply; champion comparison only unforced
