@@ -109,8 +109,15 @@ def build_monitor(cfg: ModelConfig) -> Any:
             return _run(monitor.flagged_rate, cfg, claim, validation)
 
         @task
-        def decide(claim: dict[str, Any], validation: dict[str, Any], scored: dict[str, Any],
-                   drift: dict[str, Any], perf: dict[str, Any], flags: dict[str, Any], **context: Any) -> dict[str, Any]:  # fmt: skip
+        def decide(
+            claim: dict[str, Any],
+            validation: dict[str, Any],
+            scored: dict[str, Any],
+            drift: dict[str, Any],
+            perf: dict[str, Any],
+            flags: dict[str, Any],
+            **context: Any,
+        ) -> dict[str, Any]:
             from retrainer import monitor
 
             return _run(monitor.decide, cfg, claim, validation, scored, drift, perf, flags, context["run_id"])
@@ -120,9 +127,15 @@ def build_monitor(cfg: ModelConfig) -> Any:
             from airflow.sdk.exceptions import AirflowSkipException
 
             if not decision["retrain"]:
-                raise AirflowSkipException(f"no retrain requested: {decision['verdict']} {decision['suppressed_by'] or ''}")
-            extra = {"reasons": decision["reasons"], "batch": decision["batch"],
-                     "monitor_run": decision["mlflow_run_id"], "dag_run_id": context["run_id"]}  # fmt: skip
+                raise AirflowSkipException(
+                    f"no retrain requested: {decision['verdict']} {decision['suppressed_by'] or ''}"
+                )
+            extra = {
+                "reasons": decision["reasons"],
+                "batch": decision["batch"],
+                "monitor_run": decision["mlflow_run_id"],
+                "dag_run_id": context["run_id"],
+            }
             context["outlet_events"][asset].extra = extra
             return extra
 
@@ -150,7 +163,9 @@ def build_retrain(cfg: ModelConfig) -> Any:
     asset = retrain_asset(name)
     schedule: Any = asset
     if cfg.schedule:
-        schedule = AssetOrTimeSchedule(timetable=CronTriggerTimetable(cfg.schedule, timezone="UTC"), assets=asset)
+        schedule = AssetOrTimeSchedule(
+            timetable=CronTriggerTimetable(cfg.schedule, timezone="UTC"), assets=asset
+        )
 
     @dag(
         dag_id=f"{name}__retrain",
@@ -163,13 +178,33 @@ def build_retrain(cfg: ModelConfig) -> Any:
         tags=["retrainer", name, "retrain"],
         doc_md=__doc__,
         params={
-            "force": Param(False, type="boolean", title="Force",
-                           description="Promote even if the candidate does not beat the champion (absolute floors and the data gate still apply)."),  # fmt: skip
-            "reason": Param("", type="string", maxLength=500, title="Reason", description="Why you are retraining (recorded in MLflow and the history)."),
-            "window": Param(None, type=["null", "string"], pattern=r"^[0-9]+[DWH]$", title="Training window",
-                            description=f"Override the config's training window (e.g. 12W, 90D). Default: {cfg.training.window}."),  # fmt: skip
-            "trigger_source": Param("", type="string", enum=["", "asset", "schedule", "manual"], title="Trigger source",
-                                    description="Leave empty: worked out from the run. Set by harnesses that replay a trigger."),  # fmt: skip
+            "force": Param(
+                False,
+                type="boolean",
+                title="Force",
+                description="Promote even if the candidate does not beat the champion (absolute floors and the data gate still apply).",
+            ),
+            "reason": Param(
+                "",
+                type="string",
+                maxLength=500,
+                title="Reason",
+                description="Why you are retraining (recorded in MLflow and the history).",
+            ),
+            "window": Param(
+                None,
+                type=["null", "string"],
+                pattern=r"^[0-9]+[DWH]$",
+                title="Training window",
+                description=f"Override the config's training window (e.g. 12W, 90D). Default: {cfg.training.window}.",
+            ),
+            "trigger_source": Param(
+                "",
+                type="string",
+                enum=["", "asset", "schedule", "manual"],
+                title="Trigger source",
+                description="Leave empty: worked out from the run. Set by harnesses that replay a trigger.",
+            ),
         },
     )
     def retrain_dag() -> None:
@@ -177,10 +212,15 @@ def build_retrain(cfg: ModelConfig) -> Any:
         def resolve_trigger(**context: Any) -> dict[str, Any]:
             from retrainer.retrain import resolve_trigger as resolve
 
-            events = [{"extra": dict(e.extra or {})} for evs in (context.get("triggering_asset_events") or {}).values()
-                      for e in evs]  # fmt: skip
+            events = [
+                {"extra": dict(e.extra or {})}
+                for evs in (context.get("triggering_asset_events") or {}).values()
+                for e in evs
+            ]
             dag_run = context["dag_run"]
-            return resolve(str(getattr(dag_run.run_type, "value", dag_run.run_type)), events, dict(context["params"]))
+            return resolve(
+                str(getattr(dag_run.run_type, "value", dag_run.run_type)), events, dict(context["params"])
+            )
 
         @task
         def snapshot(trigger: dict[str, Any]) -> dict[str, Any]:
@@ -195,20 +235,25 @@ def build_retrain(cfg: ModelConfig) -> Any:
             return _run(retrain.gate, cfg, snap)
 
         @task
-        def train(snap: dict[str, Any], gate: dict[str, Any], trigger: dict[str, Any], **context: Any) -> dict[str, Any]:
+        def train(
+            snap: dict[str, Any], gate: dict[str, Any], trigger: dict[str, Any], **context: Any
+        ) -> dict[str, Any]:
             from retrainer import retrain
 
             return _run(retrain.train, cfg, snap, trigger, context["run_id"])
 
         @task
-        def evaluate(snap: dict[str, Any], trained: dict[str, Any], trigger: dict[str, Any]) -> dict[str, Any]:
+        def evaluate(
+            snap: dict[str, Any], trained: dict[str, Any], trigger: dict[str, Any]
+        ) -> dict[str, Any]:
             from retrainer import retrain
 
             return _run(retrain.evaluate, cfg, snap, trained, trigger["force"])
 
         @task
-        def register(snap: dict[str, Any], trained: dict[str, Any], evaluation: dict[str, Any],
-                     trigger: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+        def register(
+            snap: dict[str, Any], trained: dict[str, Any], evaluation: dict[str, Any], trigger: dict[str, Any]
+        ) -> dict[str, Any]:
             from airflow.sdk.exceptions import AirflowSkipException
 
             from retrainer import retrain
@@ -220,8 +265,9 @@ def build_retrain(cfg: ModelConfig) -> Any:
                 raise AirflowSkipException(str(exc)) from exc
 
         @task
-        def promote(registered: dict[str, Any], evaluation: dict[str, Any], trigger: dict[str, Any],
-                    **context: Any) -> dict[str, Any]:  # fmt: skip
+        def promote(
+            registered: dict[str, Any], evaluation: dict[str, Any], trigger: dict[str, Any], **context: Any
+        ) -> dict[str, Any]:
             from retrainer import retrain
 
             return _run(retrain.promote, cfg, registered, evaluation, trigger, context["run_id"])

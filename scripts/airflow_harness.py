@@ -95,7 +95,9 @@ def run_dag(dag_id: str, conf: dict[str, Any] | None = None) -> dict[str, Any]:
     with create_session() as session:
         tis = session.query(TaskInstance).filter_by(dag_id=dag_id, run_id=dr.run_id).all()
         for ti in tis:
-            duration = (ti.end_date - ti.start_date).total_seconds() if ti.end_date and ti.start_date else None
+            duration = (
+                (ti.end_date - ti.start_date).total_seconds() if ti.end_date and ti.start_date else None
+            )
             tasks[ti.task_id] = {"state": str(ti.state), "duration": duration}
     return {"dag_id": dag_id, "run_id": dr.run_id, "state": str(dr.state), "tasks": tasks, "seconds": elapsed}
 

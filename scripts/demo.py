@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import airflow_harness as harness  # noqa: E402
+import airflow_harness as harness
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,7 +60,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--state", default=str(REPO / ".demo"), help="folder for all demo state (wiped first)")
     ap.add_argument("--history-weeks", type=int, default=6, help="weeks used to train the first champion")
-    ap.add_argument("--weeks", type=int, default=0, help="weeks to replay after the history (0 = rest of 2011)")
+    ap.add_argument(
+        "--weeks", type=int, default=0, help="weeks to replay after the history (0 = rest of 2011)"
+    )
     ap.add_argument("--no-bad-batch", action="store_true", help="do not inject the broken export")
     args = ap.parse_args()
 
@@ -89,8 +91,10 @@ def main() -> int:
         rest = rest[: args.weeks]
     dr = DataRoot(settings.data_root(), cfg.name).ensure()
     dr.import_batch(pd.concat([w for _, w in history]), f"{history[0][0]}-history.parquet", stage="archive")
-    say(f"History: {len(history)} weeks ({sum(len(w) for _, w in history)} rows) in archive/; "
-        f"replaying {len(rest)} weekly batches.")  # fmt: skip
+    say(
+        f"History: {len(history)} weeks ({sum(len(w) for _, w in history)} rows) in archive/; "
+        f"replaying {len(rest)} weekly batches."
+    )
 
     rows: list[dict[str, Any]] = []
     counts = {"asset": 0, "schedule": 0, "registered": 0, "rejected": 0}
@@ -112,11 +116,21 @@ def main() -> int:
             counts["rejected"] += 1
         cand = (ev.get("candidate") or {}).get(cfg.metric)
         champ_m = (ev.get("champion") or {}).get(cfg.metric)
-        say(f"    retrain [{source}] {res['seconds']:.1f}s: candidate {cfg.metric} {fmt(cand)} vs champion "
-            f"{fmt(champ_m)} -> {outcome}")  # fmt: skip
+        say(
+            f"    retrain [{source}] {res['seconds']:.1f}s: candidate {cfg.metric} {fmt(cand)} vs champion "
+            f"{fmt(champ_m)} -> {outcome}"
+        )
         counts[source] = counts.get(source, 0) + 1
-        rows.append({"week": week, "kind": f"retrain:{source}", "outcome": outcome, "reason": reason,
-                     "version": champ.version if champ else None, "seconds": res["seconds"]})  # fmt: skip
+        rows.append(
+            {
+                "week": week,
+                "kind": f"retrain:{source}",
+                "outcome": outcome,
+                "reason": reason,
+                "version": champ.version if champ else None,
+                "seconds": res["seconds"],
+            }
+        )
         return res
 
     say("\nTraining the first champion (retrain DAG, manual run)...")
@@ -139,8 +153,10 @@ def main() -> int:
                 res = harness.run_dag(f"{cfg.name}__monitor")
             reason = dr.quarantine_reason(f"{week}-export-broken.csv") or {}
             first = (reason.get("message") or "").splitlines()[1:2]
-            say(f"{week:<11} {len(bad):>4} {'-':>5} {'-':>6} {'-':>6}  QUARANTINED ({res['state']}): "
-                f"{first[0].strip() if first else reason}")  # fmt: skip
+            say(
+                f"{week:<11} {len(bad):>4} {'-':>5} {'-':>6} {'-':>6}  QUARANTINED ({res['state']}): "
+                f"{first[0].strip() if first else reason}"
+            )
             rows.append({"week": week, "kind": "quarantine", "outcome": "quarantined", "reason": first})
         dr.import_batch(df, f"{week}.parquet")
         before = len(harness.asset_events(f"retrainer://{cfg.name}/retrain-request"))
@@ -154,12 +170,23 @@ def main() -> int:
         detail = "; ".join(d.get("reasons") or [])
         if d.get("suppressed_by"):
             detail += f" [{d['suppressed_by']}]"
-        say(f"{week:<11} {len(df):>4} {fmt(drift.get('data_drift_share'))} {fmt(drift.get('prediction_drift'), '6.3f')} "
-            f"{fmt(perf.get('value'), '6.1f')}  {verdict.upper()}{': ' + detail if detail else ''}")  # fmt: skip
-        rows.append({"week": week, "kind": "monitor", "drift": drift.get("data_drift_share"),
-                     "prediction_drift": drift.get("prediction_drift"), "metric": perf.get("value"),
-                     "verdict": verdict, "reasons": d.get("reasons"), "seconds": res["seconds"],
-                     "version": (registry.champion(cfg.name) or registry.Champion(0, "", None, {}, {})).version})  # fmt: skip
+        say(
+            f"{week:<11} {len(df):>4} {fmt(drift.get('data_drift_share'))} {fmt(drift.get('prediction_drift'), '6.3f')} "
+            f"{fmt(perf.get('value'), '6.1f')}  {verdict.upper()}{': ' + detail if detail else ''}"
+        )
+        rows.append(
+            {
+                "week": week,
+                "kind": "monitor",
+                "drift": drift.get("data_drift_share"),
+                "prediction_drift": drift.get("prediction_drift"),
+                "metric": perf.get("value"),
+                "verdict": verdict,
+                "reasons": d.get("reasons"),
+                "seconds": res["seconds"],
+                "version": (registry.champion(cfg.name) or registry.Champion(0, "", None, {}, {})).version,
+            }
+        )
         if len(events) > before:  # the monitor emitted the asset: run the asset-triggered retrain
             retrain("asset", "; ".join(events[-1]["extra"].get("reasons", [])), week)
 
@@ -167,18 +194,28 @@ def main() -> int:
     elapsed = time.monotonic() - started
     monitors = [r for r in rows if r["kind"] == "monitor"]
     say("\nSummary")
-    say(f"  batches checked: {len(monitors)}; retrain requests from the trigger policy: {counts['asset']}; "
-        f"scheduled retrains: {counts['schedule']}")  # fmt: skip
-    say(f"  candidates registered and promoted: {counts['registered']}; rejected by validation: {counts['rejected']}")
+    say(
+        f"  batches checked: {len(monitors)}; retrain requests from the trigger policy: {counts['asset']}; "
+        f"scheduled retrains: {counts['schedule']}"
+    )
+    say(
+        f"  candidates registered and promoted: {counts['registered']}; rejected by validation: {counts['rejected']}"
+    )
     if monitors:
         vals = [r["metric"] for r in monitors if r["metric"] is not None]
-        say(f"  champion {cfg.metric} on incoming batches: mean {sum(vals) / len(vals):.1f}, worst {max(vals):.1f}")
+        say(
+            f"  champion {cfg.metric} on incoming batches: mean {sum(vals) / len(vals):.1f}, worst {max(vals):.1f}"
+        )
         say(f"  monitor run median {sorted(r['seconds'] for r in monitors)[len(monitors) // 2]:.1f}s")
     if champ:
-        say(f"  final champion: {cfg.name} v{champ.version}, holdout {cfg.metric} {champ.metrics.get(cfg.metric, float('nan')):.1f}")
+        say(
+            f"  final champion: {cfg.name} v{champ.version}, holdout {cfg.metric} {champ.metrics.get(cfg.metric, float('nan')):.1f}"
+        )
     say(f"  demo took {elapsed:.0f}s")
     say("\nLook around:")
-    say(f"  MLflow UI:        .venv/bin/mlflow ui --backend-store-uri sqlite:///{state / 'mlflow.db'} --host 127.0.0.1 --port 5000")
+    say(
+        f"  MLflow UI:        .venv/bin/mlflow ui --backend-store-uri sqlite:///{state / 'mlflow.db'} --host 127.0.0.1 --port 5000"
+    )
     say(f"  Evidently HTML:   {dr.reports / 'evidently'}/<week>.html")
     say(f"  GX results/docs:  {dr.reports / 'gx'}/ (Data Docs: <batch>/docs/index.html)")
     say(f"  quarantine:       {dr.quarantine}/ (each file with a .reason.json)")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -15,8 +14,10 @@ def _validate_config(args: argparse.Namespace) -> int:
     from retrainer.config import load_config
 
     cfg = load_config(args.config)
-    print(f"{args.config}: OK (model {cfg.name!r}, {cfg.task}, {len(cfg.data.features)} features, "
-          f"metric {cfg.metric}, schedule {cfg.schedule!r})")  # fmt: skip
+    print(
+        f"{args.config}: OK (model {cfg.name!r}, {cfg.task}, {len(cfg.data.features)} features, "
+        f"metric {cfg.metric}, schedule {cfg.schedule!r})"
+    )
     return 0
 
 
@@ -29,7 +30,7 @@ def _seed(args: argparse.Namespace) -> int:
     from retrainer.storage import DataRoot, read_batch
 
     cfg = load_config(args.config)
-    df = read_batch(Path(args.data)) if not args.data == "bikeshare" else _bikeshare()
+    df = read_batch(Path(args.data)) if args.data != "bikeshare" else _bikeshare()
     dr = DataRoot(settings.data_root(), cfg.name).ensure()
     df[cfg.data.time_column] = pd.to_datetime(df[cfg.data.time_column])
     if args.until:
@@ -63,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_seed)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args.func(args))
     except RetrainerError as exc:

@@ -151,7 +151,9 @@ class TriggerConfig(_Strict):
     k: int = Field(2, ge=1, description="signals needed when combine is k_of_n")
     weights: dict[str, float] = Field(default_factory=dict, description="per-signal weights when weighted")
     weighted_threshold: float = Field(1.0, gt=0)
-    cooldown_batches: int = Field(2, ge=0, description="batches after a request during which new ones are suppressed")
+    cooldown_batches: int = Field(
+        2, ge=0, description="batches after a request during which new ones are suppressed"
+    )
     poke_interval_seconds: int = Field(15, ge=1)
     sensor_timeout_hours: float = Field(24, gt=0)
     report_max_rows: int = Field(20_000, ge=100, description="rows sampled per side for the drift report")
@@ -173,7 +175,9 @@ class ValidationConfig(_Strict):
     metric: str | None = Field(None, description="primary metric; default rmse or f1 by task")
     max_degradation: float = Field(0.0, ge=0, lt=1, description="relative margin the candidate may lose")
     floors: dict[str, Floor] = Field(default_factory=dict)
-    range_tolerance: float = Field(0.5, ge=0, description="slack on reference ranges, as a share of the range")
+    range_tolerance: float = Field(
+        0.5, ge=0, description="slack on reference ranges, as a share of the range"
+    )
     mostly: float = Field(0.99, gt=0, le=1, description="share of rows that must satisfy value expectations")
 
 
@@ -201,8 +205,10 @@ class ModelConfig(_Strict):
     def _cron(cls, value: str | None) -> str | None:
         if value is not None and value.startswith("@"):
             return value
-        if value is not None and len(value.split()) != 5:
-            raise ValueError("must be a 5-field cron expression, an @preset, or null")
+        from croniter import croniter  # light, and already required by Airflow
+
+        if value is not None and (len(value.split()) != 5 or not croniter.is_valid(value)):
+            raise ValueError("must be a valid 5-field cron expression, an @preset, or null")
         return value
 
     @model_validator(mode="after")

@@ -9,13 +9,14 @@ a distance estimated from 20k rows has a standard error well under the 0.1 defau
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retrainer.config import DataDriftTrigger, PredictionDriftTrigger
 from retrainer.exceptions import DriftCheckError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pandas as pd
 
     from retrainer.config import ModelConfig
@@ -88,7 +89,9 @@ def drift_report(
                 column_drift[conf["column"]] = value
     p_value = "p_value" in str(snapshot.dict()["metrics"])  # ks/chisquare give p-values: drift when small
     drifted = sorted(
-        c for c, v in column_drift.items() if (v < dd_cfg.column_threshold if p_value else v >= dd_cfg.column_threshold)
+        c
+        for c, v in column_drift.items()
+        if (v < dd_cfg.column_threshold if p_value else v >= dd_cfg.column_threshold)
     )
     out = {
         "data_drift_share": len(drifted) / len(features) if features else 0.0,
@@ -104,6 +107,10 @@ def drift_report(
         html_path.parent.mkdir(parents=True, exist_ok=True)
         snapshot.save_html(str(html_path))
         out["report"] = str(html_path)
-    log.info("drift: %.0f%% of features drifted %s; prediction drift %s",
-             100 * out["data_drift_share"], drifted, prediction_drift)  # fmt: skip
+    log.info(
+        "drift: %.0f%% of features drifted %s; prediction drift %s",
+        100 * out["data_drift_share"],
+        drifted,
+        prediction_drift,
+    )
     return out

@@ -20,14 +20,10 @@ def compute(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
             "mae": float(skm.mean_absolute_error(y_true, y_pred)),
             "r2": float(skm.r2_score(y_true, y_pred)) if len(y_true) > 1 else float("nan"),
         }
-    average = "binary" if len(set(y_true) | set(y_pred)) <= 2 else "macro"
-    pos = {}
-    if average == "binary":
-        labels = sorted(set(y_true) | set(y_pred), key=str)
-        pos = {"pos_label": labels[-1]}
     return {
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
-        "f1": float(skm.f1_score(y_true, y_pred, average=average, zero_division=0, **pos)),
+        # macro F1: the same definition on every batch, whichever classes a batch happens to contain
+        "f1": float(skm.f1_score(y_true, y_pred, average="macro", zero_division=0)),
         "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
     }
 

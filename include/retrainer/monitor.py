@@ -7,6 +7,7 @@ twice for the same batch: results are keyed by the batch's name and content hash
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -60,39 +61,66 @@ def validate_batch(cfg: ModelConfig, claim: dict[str, Any], run_id: str = "") ->
     try:
         duplicate = dr.archived_with_hash(claim["sha256"])
         if duplicate is not None:  # a re-delivery would count its rows twice in every training window
-            raise BatchError(f"duplicate delivery: identical content was already processed as {duplicate.name}")
+            raise BatchError(
+                f"duplicate delivery: identical content was already processed as {duplicate.name}"
+            )
         df = read_batch(path)
         reference = _reference_frame(cfg)
         from retrainer.train import prepare
 
-        try:
+        # leave the frame as read if it cannot be prepared: GX names the missing or mistyped column
+        with contextlib.suppress(KeyError, ValueError, TypeError):
             df = prepare(cfg, df)
-        except (KeyError, ValueError, TypeError):
-            pass  # leave the frame as read: GX names the missing or mistyped column precisely
-        result = quality.validate(df, quality.build_expectations(cfg, reference), name=f"{cfg.name}_{_stem(batch)}",
-                                  docs_dir=docs_dir)  # fmt: skip
+        result = quality.validate(
+            df,
+            quality.build_expectations(cfg, reference),
+            name=f"{cfg.name}_{_stem(batch)}",
+            docs_dir=docs_dir,
+        )
     except (DataValidationError, BatchError) as exc:
         failures = getattr(exc, "failures", [])
         message = f"batch {batch} of model {cfg.name} rejected: {exc}"
-        dest = dr.quarantine_batch(batch, {"message": message, "failures": failures, "run_id": run_id,
-                                           "gx_result": getattr(exc, "report", None)})  # fmt: skip
+        dest = dr.quarantine_batch(
+            batch,
+            {
+                "message": message,
+                "failures": failures,
+                "run_id": run_id,
+                "gx_result": getattr(exc, "report", None),
+            },
+        )
         _log_quarantine(cfg, claim, message, failures, docs_dir, run_id)
         log.error("%s\nquarantined at %s", message, dest)
         raise DataValidationError(message, failures, getattr(exc, "report", None)) from exc
     labelled = int(df[cfg.data.target].notna().sum()) if cfg.data.target in df else 0
-    return {"batch": batch, "rows": len(df), "labelled_rows": labelled, "gx_result": result["result_path"],
-            "gx_docs": result["docs"]}  # fmt: skip
+    return {
+        "batch": batch,
+        "rows": len(df),
+        "labelled_rows": labelled,
+        "gx_result": result["result_path"],
+        "gx_docs": result["docs"],
+    }
 
 
-def _log_quarantine(cfg: ModelConfig, claim: dict[str, Any], message: str, failures: list[Any],
-                    docs_dir: Any, run_id: str) -> None:  # fmt: skip
+def _log_quarantine(
+    cfg: ModelConfig, claim: dict[str, Any], message: str, failures: list[Any], docs_dir: Any, run_id: str
+) -> None:
     import mlflow
 
     tracking.client()
     with mlflow.start_run(experiment_id=tracking.experiment_id(cfg.name, "monitor"), run_name=claim["batch"]):
-        mlflow.set_tags(tracking.flat_tags({"kind": "monitor", "batch": claim["batch"], "batch_sha256": claim["sha256"],
-                                            "verdict": "quarantined", "reasons": [message[:4000]],
-                                            "dag_run_id": run_id}))  # fmt: skip
+        mlflow.set_tags(
+            tracking.flat_tags(
+                {
+                    "kind": "monitor",
+                    "batch": claim["batch"],
+                    "batch_sha256": claim["sha256"],
+                    "verdict": "quarantined",
+                    "reasons": [message[:4000]],
+                    "dag_run_id": run_id,
+                }
+            )
+        )
         mlflow.log_dict({"failures": failures}, "gx_failures.json")
         if docs_dir.exists():
             mlflow.log_artifacts(str(docs_dir), "gx")
@@ -180,8 +208,13 @@ def performance(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any])
     df["prediction"] = pd.read_parquet(scored["predictions"])["prediction"].to_numpy()
     lab = df[df[cfg.data.target].notna()] if cfg.data.target in df else df.iloc[0:0]
     values = metrics.compute(cfg.task, lab[cfg.data.target].to_numpy(), lab["prediction"].to_numpy())
-    out = {"metric": cfg.metric, "value": values.get(cfg.metric), "all": values,
-           "reference": champ.metrics.get(cfg.metric), "labelled_rows": len(lab)}  # fmt: skip
+    out = {
+        "metric": cfg.metric,
+        "value": values.get(cfg.metric),
+        "all": values,
+        "reference": champ.metrics.get(cfg.metric),
+        "labelled_rows": len(lab),
+    }
     log.info("performance on %d labelled rows: %s (champion holdout %s)", len(lab), values, out["reference"])
     return out
 
@@ -199,8 +232,10 @@ def flagged_rate(cfg: ModelConfig, claim: dict[str, Any], validation: dict[str, 
     flags = pd.read_csv(flags_file)
     key = "row" if "row" in flags else (cfg.data.id_column if cfg.data.id_column in flags else None)
     if key is None:
-        raise BatchError(f"{flags_file.name}: needs a 'row' column (0-based row in the batch)"
-                         + (f" or '{cfg.data.id_column}'" if cfg.data.id_column else ""))  # fmt: skip
+        raise BatchError(
+            f"{flags_file.name}: needs a 'row' column (0-based row in the batch)"
+            + (f" or '{cfg.data.id_column}'" if cfg.data.id_column else "")
+        )
     n = int(flags[key].nunique())
     return {"flagged_rate": n / rows, "flagged": n, "flags_file": str(flags_file)}
 
@@ -221,9 +256,16 @@ def policy_state(cfg: ModelConfig, exclude_sha: str | None = None) -> policy.Pol
     return policy.PolicyState(batches_since_request=since)
 
 
-def decide(cfg: ModelConfig, claim: dict[str, Any], validation: dict[str, Any], scored: dict[str, Any],
-           drift_result: dict[str, Any], perf: dict[str, Any], flags: dict[str, Any],
-           run_id: str = "") -> dict[str, Any]:  # fmt: skip
+def decide(
+    cfg: ModelConfig,
+    claim: dict[str, Any],
+    validation: dict[str, Any],
+    scored: dict[str, Any],
+    drift_result: dict[str, Any],
+    perf: dict[str, Any],
+    flags: dict[str, Any],
+    run_id: str = "",
+) -> dict[str, Any]:
     """Apply the policy and record the decision (fired or not) as an MLflow run."""
     import mlflow
 
@@ -242,32 +284,72 @@ def decide(cfg: ModelConfig, claim: dict[str, Any], validation: dict[str, Any], 
     state = policy_state(cfg, exclude_sha=claim["sha256"])
     decision = policy.decide(signals, cfg.triggers, state)
     tracking.client()
-    existing = tracking.find_runs(cfg.name, "monitor", f"tags.`retrainer.batch_sha256` = '{claim['sha256']}' "
-                                  "and tags.`retrainer.verdict` != 'quarantined'")  # fmt: skip
-    run_kwargs = {"run_id": existing[-1].info.run_id} if existing else {
-        "experiment_id": tracking.experiment_id(cfg.name, "monitor"), "run_name": claim["batch"]}
+    existing = tracking.find_runs(
+        cfg.name,
+        "monitor",
+        f"tags.`retrainer.batch_sha256` = '{claim['sha256']}' and tags.`retrainer.verdict` != 'quarantined'",
+    )
+    run_kwargs = (
+        {"run_id": existing[-1].info.run_id}
+        if existing
+        else {"experiment_id": tracking.experiment_id(cfg.name, "monitor"), "run_name": claim["batch"]}
+    )
     with mlflow.start_run(**run_kwargs) as run:
-        mlflow.set_tags(tracking.flat_tags({
-            "kind": "monitor", "batch": claim["batch"], "batch_sha256": claim["sha256"], "dag_run_id": run_id,
-            "verdict": decision.verdict, "reasons": decision.reasons, "fired": decision.fired,
-            "suppressed_by": decision.suppressed_by, "champion_version": scored.get("champion_version"),
-            "drifted_columns": drift_result.get("drifted_columns"),
-        }))  # fmt: skip
-        values = {"data_drift_share": signals.data_drift_share, "prediction_drift": signals.prediction_drift,
-                  f"batch_{cfg.metric}": signals.metric_value, "flagged_rate": signals.flagged_rate,
-                  "rows": validation.get("rows"), "labelled_rows": signals.labelled_rows,
-                  "retrain_requested": float(decision.retrain)}  # fmt: skip
+        mlflow.set_tags(
+            tracking.flat_tags(
+                {
+                    "kind": "monitor",
+                    "batch": claim["batch"],
+                    "batch_sha256": claim["sha256"],
+                    "dag_run_id": run_id,
+                    "verdict": decision.verdict,
+                    "reasons": decision.reasons,
+                    "fired": decision.fired,
+                    "suppressed_by": decision.suppressed_by,
+                    "champion_version": scored.get("champion_version"),
+                    "drifted_columns": drift_result.get("drifted_columns"),
+                }
+            )
+        )
+        values = {
+            "data_drift_share": signals.data_drift_share,
+            "prediction_drift": signals.prediction_drift,
+            f"batch_{cfg.metric}": signals.metric_value,
+            "flagged_rate": signals.flagged_rate,
+            "rows": validation.get("rows"),
+            "labelled_rows": signals.labelled_rows,
+            "retrain_requested": float(decision.retrain),
+        }
         mlflow.log_metrics({k: float(v) for k, v in values.items() if v is not None})
-        mlflow.log_dict({"signals": signals.__dict__, "decision": decision.to_dict(), "drift": drift_result,
-                         "performance": perf, "flags": flags, "state": state.__dict__}, "decision.json")  # fmt: skip
+        mlflow.log_dict(
+            {
+                "signals": signals.__dict__,
+                "decision": decision.to_dict(),
+                "drift": drift_result,
+                "performance": perf,
+                "flags": flags,
+                "state": state.__dict__,
+            },
+            "decision.json",
+        )
         if drift_result.get("report"):
             mlflow.log_artifact(drift_result["report"], "evidently")
         if validation.get("gx_result"):
             mlflow.log_artifact(validation["gx_result"], "gx")
-    out = {**decision.to_dict(), "verdict": decision.verdict, "mlflow_run_id": run.info.run_id,
-           "batch": claim["batch"], "batch_sha256": claim["sha256"]}  # fmt: skip
-    log.info("decision for %s: %s %s%s", claim["batch"], decision.verdict, json.dumps(decision.reasons),
-             f" (suppressed: {decision.suppressed_by})" if decision.suppressed_by else "")  # fmt: skip
+    out = {
+        **decision.to_dict(),
+        "verdict": decision.verdict,
+        "mlflow_run_id": run.info.run_id,
+        "batch": claim["batch"],
+        "batch_sha256": claim["sha256"],
+    }
+    log.info(
+        "decision for %s: %s %s%s",
+        claim["batch"],
+        decision.verdict,
+        json.dumps(decision.reasons),
+        f" (suppressed: {decision.suppressed_by})" if decision.suppressed_by else "",
+    )
     return out
 
 

@@ -8,10 +8,12 @@ thresholds; ``suppressed_by`` says why a firing decision did not request a retra
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from retrainer.config import TriggerConfig
 from retrainer.metrics import worse_by
+
+if TYPE_CHECKING:
+    from retrainer.config import TriggerConfig
 
 SIGNALS = ("data_drift", "prediction_drift", "performance", "flags")
 
@@ -63,8 +65,14 @@ def evaluate_signals(s: Signals, t: TriggerConfig) -> dict[str, str]:
     if t.data_drift and s.data_drift_share is not None and s.data_drift_share >= t.data_drift.share:
         cols = ", ".join(s.drifted_columns[:6])
         fired["data_drift"] = f"data_drift {s.data_drift_share:.2f} >= {t.data_drift.share:.2f} ({cols})"
-    if t.prediction_drift and s.prediction_drift is not None and s.prediction_drift >= t.prediction_drift.threshold:
-        fired["prediction_drift"] = f"prediction_drift {s.prediction_drift:.3f} >= {t.prediction_drift.threshold:.3f}"
+    if (
+        t.prediction_drift
+        and s.prediction_drift is not None
+        and s.prediction_drift >= t.prediction_drift.threshold
+    ):
+        fired["prediction_drift"] = (
+            f"prediction_drift {s.prediction_drift:.3f} >= {t.prediction_drift.threshold:.3f}"
+        )
     if (
         t.performance
         and s.metric_value is not None

@@ -12,20 +12,35 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retrainer.exceptions import DataValidationError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pandas as pd
 
     from retrainer.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
-NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-                 "float16", "float32", "float64", "Int64", "Int32", "Float64"]  # fmt: skip
+NUMERIC_TYPES = [
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+    "Int64",
+    "Int32",
+    "Float64",
+]
 CATEGORICAL_TYPES = ["object", "str", "string", "category", "bool", "boolean", "int64", "Int64"]
 
 
@@ -60,7 +75,9 @@ def build_expectations(
                     lo = lo if lo is not None else float(col.min()) - v.range_tolerance * span
                     hi = hi if hi is not None else float(col.max()) + v.range_tolerance * span
             if lo is not None or hi is not None:
-                exps.append(Expectation("between", f.name, {"min_value": lo, "max_value": hi, "mostly": v.mostly}))
+                exps.append(
+                    Expectation("between", f.name, {"min_value": lo, "max_value": hi, "mostly": v.mostly})
+                )
         else:
             exps.append(Expectation("types", f.name, {"type_list": CATEGORICAL_TYPES}))
             cats = f.categories
@@ -147,17 +164,28 @@ def validate(
             site_name="retrainer",
             site_config={
                 "class_name": "SiteBuilder",
-                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir / "docs")},
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(docs_dir / "docs"),
+                },
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
             },
         )
         actions.append(UpdateDataDocsAction(name="docs", site_names=["retrainer"]))
-    batch_def = ctx.data_sources.add_pandas("retrainer").add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
+    batch_def = (
+        ctx.data_sources.add_pandas("retrainer")
+        .add_dataframe_asset(name)
+        .add_batch_definition_whole_dataframe("all")
+    )
     suite = ctx.suites.add(gx.ExpectationSuite(name=f"{name}_suite"))
     for e in expectations:
         suite.add_expectation(_to_gx(e))
-    vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=f"{name}_validation", data=batch_def, suite=suite))
-    checkpoint = ctx.checkpoints.add(gx.Checkpoint(name=f"{name}_checkpoint", validation_definitions=[vd], actions=actions))
+    vd = ctx.validation_definitions.add(
+        gx.ValidationDefinition(name=f"{name}_validation", data=batch_def, suite=suite)
+    )
+    checkpoint = ctx.checkpoints.add(
+        gx.Checkpoint(name=f"{name}_checkpoint", validation_definitions=[vd], actions=actions)
+    )
     run = checkpoint.run(batch_parameters={"dataframe": df})
     result = next(iter(run.run_results.values()))
     payload = result.to_json_dict()
@@ -175,11 +203,18 @@ def validate(
         path.write_text(json.dumps({"summary": out, "result": payload}, indent=2, default=str))
         out["result_path"] = str(path)
         out["docs"] = str(docs_dir / "docs" / "index.html")
-    log.info("GX %s: %s (%d of %d expectations failed)", name, "passed" if out["success"] else "FAILED",
-             len(failures), len(payload["results"]))  # fmt: skip
+    log.info(
+        "GX %s: %s (%d of %d expectations failed)",
+        name,
+        "passed" if out["success"] else "FAILED",
+        len(failures),
+        len(payload["results"]),
+    )
     if not out["success"] and raise_on_failure:
         lines = "\n".join(f"  - {describe(f)}" for f in failures)
         raise DataValidationError(
-            f"{name}: {len(failures)} expectation(s) failed:\n{lines}", failures=failures, report=out["result_path"]
+            f"{name}: {len(failures)} expectation(s) failed:\n{lines}",
+            failures=failures,
+            report=out["result_path"],
         )
     return out

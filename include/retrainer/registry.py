@@ -80,12 +80,15 @@ def register(name: str, run_id: str, run_key: str, tags: dict[str, str]) -> tupl
     """Register ``runs:/<run_id>/model`` unless this run_key already has a version: (version, created)."""
     existing = find_version(name, run_key)
     if existing is not None:
-        log.info("model %s already has version %s for run_key %s: not registering again", name, existing, run_key)
+        log.info(
+            "model %s already has version %s for run_key %s: not registering again", name, existing, run_key
+        )
         return existing, False
     _ensure_registered_model(name)
     c = client()
-    mv = c.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id,
-                                tags={**tags, f"{TAG}run_key": run_key})  # fmt: skip
+    mv = c.create_model_version(
+        name, f"runs:/{run_id}/model", run_id=run_id, tags={**tags, f"{TAG}run_key": run_key}
+    )
     log.info("registered %s version %s", name, mv.version)
     return int(mv.version), True
 
@@ -102,7 +105,9 @@ def history(name: str) -> list[dict[str, Any]]:
     return sorted(events, key=lambda e: e["seq"])
 
 
-def move_alias(name: str, alias: str, version: int, *, action: str, reason: str, by: str) -> dict[str, Any] | None:
+def move_alias(
+    name: str, alias: str, version: int, *, action: str, reason: str, by: str
+) -> dict[str, Any] | None:
     """Point ``alias`` at ``version`` and record the move; a no-op (None) if it already points there."""
     c = client()
     current = champion(name, alias)

@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 
 
 # -- 1. trigger -----------------------------------------------------------------------------------------
-def resolve_trigger(run_type: str, asset_events: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
+def resolve_trigger(
+    run_type: str, asset_events: list[dict[str, Any]], params: dict[str, Any]
+) -> dict[str, Any]:
     """Which path started this run and why: asset (trigger policy), schedule, or manual."""
     reasons: list[str] = []
     for event in asset_events:
@@ -41,8 +43,13 @@ def resolve_trigger(run_type: str, asset_events: list[dict[str, Any]], params: d
         reasons.append(str(params["reason"]))
     if source == "schedule" and not reasons:
         reasons.append("scheduled retrain")
-    return {"source": source, "reasons": reasons or [f"{source} run"], "force": bool(params.get("force")),
-            "window": params.get("window") or None, "run_type": run_type}  # fmt: skip
+    return {
+        "source": source,
+        "reasons": reasons or [f"{source} run"],
+        "force": bool(params.get("force")),
+        "window": params.get("window") or None,
+        "run_type": run_type,
+    }
 
 
 # -- 2. snapshot ----------------------------------------------------------------------------------------
@@ -52,8 +59,13 @@ def snapshot(cfg: ModelConfig, window: str | None = None) -> dict[str, Any]:
     from retrainer.train import gather_window
 
     df, sources = gather_window(cfg, root(cfg), window)
-    snap = create_snapshot(df, root(cfg).snapshots, time_column=cfg.data.time_column, sources=sources,
-                           extra={"model": cfg.name, "window": window or cfg.training.window})  # fmt: skip
+    snap = create_snapshot(
+        df,
+        root(cfg).snapshots,
+        time_column=cfg.data.time_column,
+        sources=sources,
+        extra={"model": cfg.name, "window": window or cfg.training.window},
+    )
     return {**snap.to_dict(), "sources": sources}
 
 
@@ -68,8 +80,12 @@ def gate(cfg: ModelConfig, snap: dict[str, Any]) -> dict[str, Any]:
     """GX gate on the training snapshot: config expectations, target required (no reference ranges)."""
     df = _snapshot_frame(cfg, snap)
     docs = root(cfg).reports / "gx" / f"snapshot-{snap['sha256'][:12]}"
-    result = quality.validate(df, quality.build_expectations(cfg, None, require_target=True),
-                              name=f"{cfg.name}_snapshot_{snap['sha256'][:12]}", docs_dir=docs)  # fmt: skip
+    result = quality.validate(
+        df,
+        quality.build_expectations(cfg, None, require_target=True),
+        name=f"{cfg.name}_snapshot_{snap['sha256'][:12]}",
+        docs_dir=docs,
+    )
     return {"success": result["success"], "gx_result": result["result_path"]}
 
 
@@ -78,7 +94,9 @@ def run_key(cfg: ModelConfig, snap_sha: str) -> str:
     return hashlib.sha256(f"{snap_sha}:{cfg.fingerprint}".encode()).hexdigest()[:20]
 
 
-def train(cfg: ModelConfig, snap: dict[str, Any], trigger: dict[str, Any], dag_run_id: str = "") -> dict[str, Any]:
+def train(
+    cfg: ModelConfig, snap: dict[str, Any], trigger: dict[str, Any], dag_run_id: str = ""
+) -> dict[str, Any]:
     """Fit the estimator on the snapshot minus its holdout and log everything to an MLflow run."""
     import mlflow
 
@@ -87,40 +105,83 @@ def train(cfg: ModelConfig, snap: dict[str, Any], trigger: dict[str, Any], dag_r
 
     key = run_key(cfg, snap["sha256"])
     tracking.client()
-    done = tracking.find_runs(cfg.name, "train", f"tags.`retrainer.run_key` = '{key}' and attributes.status = 'FINISHED'")
+    done = tracking.find_runs(
+        cfg.name, "train", f"tags.`retrainer.run_key` = '{key}' and attributes.status = 'FINISHED'"
+    )
     if done:
         run = done[-1]
         log.info("training run %s already exists for run_key %s: reused", run.info.run_id, key)
-        return {"run_id": run.info.run_id, "run_key": key, "reused": True,
-                "holdout": {k.removeprefix("holdout_"): v for k, v in run.data.metrics.items() if k.startswith("holdout_")}}  # fmt: skip
+        return {
+            "run_id": run.info.run_id,
+            "run_key": key,
+            "reused": True,
+            "holdout": {
+                k.removeprefix("holdout_"): v for k, v in run.data.metrics.items() if k.startswith("holdout_")
+            },
+        }
     df = _snapshot_frame(cfg, snap)
     train_df, holdout = split_holdout(cfg, df)
     model = fit(cfg, train_df)
     scores = metrics.compute(cfg.task, holdout[cfg.data.target].to_numpy(), predict(cfg, model, holdout))
-    train_scores = metrics.compute(cfg.task, train_df[cfg.data.target].to_numpy(), predict(cfg, model, train_df))
-    with mlflow.start_run(experiment_id=tracking.experiment_id(cfg.name, "train"),
-                          run_name=f"train-{snap['sha256'][:8]}") as run:  # fmt: skip
-        mlflow.set_tags(tracking.flat_tags({
-            "kind": "train", "run_key": key, "snapshot_sha256": snap["sha256"], "config_fingerprint": cfg.fingerprint,
-            "trigger_source": trigger["source"], "trigger_reasons": trigger["reasons"], "dag_run_id": dag_run_id,
-            "outcome": "pending",
-        }))  # fmt: skip
-        mlflow.log_params({"estimator": cfg.model.estimator, **{f"model.{k}": v for k, v in cfg.model.params.items()},
-                           "window": snap.get("window") or trigger.get("window") or cfg.training.window,
-                           "holdout": cfg.training.holdout, "train_rows": len(train_df),
-                           "holdout_rows": len(holdout), "snapshot_rows": len(df)})  # fmt: skip
+    train_scores = metrics.compute(
+        cfg.task, train_df[cfg.data.target].to_numpy(), predict(cfg, model, train_df)
+    )
+    with mlflow.start_run(
+        experiment_id=tracking.experiment_id(cfg.name, "train"), run_name=f"train-{snap['sha256'][:8]}"
+    ) as run:
+        mlflow.set_tags(
+            tracking.flat_tags(
+                {
+                    "kind": "train",
+                    "run_key": key,
+                    "snapshot_sha256": snap["sha256"],
+                    "config_fingerprint": cfg.fingerprint,
+                    "trigger_source": trigger["source"],
+                    "trigger_reasons": trigger["reasons"],
+                    "dag_run_id": dag_run_id,
+                    "outcome": "pending",
+                }
+            )
+        )
+        mlflow.log_params(
+            {
+                "estimator": cfg.model.estimator,
+                **{f"model.{k}": v for k, v in cfg.model.params.items()},
+                "window": snap.get("window") or trigger.get("window") or cfg.training.window,
+                "holdout": cfg.training.holdout,
+                "train_rows": len(train_df),
+                "holdout_rows": len(holdout),
+                "snapshot_rows": len(df),
+            }
+        )
         mlflow.log_metrics({f"holdout_{k}": v for k, v in scores.items() if v == v})  # skip NaN
         mlflow.log_metrics({f"train_{k}": v for k, v in train_scores.items() if v == v})
         import mlflow.data
 
-        dataset = mlflow.data.from_pandas(df, source=str(root(cfg).snapshots / snap["sha256"]),
-                                          targets=cfg.data.target, name=f"{cfg.name}-{snap['sha256'][:12]}")  # fmt: skip
+        dataset = mlflow.data.from_pandas(
+            df,
+            source=str(root(cfg).snapshots / snap["sha256"]),
+            targets=cfg.data.target,
+            name=f"{cfg.name}-{snap['sha256'][:12]}",
+        )
         mlflow.log_input(dataset, context="training")
         mlflow.log_dict(snap, "snapshot.json")
         log_model(model, train_df[cfg.data.feature_names])
-    log.info("trained %s on %d rows; holdout (%d rows) %s", cfg.model.estimator, len(train_df), len(holdout), scores)
-    return {"run_id": run.info.run_id, "run_key": key, "reused": False, "holdout": scores,
-            "train_rows": len(train_df), "holdout_rows": len(holdout)}  # fmt: skip
+    log.info(
+        "trained %s on %d rows; holdout (%d rows) %s",
+        cfg.model.estimator,
+        len(train_df),
+        len(holdout),
+        scores,
+    )
+    return {
+        "run_id": run.info.run_id,
+        "run_key": key,
+        "reused": False,
+        "holdout": scores,
+        "train_rows": len(train_df),
+        "holdout_rows": len(holdout),
+    }
 
 
 # -- 5. evaluate ----------------------------------------------------------------------------------------
@@ -145,7 +206,9 @@ def _thresholds(cfg: ModelConfig, champion_value: float | None, force: bool) -> 
     return out
 
 
-def evaluate(cfg: ModelConfig, snap: dict[str, Any], trained: dict[str, Any], force: bool = False) -> dict[str, Any]:
+def evaluate(
+    cfg: ModelConfig, snap: dict[str, Any], trained: dict[str, Any], force: bool = False
+) -> dict[str, Any]:
     """Candidate vs champion on the same held-out most recent data, validated with MLflow thresholds."""
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -166,8 +229,11 @@ def evaluate(cfg: ModelConfig, snap: dict[str, Any], trained: dict[str, Any], fo
     if champ is not None and champ.run_id == trained["run_id"]:
         failed.append(f"no change: same snapshot and config as champion v{champ.version} (no new data)")
     try:
-        mlflow.validate_evaluation_results(thresholds, EvaluationResult(candidate, {}, trained["run_id"]),
-                                           EvaluationResult(champion_scores, {}, champ.run_id if champ else None))  # fmt: skip
+        mlflow.validate_evaluation_results(
+            thresholds,
+            EvaluationResult(candidate, {}, trained["run_id"]),
+            EvaluationResult(champion_scores, {}, champ.run_id if champ else None),
+        )
     except MlflowException as exc:  # ModelValidationFailedException: the message lists each failed check
         failed.extend(line.strip(" -") for line in str(exc).splitlines() if line.strip())
         if not failed:
@@ -177,39 +243,81 @@ def evaluate(cfg: ModelConfig, snap: dict[str, Any], trained: dict[str, Any], fo
         f"{m} {candidate.get(m, float('nan')):.4g} {'<=' if t.greater_is_better is False else '>='} {t.threshold:.4g}"
         for m, t in thresholds.items()
     ]
-    out = {"passed": passed, "failed_checks": failed, "checks": checks, "candidate": candidate,
-           "champion": champion_scores, "champion_version": champ.version if champ else None,
-           "metric": cfg.metric, "forced": force}  # fmt: skip
+    out = {
+        "passed": passed,
+        "failed_checks": failed,
+        "checks": checks,
+        "candidate": candidate,
+        "champion": champion_scores,
+        "champion_version": champ.version if champ else None,
+        "metric": cfg.metric,
+        "forced": force,
+    }
     c = tracking.client()
     c.set_tag(trained["run_id"], "retrainer.outcome", "validated" if passed else "rejected")
     c.set_tag(trained["run_id"], "retrainer.validation", tracking._json(out)[:5000])
     for k, v in champion_scores.items():
         c.log_metric(trained["run_id"], f"champion_holdout_{k}", v)
-    log.info("validation %s: candidate %s vs champion v%s %s; failed: %s", "PASSED" if passed else "REJECTED",
-             candidate, out["champion_version"], champion_scores, failed)  # fmt: skip
+    log.info(
+        "validation %s: candidate %s vs champion v%s %s; failed: %s",
+        "PASSED" if passed else "REJECTED",
+        candidate,
+        out["champion_version"],
+        champion_scores,
+        failed,
+    )
     return out
 
 
 # -- 6. register and 7. promote -------------------------------------------------------------------------
-def register(cfg: ModelConfig, snap: dict[str, Any], trained: dict[str, Any], evaluation: dict[str, Any],
-             trigger: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+def register(
+    cfg: ModelConfig,
+    snap: dict[str, Any],
+    trained: dict[str, Any],
+    evaluation: dict[str, Any],
+    trigger: dict[str, Any],
+) -> dict[str, Any]:
     """Register a candidate that passed validation; raise :class:`ModelRejected` for one that did not."""
     if not evaluation["passed"]:
-        raise ModelRejected("candidate rejected: " + "; ".join(evaluation["failed_checks"]), evaluation["failed_checks"])
-    version, created = registry.register(cfg.name, trained["run_id"], trained["run_key"], tracking.flat_tags({
-        "snapshot_sha256": snap["sha256"], "trigger_source": trigger["source"],
-        "trigger_reasons": trigger["reasons"], "config_fingerprint": cfg.fingerprint,
-        f"holdout_{cfg.metric}": evaluation["candidate"].get(cfg.metric),
-    }))  # fmt: skip
+        raise ModelRejected(
+            "candidate rejected: " + "; ".join(evaluation["failed_checks"]), evaluation["failed_checks"]
+        )
+    version, created = registry.register(
+        cfg.name,
+        trained["run_id"],
+        trained["run_key"],
+        tracking.flat_tags(
+            {
+                "snapshot_sha256": snap["sha256"],
+                "trigger_source": trigger["source"],
+                "trigger_reasons": trigger["reasons"],
+                "config_fingerprint": cfg.fingerprint,
+                f"holdout_{cfg.metric}": evaluation["candidate"].get(cfg.metric),
+            }
+        ),
+    )
     tracking.client().set_tag(trained["run_id"], "retrainer.registered_version", str(version))
     return {"version": version, "created": created}
 
 
-def promote(cfg: ModelConfig, registered: dict[str, Any], evaluation: dict[str, Any], trigger: dict[str, Any],
-            dag_run_id: str = "") -> dict[str, Any]:  # fmt: skip
+def promote(
+    cfg: ModelConfig,
+    registered: dict[str, Any],
+    evaluation: dict[str, Any],
+    trigger: dict[str, Any],
+    dag_run_id: str = "",
+) -> dict[str, Any]:
     """Move the ``champion`` alias to the new version (promotion mode: immediate) and record why."""
-    reason = (f"{trigger['source']}: {'; '.join(trigger['reasons'])} | {cfg.metric} "
-              f"{evaluation['candidate'].get(cfg.metric)} vs champion {evaluation['champion'].get(cfg.metric)}")  # fmt: skip
-    event = registry.move_alias(cfg.name, registry.CHAMPION, registered["version"], action="promote",
-                                reason=reason, by=f"dag_run:{dag_run_id}" if dag_run_id else "cli")  # fmt: skip
+    reason = (
+        f"{trigger['source']}: {'; '.join(trigger['reasons'])} | {cfg.metric} "
+        f"{evaluation['candidate'].get(cfg.metric)} vs champion {evaluation['champion'].get(cfg.metric)}"
+    )
+    event = registry.move_alias(
+        cfg.name,
+        registry.CHAMPION,
+        registered["version"],
+        action="promote",
+        reason=reason,
+        by=f"dag_run:{dag_run_id}" if dag_run_id else "cli",
+    )
     return {"version": registered["version"], "promoted": event is not None, "event": event}

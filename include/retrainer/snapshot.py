@@ -53,7 +53,12 @@ class Snapshot:
 
 
 def create_snapshot(
-    df: pd.DataFrame, folder: Path, *, time_column: str, sources: list[str], extra: dict[str, Any] | None = None
+    df: pd.DataFrame,
+    folder: Path,
+    *,
+    time_column: str,
+    sources: list[str],
+    extra: dict[str, Any] | None = None,
 ) -> Snapshot:
     """Write ``df`` (sorted by time) as a snapshot under ``folder`` unless identical content exists."""
     if df.empty:

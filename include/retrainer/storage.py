@@ -128,7 +128,11 @@ class DataRoot:
             return []
         names = []
         for p in sorted(self.landing.iterdir()):
-            if p.is_file() and p.name.endswith(BATCH_SUFFIXES) and not p.name.endswith(FLAGS_SUFFIX):
+            if (
+                (p.is_file() or p.is_symlink())
+                and p.name.endswith(BATCH_SUFFIXES)
+                and not p.name.endswith(FLAGS_SUFFIX)
+            ):
                 names.append(p.name)
         return names
 
@@ -181,7 +185,9 @@ class DataRoot:
         for name in self.pending():
             try:
                 check_batch_name(name)
-            except BatchError as exc:  # an unsafe name is quarantined, not processed and not lost
+                if (self.landing / name).is_symlink():  # a link could point anywhere: accept real files only
+                    raise BatchError(f"{name} is a symbolic link; drop the file itself into landing/")
+            except BatchError as exc:  # quarantined (the link itself, never its target), not lost
                 self._quarantine_raw(name, str(exc))
                 continue
             src = self.inside(self.landing / name)

@@ -54,8 +54,13 @@ def experiment_id(model: str, purpose: str) -> str:
         return exp.experiment_id
 
 
-def find_runs(model: str, purpose: str, filter_string: str = "", max_results: int = 1000,
-              order_by: list[str] | None = None) -> list[Run]:  # fmt: skip
+def find_runs(
+    model: str,
+    purpose: str,
+    filter_string: str = "",
+    max_results: int = 1000,
+    order_by: list[str] | None = None,
+) -> list[Run]:
     c = client()
     return list(
         c.search_runs(

@@ -65,7 +65,9 @@ def gather_window(
     end = full[cfg.data.time_column].max()
     start = end - timedelta(hours=duration_hours(window or cfg.training.window))
     in_window = full[full[cfg.data.time_column] > start]
-    used = sorted({s for s, f in zip(sources, frames, strict=True) if (f[cfg.data.time_column] > start).any()})
+    used = sorted(
+        {s for s, f in zip(sources, frames, strict=True) if (f[cfg.data.time_column] > start).any()}
+    )
     cols = [cfg.data.time_column, *cfg.data.feature_names, cfg.data.target]
     return in_window[cols].reset_index(drop=True), used
 

@@ -46,18 +46,26 @@ def test_dag_file_parses_fast_without_heavy_imports(airflow_env: Path) -> None:
         f"heavy = sorted(m for m in {HEAVY!r} if m in sys.modules and m not in before)\n"
         "print(json.dumps({'elapsed': elapsed, 'heavy': heavy}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(), check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(), check=True
+    )
     result = json.loads(out.stdout.strip().splitlines()[-1])
 
     assert result["heavy"] == [], f"heavy modules imported at parse time: {result['heavy']}"
     assert result["elapsed"] < 2.0, result  # generous: measured ~0.05 s; Airflow's default limit is 30 s
 
 
-def test_bad_config_surfaces_as_import_error(airflow_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_config_surfaces_as_import_error(
+    airflow_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bad = tmp_path / "models"
     bad.mkdir()
-    (bad / "broken.yaml").write_text((REPO / "include/models/bikeshare.yaml").read_text()
-                                     .replace("name: bikeshare", "name: broken").replace("cooldown_batches", "cooldown_batchez"))  # fmt: skip
+    (bad / "broken.yaml").write_text(
+        (REPO / "include/models/bikeshare.yaml")
+        .read_text()
+        .replace("name: bikeshare", "name: broken")
+        .replace("cooldown_batches", "cooldown_batchez")
+    )
     monkeypatch.setenv("RETRAINER_CONFIG_DIR", str(bad))
     import airflow_harness as harness
 

@@ -33,7 +33,9 @@ def world(airflow_env: Path, bikeshare_weeks: list[tuple[str, pd.DataFrame]]) ->
     from retrainer.storage import DataRoot
 
     dr = DataRoot(settings.data_root(), "bikeshare").ensure()
-    dr.import_batch(pd.concat([w for _, w in bikeshare_weeks[:6]]), "2011-01-00-history.parquet", stage="archive")
+    dr.import_batch(
+        pd.concat([w for _, w in bikeshare_weeks[:6]]), "2011-01-00-history.parquet", stage="archive"
+    )
     return {"dr": dr, "weeks": bikeshare_weeks}
 
 
@@ -80,7 +82,11 @@ def test_02_clean_batch_does_not_retrain(world: dict[str, Any]) -> None:
     import airflow_harness as harness
 
     # The last two history weeks again, resampled: the data the champion was trained on, so no drift.
-    recent = pd.concat([w for _, w in world["weeks"][4:6]]).sample(frac=0.7, random_state=1).sort_values("timestamp")
+    recent = (
+        pd.concat([w for _, w in world["weeks"][4:6]])
+        .sample(frac=0.7, random_state=1)
+        .sort_values("timestamp")
+    )
     world["dr"].import_batch(recent, "2011-02-05-clean.parquet")
     events_before = len(harness.asset_events(ASSET_URI))
 
@@ -111,7 +117,9 @@ def test_03_drifted_batch_requests_retrain_and_promotes(world: dict[str, Any]) -
     assert event["extra"]["batch"] == f"{name}.parquet"
 
     # Under dag.test() the asset-triggered run is recorded but not executed: run it as the scheduler would.
-    retrain = run("bikeshare__retrain", {"trigger_source": "asset", "reason": "; ".join(event["extra"]["reasons"])})
+    retrain = run(
+        "bikeshare__retrain", {"trigger_source": "asset", "reason": "; ".join(event["extra"]["reasons"])}
+    )
 
     assert retrain["state"] == "success", retrain
     ev = xcom(retrain, "evaluate")
@@ -177,8 +185,11 @@ def test_06_worse_candidate_is_not_promoted(world: dict[str, Any], airflow_env: 
     # A config change to a much weaker estimator, with new data so the run is a real new candidate.
     cfg_path = airflow_env / "models" / "bikeshare.yaml"
     original = cfg_path.read_text()
-    cfg_path.write_text(original.replace("sklearn.ensemble.HistGradientBoostingRegressor", "sklearn.dummy.DummyRegressor")
-                        .replace("params: {max_iter: 200, learning_rate: 0.1, random_state: 0}", "params: {}"))  # fmt: skip
+    cfg_path.write_text(
+        original.replace(
+            "sklearn.ensemble.HistGradientBoostingRegressor", "sklearn.dummy.DummyRegressor"
+        ).replace("params: {max_iter: 200, learning_rate: 0.1, random_state: 0}", "params: {}")
+    )
     harness.reload_dags()
     try:
         before = (versions(), champion_version())

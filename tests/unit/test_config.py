@@ -89,8 +89,18 @@ def test_unknown_key_inside_feature_list_is_rejected(tmp_path, raw):
         (lambda r: r["model"].__setitem__("estimator", "Ridge"), "model.estimator"),
         (lambda r: r["data"].pop("target"), "missing required key 'data.target'"),
     ],
-    ids=["task", "negative-cooldown", "duration", "metric", "floor-metric", "cron-words", "cron-4-fields",
-         "share>1", "estimator-not-dotted", "missing-target"],
+    ids=[
+        "task",
+        "negative-cooldown",
+        "duration",
+        "metric",
+        "floor-metric",
+        "cron-words",
+        "cron-4-fields",
+        "share>1",
+        "estimator-not-dotted",
+        "missing-target",
+    ],
 )
 def test_bad_values_raise_config_error_naming_the_problem(tmp_path, raw, mutate, expected):
     mutate(raw)
@@ -145,13 +155,15 @@ def test_cli_validate_config_unknown_key(tmp_path, raw, capsys):
 
 
 def test_cli_entry_point_subprocess(tmp_path, raw):
-    good = subprocess.run([str(RETRAINER_BIN), "validate-config", str(SHIPPED)],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    good = subprocess.run(
+        [str(RETRAINER_BIN), "validate-config", str(SHIPPED)], capture_output=True, text=True, timeout=60
+    )
     raw["triggers"]["cooldown_batchez"] = 3
     bad_path = write(tmp_path, raw)
 
-    bad = subprocess.run([str(RETRAINER_BIN), "validate-config", str(bad_path)],
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    bad = subprocess.run(
+        [str(RETRAINER_BIN), "validate-config", str(bad_path)], capture_output=True, text=True, timeout=60
+    )
 
     assert good.returncode == 0, good.stderr
     assert "OK" in good.stdout

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from retrainer import metrics
 from retrainer.drift import drift_report
 from retrainer.exceptions import DriftCheckError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 pytestmark = pytest.mark.unit
 
@@ -105,18 +108,22 @@ def test_binary_classification_by_hand():
     m = metrics.compute("classification", y, p)
 
     assert m["accuracy"] == pytest.approx(3 / 5)
-    assert m["f1"] == pytest.approx(2 / 3)  # precision 2/3, recall 2/3
+    # macro F1: class 1 (P 2/3, R 2/3) -> 2/3; class 0 (P 1/2, R 1/2) -> 1/2
+    assert m["f1"] == pytest.approx((2 / 3 + 1 / 2) / 2)
     assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2) / 2)
 
 
-def test_binary_string_labels_positive_is_last_sorted():
+def test_f1_definition_does_not_change_with_classes_present():
     y = np.array(["no", "yes", "yes", "no"])
-    p = np.array(["yes", "yes", "no", "no"])  # positive 'yes': TP 1, FP 1, FN 1
+    p = np.array(["yes", "yes", "no", "no"])  # each class: P 1/2, R 1/2
 
     m = metrics.compute("classification", y, p)
+    one_class = metrics.compute("classification", np.array(["no", "no"]), np.array(["no", "yes"]))
 
     assert m["f1"] == pytest.approx(0.5)
     assert m["accuracy"] == pytest.approx(0.5)
+    # 'no' F1 = 2/3, 'yes' F1 = 0: macro over the labels present, not a switch to binary positive-class F1
+    assert one_class["f1"] == pytest.approx((2 / 3 + 0) / 2)
 
 
 def test_multiclass_macro_by_hand():

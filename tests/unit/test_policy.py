@@ -23,9 +23,17 @@ T = TriggerConfig(
     combine="any",
     cooldown_batches=2,
 )
-QUIET = Signals(data_drift_share=0.1, drifted_columns=("temp",), prediction_drift=0.02, metric_name="rmse",
-                metric_value=21.0, metric_reference=20.0, lower_is_better=True, labelled_rows=100,
-                flagged_rate=0.01)  # fmt: skip
+QUIET = Signals(
+    data_drift_share=0.1,
+    drifted_columns=("temp",),
+    prediction_drift=0.02,
+    metric_name="rmse",
+    metric_value=21.0,
+    metric_reference=20.0,
+    lower_is_better=True,
+    labelled_rows=100,
+    flagged_rate=0.01,
+)
 DRIFTING = Signals(data_drift_share=0.6, drifted_columns=("temp", "atemp"))
 PERF_BAD = Signals(metric_name="rmse", metric_value=30.0, metric_reference=20.0, labelled_rows=100)
 
@@ -79,10 +87,12 @@ def test_performance_fires_with_numbers():
 
 
 def test_performance_direction_for_higher_is_better_metric():
-    worse = Signals(metric_name="r2", metric_value=0.5, metric_reference=0.8, lower_is_better=False,
-                    labelled_rows=100)  # fmt: skip
-    better = Signals(metric_name="r2", metric_value=0.95, metric_reference=0.8, lower_is_better=False,
-                     labelled_rows=100)  # fmt: skip
+    worse = Signals(
+        metric_name="r2", metric_value=0.5, metric_reference=0.8, lower_is_better=False, labelled_rows=100
+    )
+    better = Signals(
+        metric_name="r2", metric_value=0.95, metric_reference=0.8, lower_is_better=False, labelled_rows=100
+    )
 
     assert "performance" in evaluate_signals(worse, T)
     assert "performance" not in evaluate_signals(better, T)
@@ -111,8 +121,15 @@ def test_flags_fire_with_percentages():
 
 
 def test_all_signals_fire_together():
-    s = Signals(data_drift_share=0.9, prediction_drift=0.5, metric_name="rmse", metric_value=40.0,
-                metric_reference=20.0, labelled_rows=100, flagged_rate=0.5)  # fmt: skip
+    s = Signals(
+        data_drift_share=0.9,
+        prediction_drift=0.5,
+        metric_name="rmse",
+        metric_value=40.0,
+        metric_reference=20.0,
+        labelled_rows=100,
+        flagged_rate=0.5,
+    )
 
     decision = decide(s, T)
 
@@ -124,8 +141,15 @@ def test_all_signals_fire_together():
 @pytest.mark.parametrize("signal", ["data_drift", "prediction_drift", "performance", "flags"])
 def test_disabled_signal_never_fires(signal):
     t = T.model_copy(update={signal: None})
-    extreme = Signals(data_drift_share=1.0, prediction_drift=9.0, metric_name="rmse", metric_value=1e6,
-                      metric_reference=1.0, labelled_rows=10_000, flagged_rate=1.0)  # fmt: skip
+    extreme = Signals(
+        data_drift_share=1.0,
+        prediction_drift=9.0,
+        metric_name="rmse",
+        metric_value=1e6,
+        metric_reference=1.0,
+        labelled_rows=10_000,
+        flagged_rate=1.0,
+    )
 
     fired = evaluate_signals(extreme, t)
 
@@ -150,15 +174,26 @@ def test_k_of_n_needs_k_signals():
 
 
 def test_k_of_n_caps_k_at_enabled_signals():
-    t = TriggerConfig(combine="k_of_n", k=3, data_drift=DataDriftTrigger(), prediction_drift=None,
-                      performance=None, flags=None)  # fmt: skip
+    t = TriggerConfig(
+        combine="k_of_n",
+        k=3,
+        data_drift=DataDriftTrigger(),
+        prediction_drift=None,
+        performance=None,
+        flags=None,
+    )
 
     assert combine({"data_drift": "x"}, t) == (True, 1.0)
 
 
 def test_weighted_combination():
-    t = T.model_copy(update={"combine": "weighted", "weights": {"data_drift": 0.4, "flags": 0.7},
-                             "weighted_threshold": 1.0})  # fmt: skip
+    t = T.model_copy(
+        update={
+            "combine": "weighted",
+            "weights": {"data_drift": 0.4, "flags": 0.7},
+            "weighted_threshold": 1.0,
+        }
+    )
 
     drift_only = decide(DRIFTING, t)
     drift_and_flags = decide(Signals(data_drift_share=0.6, flagged_rate=0.2), t)

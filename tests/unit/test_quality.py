@@ -51,8 +51,19 @@ def test_build_expectations_cover_config(bikeshare_cfg, expectations):
 def test_reference_range_used_when_bounds_undeclared(bikeshare_cfg):
     import pandas as pd
 
-    cfg = bikeshare_cfg.model_copy(update={"data": bikeshare_cfg.data.model_copy(update={"features": [
-        bikeshare_cfg.data.features[0].model_copy(update={"name": "load", "min": None, "max": None})]})})
+    cfg = bikeshare_cfg.model_copy(
+        update={
+            "data": bikeshare_cfg.data.model_copy(
+                update={
+                    "features": [
+                        bikeshare_cfg.data.features[0].model_copy(
+                            update={"name": "load", "min": None, "max": None}
+                        )
+                    ]
+                }
+            )
+        }
+    )
     ref = pd.DataFrame({"load": [10.0, 20.0]})
 
     exps = quality.build_expectations(cfg, ref)

@@ -67,14 +67,21 @@ def land(dr: DataRoot, name: str, df: pd.DataFrame) -> str:
 
 # -- retrain path -----------------------------------------------------------------------------------------
 def test_resolve_trigger_sources():
-    asset = retrain.resolve_trigger("asset_triggered", [{"extra": {"reasons": ["data_drift 0.60 >= 0.50"]}}], {})
+    asset = retrain.resolve_trigger(
+        "asset_triggered", [{"extra": {"reasons": ["data_drift 0.60 >= 0.50"]}}], {}
+    )
     scheduled = retrain.resolve_trigger("scheduled", [], {})
     manual = retrain.resolve_trigger("manual", [], {"reason": "hotfix", "force": True, "window": "4W"})
 
     assert asset["source"] == "asset" and asset["reasons"] == ["data_drift 0.60 >= 0.50"]
     assert scheduled["source"] == "schedule" and scheduled["reasons"] == ["scheduled retrain"]
-    assert manual == {"source": "manual", "reasons": ["hotfix"], "force": True, "window": "4W",
-                      "run_type": "manual"}  # fmt: skip
+    assert manual == {
+        "source": "manual",
+        "reasons": ["hotfix"],
+        "force": True,
+        "window": "4W",
+        "run_type": "manual",
+    }
 
 
 def test_retrain_path_promotes_first_champion(trained, dr, bikeshare_cfg):
@@ -168,7 +175,9 @@ def test_monitor_path_records_decision(trained, dr, bikeshare_cfg, bikeshare_wee
     assert scored["champion_version"] == 1
     assert len(pd.read_parquet(scored["predictions"])) == len(week)
     assert 0 <= drift["data_drift_share"] <= 1 and Path(drift["report"]).exists()
-    assert perf["labelled_rows"] == len(week) and perf["reference"] == pytest.approx(trained["train"]["holdout"]["rmse"])
+    assert perf["labelled_rows"] == len(week) and perf["reference"] == pytest.approx(
+        trained["train"]["holdout"]["rmse"]
+    )
     assert perf["value"] > 0
     assert flags["flagged_rate"] is None  # no sidecar
     assert decision["verdict"] in {"retrain", "no_retrain", "suppressed"}
@@ -236,8 +245,9 @@ def test_malformed_batch_is_quarantined(trained, dr, bikeshare_cfg, bikeshare_we
 
 
 def test_thresholds_combine_floors_and_champion_margin(bikeshare_cfg):
-    loose = bikeshare_cfg.model_copy(update={"validation": bikeshare_cfg.validation.model_copy(
-        update={"max_degradation": 0.1})})  # fmt: skip
+    loose = bikeshare_cfg.model_copy(
+        update={"validation": bikeshare_cfg.validation.model_copy(update={"max_degradation": 0.1})}
+    )
 
     strict = retrain._thresholds(bikeshare_cfg, 20.0, force=False)
     margin = retrain._thresholds(loose, 20.0, force=False)

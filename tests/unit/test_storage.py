@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pytest
 
 from retrainer.exceptions import BatchError
 from retrainer.storage import DataRoot, check_batch_name, read_batch
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 pytestmark = pytest.mark.unit
 
@@ -112,7 +115,9 @@ def test_moves_never_delete_files(dr):
     assert read_batch(dr.archive / "b9.parquet")["x"].tolist() == [9.0, 9.0, 9.0]
 
 
-@pytest.mark.parametrize("name", ["../x.csv", ".hidden.csv", "a/b.csv", "x.txt", "", "x.flags.csv", "a b.csv"])
+@pytest.mark.parametrize(
+    "name", ["../x.csv", ".hidden.csv", "a/b.csv", "x.txt", "", "x.flags.csv", "a b.csv"]
+)
 def test_unsafe_or_unsupported_names_are_rejected(name):
     with pytest.raises(BatchError):
         check_batch_name(name)
@@ -156,36 +161,38 @@ def test_two_unsafe_names_sanitised_alike_are_both_kept(dr):
     assert len(list(dr.quarantine.glob("*.reason.json"))) == 2
 
 
-def test_symlink_in_landing_pointing_outside_root_is_refused(tmp_path, dr):
+def test_symlink_in_landing_pointing_outside_root_is_quarantined_not_followed(tmp_path, dr):
     secret = tmp_path / "outside.csv"
     secret.write_text("t,x\n2024-01-01,1\n")
     (dr.landing / "evil.csv").symlink_to(secret)
+    dr.import_batch(FRAME, "good.parquet")
 
+    claim = dr.claim("run-a")
+
+    assert claim is not None and claim.batch == "good.parquet"  # the link does not block later batches
+    assert secret.read_text() == "t,x\n2024-01-01,1\n"  # target untouched, still where it was
+    assert (dr.quarantine / "evil.csv").is_symlink()  # the link itself was moved
+    reason = json.loads((dr.quarantine / "evil.csv.reason.json").read_text())
+    assert "symbolic link" in reason["reason"]
     with pytest.raises(BatchError, match="outside the data root"):
-        dr.claim("run-a")
-    with pytest.raises(BatchError, match="outside the data root"):
-        dr.locate("evil.csv")
-
-    assert secret.read_text() == "t,x\n2024-01-01,1\n"  # target untouched
-    assert list(dr.processing.iterdir()) == []
-    assert list(dr.claims.iterdir()) == []  # no claim recorded for a refused batch
+        dr.inside(dr.quarantine / "evil.csv")
 
 
-def test_symlink_inside_root_is_allowed(dr):
+def test_symlink_inside_root_is_not_followed_either(dr):
     real = dr.import_batch(FRAME, "real.parquet", stage="archive")
     (dr.landing / "link.parquet").symlink_to(real)
 
-    stage, path = dr.locate("link.parquet")
+    assert dr.claim("run-a") is None
 
-    assert stage == "landing"
-    assert dr.inside(path) == real.resolve()
+    assert real.exists() and (dr.archive / "real.parquet").exists()  # the archived target did not move
+    assert (dr.quarantine / "link.parquet").is_symlink()
 
 
 def test_read_batch_corrupt_parquet_names_the_file(dr):
     bad = dr.landing / "corrupt.parquet"
     bad.write_bytes(b"PAR1 this is not really parquet")
 
-    with pytest.raises(BatchError, match="corrupt.parquet"):
+    with pytest.raises(BatchError, match=r"corrupt\.parquet"):
         read_batch(bad)
 
 
