@@ -154,8 +154,56 @@ def build_monitor(cfg: ModelConfig) -> Any:
         decision = decide(claim, validation, scored, drift, perf, flags)
         request_retrain(decision)
         archive_batch(claim, decision)
+        if cfg.promotion.mode == "shadow":
+            _shadow_task(cfg)(claim, decision)
 
     return monitor_dag()
+
+
+def _shadow_task(cfg: ModelConfig) -> Any:
+    @task
+    def shadow_score(claim: dict[str, Any], decision: dict[str, Any], **context: Any) -> dict[str, Any]:
+        """Champion and challenger on the same labelled rows; promote or retire the challenger."""
+        from retrainer import promotion
+
+        return _run(promotion.shadow_score, cfg, claim, decision, context["run_id"])
+
+    return shadow_score
+
+
+def _approval_tasks(cfg: ModelConfig, staged: Any) -> None:
+    """Approval mode: a human-in-the-loop task (Airflow 3.1+ HITL) between staging and promotion."""
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    @task.short_circuit
+    def awaiting_approval(staged: dict[str, Any]) -> bool:
+        return staged.get("awaiting") == "approval"  # the first model, or a no-op, needs no approval
+
+    approval = HITLOperator(
+        task_id="approval",
+        subject=f"Promote {cfg.name} v{{{{ ti.xcom_pull(task_ids='promote')['version'] }}}} to champion?",
+        body=(
+            "Candidate **v{{ ti.xcom_pull(task_ids='promote')['version'] }}** of `" + cfg.name + "` passed "
+            "validation and holds the `challenger` alias.\n\n"
+            "* checks: {{ ti.xcom_pull(task_ids='evaluate')['checks'] }}\n"
+            "* candidate: {{ ti.xcom_pull(task_ids='evaluate')['candidate'] }}\n"
+            "* champion v{{ ti.xcom_pull(task_ids='evaluate')['champion_version'] }}: "
+            "{{ ti.xcom_pull(task_ids='evaluate')['champion'] }}\n\n"
+            "**Approve** moves `champion` to it; **Reject** retires it. Both are recorded in the history."
+        ),
+        options=["Approve", "Reject"],
+        multiple=False,
+    )
+
+    @task
+    def apply_approval(staged: dict[str, Any], response: dict[str, Any], **context: Any) -> dict[str, Any]:
+        from retrainer import promotion
+
+        return _run(promotion.apply_approval, cfg, staged, dict(response), f"dag_run:{context['run_id']}")
+
+    gate = awaiting_approval(staged)
+    gate >> approval
+    apply_approval(staged, approval.output)
 
 
 def build_retrain(cfg: ModelConfig) -> Any:
@@ -278,11 +326,64 @@ def build_retrain(cfg: ModelConfig) -> Any:
         trained = train(snap, gate, trigger)
         evaluation = evaluate(snap, trained, trigger)
         registered = register(snap, trained, evaluation, trigger)
-        promote(registered, evaluation, trigger)
+        staged = promote(registered, evaluation, trigger)
+        if cfg.promotion.mode == "approval":
+            _approval_tasks(cfg, staged)
 
     return retrain_dag()
+
+
+def build_rollback(cfg: ModelConfig) -> Any:
+    name = cfg.name
+
+    @dag(
+        dag_id=f"{name}__rollback",
+        description=f"Manual: move {name}'s champion alias back to an earlier version (recorded in history)",
+        schedule=None,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["retrainer", name, "rollback"],
+        doc_md=__doc__,
+        params={
+            "version": Param(
+                None,
+                type=["null", "integer"],
+                minimum=1,
+                title="Version",
+                description="Registered version to restore. Empty: the previous champion (from the history).",
+            ),
+            "reason": Param(
+                "",
+                type="string",
+                maxLength=500,
+                title="Reason",
+                description="Why you are rolling back (recorded in the history).",
+            ),
+        },
+    )
+    def rollback_dag() -> None:
+        @task
+        def rollback(**context: Any) -> dict[str, Any]:
+            from retrainer.promotion import rollback as do_rollback
+
+            params = context["params"]
+            version = params.get("version")
+            return _run(
+                do_rollback,
+                name,
+                int(version) if version is not None else None,
+                str(params.get("reason") or ""),
+                f"dag_run:{context['run_id']}",
+            )
+
+        rollback()
+
+    return rollback_dag()
 
 
 for _cfg in load_all(settings.config_dir()):
     globals()[f"{_cfg.name}__monitor"] = build_monitor(_cfg)
     globals()[f"{_cfg.name}__retrain"] = build_retrain(_cfg)
+    globals()[f"{_cfg.name}__rollback"] = build_rollback(_cfg)

@@ -63,6 +63,31 @@ def _speed_up_dag_test() -> None:
     supervisor.in_process_api_server = functools.cache(supervisor.in_process_api_server)
 
 
+@functools.cache
+def _answer_hitl_polls_in_dag_test() -> None:
+    """Let ``dag.test()`` run the human-in-the-loop trigger inline.
+
+    Airflow 3.2.2 / providers-standard 1.21: ``dag.test()`` runs a deferred task's trigger in-process, but
+    its in-process supervisor does not answer the trigger's ``GetHITLDetailResponse`` poll (only the real
+    triggerer does), so every HITL task fails under ``dag.test()`` with "Unhandled request". Answer that
+    message exactly as the triggerer does (``triggerer_job_runner``), from the same execution API.
+    """
+    from airflow.jobs.triggerer_job_runner import HITLDetailResponseResult
+    from airflow.sdk.execution_time.comms import GetHITLDetailResponse
+    from airflow.sdk.execution_time.supervisor import InProcessTestSupervisor
+
+    original = InProcessTestSupervisor._handle_request
+
+    def _handle_request(self: Any, msg: Any, log: Any, req_id: int) -> None:
+        if isinstance(msg, GetHITLDetailResponse):
+            api_resp = self.client.hitl.get_detail_response(ti_id=msg.ti_id)
+            self.send_msg(HITLDetailResponseResult.from_api_response(response=api_resp), request_id=req_id)
+            return
+        original(self, msg, log, req_id)
+
+    InProcessTestSupervisor._handle_request = _handle_request  # type: ignore[method-assign]
+
+
 def dagbag() -> Any:
     from airflow.dag_processing.dagbag import DagBag
 
@@ -87,6 +112,7 @@ def run_dag(dag_id: str, conf: dict[str, Any] | None = None) -> dict[str, Any]:
     from airflow.utils.session import create_session
 
     _speed_up_dag_test()
+    _answer_hitl_polls_in_dag_test()
     dag = get_dag(dag_id)
     started = time.monotonic()
     dr = dag.test(run_conf=conf or {}, logical_date=None)
@@ -137,3 +163,48 @@ def asset_events(uri: str) -> list[dict[str, Any]]:
 def reload_dags() -> None:
     """Re-parse the DAG files (after a config change)."""
     _dags.cache_clear()
+
+
+def pending_approvals(dag_id: str) -> list[dict[str, Any]]:
+    """Human-in-the-loop requests of ``dag_id`` still waiting for a response (what the UI lists)."""
+    from airflow.models import TaskInstance
+    from airflow.models.hitl import HITLDetail
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = (
+            session.query(HITLDetail, TaskInstance)
+            .join(TaskInstance, HITLDetail.ti_id == TaskInstance.id)
+            .filter(TaskInstance.dag_id == dag_id, HITLDetail.responded_at.is_(None))
+            .all()
+        )
+        return [
+            {
+                "run_id": ti.run_id,
+                "task_id": ti.task_id,
+                "subject": d.subject,
+                "body": d.body,
+                "options": d.options,
+            }
+            for d, ti in rows
+        ]
+
+
+def respond(dag_id: str, run_id: str, task_id: str, option: str, user: str = "reviewer") -> dict[str, Any]:
+    """Answer a human-in-the-loop request through the same handler as the UI / REST API
+    (``PATCH /api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails``)."""
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from airflow.api_fastapi.core_api.datamodels.hitl import UpdateHITLDetailPayload
+    from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        out = update_hitl_detail(
+            dag_id=dag_id,
+            dag_run_id=run_id,
+            task_id=task_id,
+            update_hitl_detail_payload=UpdateHITLDetailPayload(chosen_options=[option]),
+            user=SimpleAuthManagerUser(username=user, role="admin"),
+            session=session,
+        )
+        return out.model_dump(mode="json")

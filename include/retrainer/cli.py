@@ -46,6 +46,79 @@ def _bikeshare():  # type: ignore[no-untyped-def]
     return bikeshare()
 
 
+def _history(args: argparse.Namespace) -> int:
+    """Every recorded alias move of a model, oldest first."""
+    import json
+
+    from retrainer import registry
+
+    events = registry.history(args.model)
+    if args.json:
+        print(json.dumps(events, indent=2))
+        return 0
+    if not events:
+        print(f"no history for model {args.model!r} (tracking URI: see MLFLOW_TRACKING_URI)")
+        return 0
+    rows = [
+        (
+            str(e["seq"]),
+            e["at"],
+            e["action"],
+            e["alias"],
+            "-" if e["from_version"] is None else f"v{e['from_version']}",
+            "-" if e["to_version"] is None else f"v{e['to_version']}",
+            e["by"],
+            e["reason"] if args.full else _clip(e["reason"], 70),
+        )
+        for e in events
+    ]
+    head = ("#", "when (UTC)", "action", "alias", "from", "to", "by", "why")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head) - 1)]
+    for r in [head, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1])
+    return 0
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    """Point the champion alias back at an earlier version (default: the previous champion)."""
+    import getpass
+
+    from retrainer.promotion import rollback
+
+    out = rollback(args.model, args.to, args.reason, by=f"cli:{getpass.getuser()}")
+    print(
+        f"{args.model}: champion rolled back v{out['from_version']} -> v{out['to_version']} (recorded in history)"
+    )
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    """Retrain a version from its snapshot and recorded config; exit 1 if the metrics differ."""
+    import json
+
+    from retrainer.reproduce import reproduce
+
+    out = reproduce(args.model, args.version)
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(
+            f"{args.model} v{out['version']}: run {out['run_id']}, snapshot {out['snapshot_sha256'][:12]}, "
+            f"config {out['config_fingerprint']}, {out['train_rows']} train / {out['holdout_rows']} holdout rows"
+        )
+        for k, m in out["metrics"].items():
+            print(
+                f"  {k:<18} recorded {m['recorded']!r:<22} reproduced {m['reproduced']!r:<22} {'same' if m['match'] else 'DIFFERENT'}"
+            )
+        print(f"  predictions on the holdout: {'identical' if out['predictions_match'] else 'DIFFERENT'}")
+        print("REPRODUCED: identical metrics" if out["match"] else "NOT REPRODUCED: results differ")
+    return 0 if out["match"] else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="retrainer", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -62,6 +135,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stage", choices=["archive", "landing"], default="archive")
     p.add_argument("--until", help="keep rows before this timestamp")
     p.set_defaults(func=_seed)
+
+    p = sub.add_parser("history", help="every promotion, retirement and rollback of a model, as a table")
+    p.add_argument("model")
+    p.add_argument("--json", action="store_true", help="print the events as JSON")
+    p.add_argument("--full", action="store_true", help="do not shorten the reasons")
+    p.set_defaults(func=_history)
+
+    p = sub.add_parser("rollback", help="move the champion alias back (default: to the previous champion)")
+    p.add_argument("model")
+    p.add_argument("--to", type=int, help="version to restore (default: the previous champion)")
+    p.add_argument("--reason", default="", help="why (recorded in the history)")
+    p.set_defaults(func=_rollback)
+
+    p = sub.add_parser("reproduce", help="retrain a version from its snapshot and config; compare metrics")
+    p.add_argument("model")
+    p.add_argument("version", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_reproduce)
 
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -171,6 +171,42 @@ class Floor(_Strict):
     max: float | None = None
 
 
+class SliceCheck(_Strict):
+    """The primary metric on each value of a categorical column, candidate vs champion."""
+
+    column: str
+    max_degradation: float = Field(0.25, ge=0, description="relative worsening allowed per slice")
+    min_rows: int = Field(20, ge=1, description="slices with fewer holdout rows are not judged")
+
+
+class InvarianceCheck(_Strict):
+    """Small noise on features that should barely matter must barely move the predictions."""
+
+    features: list[str]
+    noise: float = Field(0.05, gt=0, description="noise scale, in standard deviations of each feature")
+    tolerance: float = Field(
+        0.1,
+        gt=0,
+        description="regression: mean |change| / std of predictions; classification: share of flipped labels",
+    )
+
+
+class PredictionRangeCheck(_Strict):
+    """Predictions must be finite and inside [min, max] (default: the training target's range widened)."""
+
+    min: float | None = None
+    max: float | None = None
+    slack: float = Field(0.5, ge=0, description="widening of the training target's range, as a share of it")
+
+
+class BehaviourConfig(_Strict):
+    invariance: InvarianceCheck | None = None
+    prediction_range: PredictionRangeCheck | None = Field(default_factory=PredictionRangeCheck)
+    min_prediction_spread: bool = Field(
+        True, description="minimum functionality: a model that predicts one value for every row fails"
+    )
+
+
 class ValidationConfig(_Strict):
     metric: str | None = Field(None, description="primary metric; default rmse or f1 by task")
     max_degradation: float = Field(0.0, ge=0, lt=1, description="relative margin the candidate may lose")
@@ -179,6 +215,18 @@ class ValidationConfig(_Strict):
         0.5, ge=0, description="slack on reference ranges, as a share of the range"
     )
     mostly: float = Field(0.99, gt=0, le=1, description="share of rows that must satisfy value expectations")
+    slices: list[SliceCheck] = Field(default_factory=list)
+    behaviour: BehaviourConfig = Field(default_factory=BehaviourConfig)
+
+
+class PromotionConfig(_Strict):
+    """How a validated candidate reaches the ``champion`` alias."""
+
+    mode: Literal["immediate", "shadow", "approval"] = "immediate"
+    shadow_batches: int = Field(3, ge=1, description="labelled batches the challenger must hold up on")
+    margin: float = Field(
+        0.05, ge=0, lt=1, description="relative amount the challenger may trail the champion on a batch"
+    )
 
 
 class ModelConfig(_Strict):
@@ -191,6 +239,7 @@ class ModelConfig(_Strict):
     schedule: str | None = Field("0 3 * * 1", description="cron for scheduled retrains; null for none")
     triggers: TriggerConfig = Field(default_factory=TriggerConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     source: str = Field("", exclude=True, description="file the config came from (set by load_config)")
 
     @field_validator("name")
@@ -217,6 +266,16 @@ class ModelConfig(_Strict):
         bad = [m for m in [self.validation.metric, *self.validation.floors] if m and m not in allowed]
         if bad:
             raise ValueError(f"metrics {bad} do not apply to {self.task}; use {sorted(allowed)}")
+        return self
+
+    @model_validator(mode="after")
+    def _checks_name_features(self) -> ModelConfig:
+        names = set(self.data.feature_names)
+        slice_cols = [s.column for s in self.validation.slices]
+        inv = self.validation.behaviour.invariance
+        unknown = sorted({c for c in [*slice_cols, *(inv.features if inv else [])] if c not in names})
+        if unknown:
+            raise ValueError(f"validation checks name columns that are not features: {unknown}")
         return self
 
     @property

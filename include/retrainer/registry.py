@@ -105,6 +105,26 @@ def history(name: str) -> list[dict[str, Any]]:
     return sorted(events, key=lambda e: e["seq"])
 
 
+def _record(
+    name: str, action: str, alias: str, from_version: int | None, to_version: int | None, reason: str, by: str
+) -> dict[str, Any]:
+    """Append one event to the registered model's history (tag ``retrainer.event.<seq>``)."""
+    seq = len(history(name)) + 1
+    event = {
+        "seq": seq,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "action": action,
+        "alias": alias,
+        "from_version": from_version,
+        "to_version": to_version,
+        "reason": reason[:1500],
+        "by": by,
+    }
+    client().set_registered_model_tag(name, f"{TAG}event.{seq:06d}", json.dumps(event))
+    log.info("%s: %s alias %s: %s -> %s (%s)", name, action, alias, from_version, to_version, reason[:200])
+    return event
+
+
 def move_alias(
     name: str, alias: str, version: int, *, action: str, reason: str, by: str
 ) -> dict[str, Any] | None:
@@ -114,18 +134,49 @@ def move_alias(
     if current is not None and current.version == version:
         return None
     c.set_registered_model_alias(name, alias, str(version))
-    seq = len(history(name)) + 1
-    event = {
-        "seq": seq,
-        "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "action": action,
-        "alias": alias,
-        "from_version": current.version if current else None,
-        "to_version": version,
-        "reason": reason[:1500],
-        "by": by,
-    }
-    c.set_registered_model_tag(name, f"{TAG}event.{seq:06d}", json.dumps(event))
+    event = _record(name, action, alias, current.version if current else None, version, reason, by)
     c.set_model_version_tag(name, str(version), f"{TAG}{alias}_since", event["at"])
-    log.info("%s: alias %s moved %s -> v%s (%s)", name, alias, event["from_version"], version, action)
     return event
+
+
+def remove_alias(
+    name: str, alias: str, *, action: str, reason: str, by: str, record: bool = True
+) -> dict[str, Any] | None:
+    """Delete ``alias`` (e.g. retire a challenger) and record why; a no-op (None) if nothing holds it."""
+    c = client()
+    current = champion(name, alias)
+    if current is None:
+        return None
+    c.delete_registered_model_alias(name, alias)
+    if action == "retire":
+        c.set_model_version_tag(name, str(current.version), f"{TAG}retired", reason[:5000])
+    if not record:
+        return None
+    return _record(name, action, alias, current.version, None, reason, by)
+
+
+def is_retired(name: str, version: int) -> str | None:
+    """The reason ``version`` was retired, or None."""
+    mv = client().get_model_version(name, str(version))
+    return mv.tags.get(f"{TAG}retired")
+
+
+def previous_champion(name: str) -> int | None:
+    """The version that held ``champion`` before the current one (from the history), or None."""
+    current = champion(name)
+    if current is None:
+        return None
+    for event in reversed(history(name)):
+        if event["alias"] == CHAMPION and event["to_version"] == current.version and event["from_version"]:
+            return int(event["from_version"])
+    return None
+
+
+def version_exists(name: str, version: int) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client().get_model_version(name, str(version))
+    except MlflowException:
+        return False
+    return True

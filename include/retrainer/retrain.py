@@ -166,6 +166,7 @@ def train(
         )
         mlflow.log_input(dataset, context="training")
         mlflow.log_dict(snap, "snapshot.json")
+        mlflow.log_dict(cfg.model_dump(mode="json"), "config.json")  # what `retrainer reproduce` replays
         log_model(model, train_df[cfg.data.feature_names])
     log.info(
         "trained %s on %d rows; holdout (%d rows) %s",
@@ -214,16 +215,18 @@ def evaluate(
     from mlflow.exceptions import MlflowException
     from mlflow.models.evaluation import EvaluationResult
 
+    from retrainer.checks import run_checks
     from retrainer.models import load_run_model
     from retrainer.train import predict, split_holdout
 
     champ = registry.champion(cfg.name)
     candidate = dict(trained["holdout"])
     champion_scores: dict[str, float] = {}
-    if champ is not None:
-        _, holdout = split_holdout(cfg, _snapshot_frame(cfg, snap))
+    train_df, holdout = split_holdout(cfg, _snapshot_frame(cfg, snap))
+    champion_model = load_run_model(champ.run_id) if champ is not None else None
+    if champion_model is not None:
         y = holdout[cfg.data.target].to_numpy()
-        champion_scores = metrics.compute(cfg.task, y, predict(cfg, load_run_model(champ.run_id), holdout))
+        champion_scores = metrics.compute(cfg.task, y, predict(cfg, champion_model, holdout))
     thresholds = _thresholds(cfg, champion_scores.get(cfg.metric), force)
     failed: list[str] = []
     if champ is not None and champ.run_id == trained["run_id"]:
@@ -238,6 +241,8 @@ def evaluate(
         failed.extend(line.strip(" -") for line in str(exc).splitlines() if line.strip())
         if not failed:
             failed.append(str(exc))
+    model_checks = run_checks(cfg, load_run_model(trained["run_id"]), champion_model, holdout, train_df)
+    failed.extend(c.detail for c in model_checks if not c.passed)
     passed = not failed
     checks = [
         f"{m} {candidate.get(m, float('nan')):.4g} {'<=' if t.greater_is_better is False else '>='} {t.threshold:.4g}"
@@ -247,6 +252,7 @@ def evaluate(
         "passed": passed,
         "failed_checks": failed,
         "checks": checks,
+        "model_checks": [c.to_dict() for c in model_checks],
         "candidate": candidate,
         "champion": champion_scores,
         "champion_version": champ.version if champ else None,
@@ -256,6 +262,7 @@ def evaluate(
     c = tracking.client()
     c.set_tag(trained["run_id"], "retrainer.outcome", "validated" if passed else "rejected")
     c.set_tag(trained["run_id"], "retrainer.validation", tracking._json(out)[:5000])
+    c.log_dict(trained["run_id"], out, "validation.json")  # the full record, whatever its length
     for k, v in champion_scores.items():
         c.log_metric(trained["run_id"], f"champion_holdout_{k}", v)
     log.info(
@@ -307,17 +314,13 @@ def promote(
     trigger: dict[str, Any],
     dag_run_id: str = "",
 ) -> dict[str, Any]:
-    """Move the ``champion`` alias to the new version (promotion mode: immediate) and record why."""
+    """Move the new version per the promotion mode (``champion`` now, or ``challenger`` for shadow /
+    approval) and record why."""
+    from retrainer.promotion import stage
+
     reason = (
         f"{trigger['source']}: {'; '.join(trigger['reasons'])} | {cfg.metric} "
         f"{evaluation['candidate'].get(cfg.metric)} vs champion {evaluation['champion'].get(cfg.metric)}"
     )
-    event = registry.move_alias(
-        cfg.name,
-        registry.CHAMPION,
-        registered["version"],
-        action="promote",
-        reason=reason,
-        by=f"dag_run:{dag_run_id}" if dag_run_id else "cli",
-    )
-    return {"version": registered["version"], "promoted": event is not None, "event": event}
+    staged = stage(cfg, registered["version"], reason, f"dag_run:{dag_run_id}" if dag_run_id else "cli")
+    return {**staged, "promoted": staged["alias"] == registry.CHAMPION and staged["event"] is not None}

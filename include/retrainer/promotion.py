@@ -1,0 +1,178 @@
+"""Promotion modes, shadow evaluation, approval, rollback: every alias move goes through the registry's
+recorded history (``retrainer.event.<n>`` tags on the registered model).
+
+- ``immediate``: a validated candidate becomes ``champion`` at once.
+- ``shadow``: it becomes ``challenger``; the monitor DAG scores every following batch with both models
+  (:func:`shadow_score`); after ``shadow_batches`` labelled batches on which it was non-inferior it is
+  promoted, and the first batch on which it trails the champion by more than ``margin`` retires it.
+- ``approval``: it becomes ``challenger`` and the retrain DAG waits for a person (Airflow's
+  human-in-the-loop operator); :func:`apply_approval` promotes or retires it with who decided.
+
+With no champion yet (the first model) every mode promotes at once: there is nothing to compare against.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from retrainer import metrics, registry, tracking
+from retrainer.exceptions import NoChampionError, RetrainerError
+
+if TYPE_CHECKING:
+    from retrainer.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+
+def stage(cfg: ModelConfig, version: int, reason: str, by: str) -> dict[str, Any]:
+    """Move the validated ``version`` as far as the model's promotion mode allows right now."""
+    mode = cfg.promotion.mode
+    champ = registry.champion(cfg.name)
+    if mode == "immediate" or champ is None:
+        event = registry.move_alias(
+            cfg.name, registry.CHAMPION, version, action="promote", reason=reason, by=by
+        )
+        return {
+            "version": version,
+            "mode": mode,
+            "alias": registry.CHAMPION,
+            "awaiting": None,
+            "event": event,
+        }
+    if champ.version == version:
+        return {"version": version, "mode": mode, "alias": registry.CHAMPION, "awaiting": None, "event": None}
+    retired = registry.is_retired(cfg.name, version)
+    if retired:  # a re-run of the same snapshot + config gets the same version back: do not revive it
+        log.warning("v%s of %s was retired (%s): not staging it again", version, cfg.name, retired)
+        return {"version": version, "mode": mode, "alias": None, "awaiting": None, "event": None}
+    event = registry.move_alias(
+        cfg.name, registry.CHALLENGER, version, action="challenger", reason=f"{mode}: {reason}", by=by
+    )
+    return {"version": version, "mode": mode, "alias": registry.CHALLENGER, "awaiting": mode, "event": event}
+
+
+# -- shadow ----------------------------------------------------------------------------------------------
+def _shadow_runs(cfg: ModelConfig, challenger: int) -> list[Any]:
+    return tracking.find_runs(
+        cfg.name, "monitor", f"tags.`retrainer.shadow_challenger_version` = '{challenger}'"
+    )
+
+
+def shadow_score(
+    cfg: ModelConfig, claim: dict[str, Any], decision: dict[str, Any], run_id: str = ""
+) -> dict[str, Any]:
+    """Score the batch with champion and challenger, log both on the batch's monitor run, and promote or
+    retire the challenger when the evidence is in. Nothing to do without a challenger."""
+    from retrainer import monitor
+    from retrainer.models import load_run_model
+    from retrainer.train import labelled, predict
+
+    chal = registry.champion(cfg.name, registry.CHALLENGER)
+    champ = registry.champion(cfg.name)
+    if chal is None or champ is None or cfg.promotion.mode != "shadow":
+        return {"challenger_version": chal.version if chal else None, "verdict": "no_challenger"}
+    lab = labelled(cfg, monitor._load(cfg, claim))
+    out: dict[str, Any] = {
+        "challenger_version": chal.version,
+        "champion_version": champ.version,
+        "metric": cfg.metric,
+        "labelled_rows": len(lab),
+    }
+    c = tracking.client()
+    mlflow_run = decision["mlflow_run_id"]
+    if len(lab) == 0:
+        out["verdict"] = "no_labels"
+    else:
+        y = lab[cfg.data.target].to_numpy()
+        champ_v = metrics.compute(cfg.task, y, predict(cfg, load_run_model(champ.run_id), lab))[cfg.metric]
+        chal_v = metrics.compute(cfg.task, y, predict(cfg, load_run_model(chal.run_id), lab))[cfg.metric]
+        worse = metrics.worse_by(chal_v, champ_v, cfg.lower_is_better)
+        out.update(champion=champ_v, challenger=chal_v, worse_by=worse)
+        out["verdict"] = "non_inferior" if worse <= cfg.promotion.margin else "inferior"
+        c.log_metric(mlflow_run, f"shadow_champion_{cfg.metric}", champ_v)
+        c.log_metric(mlflow_run, f"shadow_challenger_{cfg.metric}", chal_v)
+    for k in ("challenger_version", "champion_version", "verdict"):
+        c.set_tag(mlflow_run, f"retrainer.shadow_{k}", str(out[k]))
+    runs = _shadow_runs(cfg, chal.version)
+    good = [r for r in runs if r.data.tags.get("retrainer.shadow_verdict") == "non_inferior"]
+    out["non_inferior_batches"] = len(good)
+    by = f"dag_run:{run_id}" if run_id else "monitor"
+    if out["verdict"] == "inferior":
+        reason = (
+            f"shadow: on batch {claim['batch']} challenger v{chal.version} {cfg.metric} {out['challenger']:.4g} "
+            f"vs champion v{champ.version} {out['champion']:.4g} ({out['worse_by']:+.1%} worse > margin "
+            f"{cfg.promotion.margin:.0%})"
+        )
+        out["event"] = registry.remove_alias(
+            cfg.name, registry.CHALLENGER, action="retire", reason=reason, by=by
+        )
+        out["action"] = "retired"
+    elif len(good) >= cfg.promotion.shadow_batches:
+        values = [r.data.metrics.get(f"shadow_challenger_{cfg.metric}") for r in good]
+        base = [r.data.metrics.get(f"shadow_champion_{cfg.metric}") for r in good]
+        reason = (
+            f"shadow: challenger v{chal.version} non-inferior on {len(good)} batches (margin "
+            f"{cfg.promotion.margin:.0%}): {cfg.metric} "
+            + ", ".join(f"{a:.4g} vs {b:.4g}" for a, b in zip(values, base, strict=True))
+        )
+        out["event"] = registry.move_alias(
+            cfg.name, registry.CHAMPION, chal.version, action="promote", reason=reason, by=by
+        )
+        registry.remove_alias(
+            cfg.name, registry.CHALLENGER, action="graduate", reason=reason, by=by, record=False
+        )
+        out["action"] = "promoted"
+    else:
+        out["action"] = "waiting"
+    log.info("shadow on %s: %s", claim["batch"], out)
+    return out
+
+
+# -- approval --------------------------------------------------------------------------------------------
+def apply_approval(
+    cfg: ModelConfig, staged: dict[str, Any], response: dict[str, Any], by: str
+) -> dict[str, Any]:
+    """Promote (``Approve``) or retire (``Reject``) the staged challenger, recording who decided."""
+    version = int(staged["version"])
+    chosen = list(response.get("chosen_options") or [])
+    user = response.get("responded_by_user") or {}
+    who = f"{by} approved by {user.get('name') or 'timeout default'}"
+    chal = registry.champion(cfg.name, registry.CHALLENGER)
+    if chal is None or chal.version != version:
+        raise RetrainerError(f"v{version} of {cfg.name} is no longer the challenger: nothing to apply")
+    if chosen == ["Approve"]:
+        event = registry.move_alias(
+            cfg.name, registry.CHAMPION, version, action="promote", reason=f"approval: {chosen[0]}", by=who
+        )
+        registry.remove_alias(
+            cfg.name, registry.CHALLENGER, action="graduate", reason="approved", by=who, record=False
+        )
+        return {"version": version, "decision": "approved", "event": event}
+    event = registry.remove_alias(
+        cfg.name,
+        registry.CHALLENGER,
+        action="retire",
+        reason=f"approval: {chosen}",
+        by=who.replace("approved", "rejected"),
+    )
+    return {"version": version, "decision": "rejected", "event": event}
+
+
+# -- rollback --------------------------------------------------------------------------------------------
+def rollback(name: str, to_version: int | None, reason: str, by: str) -> dict[str, Any]:
+    """Point ``champion`` back at ``to_version`` (default: the previous champion) and record it."""
+    current = registry.champion(name)
+    if current is None:
+        raise NoChampionError(f"model {name!r} has no champion to roll back")
+    target = to_version if to_version is not None else registry.previous_champion(name)
+    if target is None:
+        raise RetrainerError(f"model {name!r}: no previous champion in the history; pass a version")
+    if not registry.version_exists(name, target):
+        raise RetrainerError(f"model {name!r} has no version {target}")
+    if target == current.version:
+        raise RetrainerError(f"v{target} of {name!r} is already the champion")
+    text = f"rollback v{current.version} -> v{target}" + (f": {reason}" if reason else "")
+    event = registry.move_alias(name, registry.CHAMPION, target, action="rollback", reason=text, by=by)
+    tracking.client().set_model_version_tag(name, str(current.version), "retrainer.rolled_back", text[:5000])
+    return {"from_version": current.version, "to_version": target, "event": event}

@@ -1,0 +1,108 @@
+"""Reproduce a registered version: retrain from its recorded snapshot and config, compare the metrics.
+
+The snapshot is found by the version's ``retrainer.snapshot_sha256`` tag and re-hashed on load (a modified
+snapshot raises :class:`~retrainer.exceptions.SnapshotIntegrityError`). The config is the ``config.json``
+its training run logged, so a later edit of the YAML does not change what is replayed. With seeded
+estimators the holdout metrics and the predictions must match bit for bit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from retrainer import metrics, settings, tracking
+from retrainer.config import ModelConfig, find_config, parse_config
+from retrainer.exceptions import RetrainerError
+from retrainer.storage import DataRoot
+
+log = logging.getLogger(__name__)
+
+
+def recorded_config(name: str, run_id: str, fingerprint: str | None) -> ModelConfig:
+    """The config a training run used: its ``config.json`` artifact, else the current YAML if unchanged."""
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    tracking.client()
+    try:
+        raw = mlflow.artifacts.load_dict(f"runs:/{run_id}/config.json")
+        return parse_config(raw, f"runs:/{run_id}/config.json")
+    except (MlflowException, OSError):
+        cfg = find_config(name, settings.config_dir())
+        if fingerprint and cfg.fingerprint != fingerprint:
+            raise RetrainerError(
+                f"run {run_id} has no config.json and {cfg.source} changed since (fingerprint "
+                f"{cfg.fingerprint} != recorded {fingerprint}): cannot reproduce"
+            ) from None
+        return cfg
+
+
+def _same(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def reproduce(name: str, version: int) -> dict[str, Any]:
+    """Retrain ``version`` of model ``name`` from its snapshot and config; report whether it matches."""
+    import numpy as np
+    from mlflow.exceptions import MlflowException
+
+    from retrainer.models import load_run_model
+    from retrainer.snapshot import load_snapshot
+    from retrainer.train import fit, predict, split_holdout
+
+    c = tracking.client()
+    try:
+        mv = c.get_model_version(name, str(version))
+    except MlflowException as exc:
+        raise RetrainerError(f"model {name!r} has no version {version}") from exc
+    sha = mv.tags.get("retrainer.snapshot_sha256")
+    if not sha:
+        raise RetrainerError(
+            f"{name} v{version} has no retrainer.snapshot_sha256 tag: not a Retrainer version"
+        )
+    run = c.get_run(mv.run_id)
+    recorded_fp = run.data.tags.get("retrainer.config_fingerprint")
+    cfg = recorded_config(name, mv.run_id, recorded_fp)
+    df = load_snapshot(DataRoot(settings.data_root(), name).snapshots, sha)  # re-hashes: tampering raises
+    train_df, holdout = split_holdout(cfg, df)
+    model = fit(cfg, train_df)
+    preds = predict(cfg, model, holdout)
+    scores = metrics.compute(cfg.task, holdout[cfg.data.target].to_numpy(), preds)
+    recorded = {
+        k.removeprefix("holdout_"): v for k, v in run.data.metrics.items() if k.startswith("holdout_")
+    }
+    per_metric = {
+        k: {
+            "recorded": recorded.get(k),
+            "reproduced": scores.get(k),
+            "match": _same(recorded.get(k), scores.get(k)),
+        }
+        for k in sorted(set(recorded) | set(scores))
+    }
+    original = predict(cfg, load_run_model(mv.run_id), holdout)
+    out = {
+        "model": name,
+        "version": version,
+        "run_id": mv.run_id,
+        "snapshot_sha256": sha,
+        "config_fingerprint": cfg.fingerprint,
+        "recorded_fingerprint": recorded_fp,
+        "train_rows": len(train_df),
+        "holdout_rows": len(holdout),
+        "metrics": per_metric,
+        "predictions_match": bool(np.array_equal(np.asarray(original), np.asarray(preds))),
+    }
+    out["match"] = all(m["match"] for m in per_metric.values()) and out["predictions_match"]
+    c.set_model_version_tag(
+        name,
+        str(version),
+        "retrainer.reproduced",
+        f"{datetime.now(UTC).isoformat(timespec='seconds')} {'identical' if out['match'] else 'DIFFERENT'}",
+    )
+    log.info("reproduce %s v%s: %s", name, version, "identical" if out["match"] else "DIFFERENT")
+    return out
