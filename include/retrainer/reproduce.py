@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,6 +56,7 @@ def reproduce(name: str, version: int) -> dict[str, Any]:
     from retrainer.snapshot import load_snapshot
     from retrainer.train import fit, predict, split_holdout
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     c = tracking.client()
     try:
         mv = c.get_model_version(name, str(version))

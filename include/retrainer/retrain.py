@@ -318,9 +318,10 @@ def promote(
     approval) and record why."""
     from retrainer.promotion import stage
 
+    cand, base = evaluation["candidate"].get(cfg.metric), evaluation["champion"].get(cfg.metric)
     reason = (
         f"{trigger['source']}: {'; '.join(trigger['reasons'])} | {cfg.metric} "
-        f"{evaluation['candidate'].get(cfg.metric)} vs champion {evaluation['champion'].get(cfg.metric)}"
+        f"{'-' if cand is None else f'{cand:.4g}'} vs champion {'-' if base is None else f'{base:.4g}'}"
     )
     staged = stage(cfg, registered["version"], reason, f"dag_run:{dag_run_id}" if dag_run_id else "cli")
     return {**staged, "promoted": staged["alias"] == registry.CHAMPION and staged["event"] is not None}

@@ -6,6 +6,7 @@ file order: the snapshot is tampered with last.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -33,7 +34,7 @@ def env(tmp_path_factory):
 
 
 def variant(cfg: Any, **validation: Any) -> Any:
-    raw = yaml.safe_load(open(cfg.source).read())
+    raw = yaml.safe_load(Path(cfg.source).read_text())
     raw["validation"].update(validation)
     return parse_config(raw, cfg.source)
 
@@ -141,6 +142,35 @@ def test_reproduce_gives_identical_metrics(bikeshare_cfg, champ, capsys) -> None
     assert set(out["metrics"]) == {"rmse", "mae", "r2"}
     assert main(["reproduce", "bikeshare", "1"]) == 0
     assert "REPRODUCED: identical metrics" in capsys.readouterr().out
+
+
+def test_rejected_challenger_is_retired_and_never_staged_again(bikeshare_cfg, champ) -> None:
+    from retrainer import promotion
+
+    raw = yaml.safe_load(Path(bikeshare_cfg.source).read_text())
+    raw["promotion"] = {"mode": "approval"}
+    raw["model"]["params"]["max_iter"] = 50  # another config: a new training run and version
+    cfg = parse_config(raw, bikeshare_cfg.source)
+    trigger = retrain.resolve_trigger("manual", [], {"reason": "smaller model"})
+    trained = retrain.train(cfg, champ["snap"], trigger)
+    version = retrain.register(
+        cfg, champ["snap"], trained, {"passed": True, "candidate": trained["holdout"]}, trigger
+    )["version"]
+
+    staged = promotion.stage(cfg, version, "test", by="test")
+    assert (staged["alias"], staged["awaiting"]) == ("challenger", "approval")
+    assert registry.champion("bikeshare").version == 1  # waiting for a person
+    out = promotion.apply_approval(
+        cfg, staged, {"chosen_options": ["Reject"], "responded_by_user": {"name": "bob"}}, "t"
+    )
+
+    assert out["decision"] == "rejected"
+    assert registry.champion("bikeshare", registry.CHALLENGER) is None
+    assert registry.champion("bikeshare").version == 1
+    last = registry.history("bikeshare")[-1]
+    assert (last["action"], last["from_version"], last["to_version"]) == ("retire", version, None)
+    assert "bob" in last["by"]
+    assert promotion.stage(cfg, version, "re-run", by="test")["alias"] is None  # not revived
 
 
 def test_tampered_snapshot_is_refused(champ, capsys) -> None:
