@@ -154,7 +154,7 @@ def build_monitor(cfg: ModelConfig) -> Any:
         decision = decide(claim, validation, scored, drift, perf, flags)
         request_retrain(decision)
         archive_batch(claim, decision)
-        if cfg.promotion.mode == "shadow":
+        if cfg.promotion.mode == "shadow" or cfg.promotion.rollback_batches:
             _shadow_task(cfg)(claim, decision)
 
     return monitor_dag()
@@ -163,7 +163,8 @@ def build_monitor(cfg: ModelConfig) -> Any:
 def _shadow_task(cfg: ModelConfig) -> Any:
     @task
     def shadow_score(claim: dict[str, Any], decision: dict[str, Any], **context: Any) -> dict[str, Any]:
-        """Champion and challenger on the same labelled rows; promote or retire the challenger."""
+        """Champion and challenger on the same labelled rows; promote or retire the challenger; watch a new
+        champion against the previous one (automatic rollback)."""
         from retrainer import promotion
 
         return _run(promotion.shadow_score, cfg, claim, decision, context["run_id"])

@@ -227,6 +227,9 @@ class PromotionConfig(_Strict):
     margin: float = Field(
         0.05, ge=0, lt=1, description="relative amount the challenger may trail the champion on a batch"
     )
+    rollback_batches: int = Field(
+        0, ge=0, description="watch a new champion against the previous one on this many batches; 0: off"
+    )
 
 
 class ModelConfig(_Strict):

@@ -70,8 +70,15 @@ def shadow_score(
 
     chal = registry.champion(cfg.name, registry.CHALLENGER)
     champ = registry.champion(cfg.name)
+    watch = watch_champion(cfg, claim, decision, run_id) if champ is not None else None
+    if watch and watch.get("action") == "rolled_back":
+        champ = registry.champion(cfg.name)
     if chal is None or champ is None or cfg.promotion.mode != "shadow":
-        return {"challenger_version": chal.version if chal else None, "verdict": "no_challenger"}
+        return {
+            "challenger_version": chal.version if chal else None,
+            "verdict": "no_challenger",
+            "watch": watch,
+        }
     lab = labelled(cfg, monitor._load(cfg, claim))
     out: dict[str, Any] = {
         "challenger_version": chal.version,
@@ -125,7 +132,73 @@ def shadow_score(
         out["action"] = "promoted"
     else:
         out["action"] = "waiting"
+    out["watch"] = watch
     log.info("shadow on %s: %s", claim["batch"], out)
+    return out
+
+
+def watch_champion(
+    cfg: ModelConfig, claim: dict[str, Any], decision: dict[str, Any], run_id: str = ""
+) -> dict[str, Any] | None:
+    """Automatic rollback: for ``rollback_batches`` labelled batches after a promotion, score the previous
+    champion too; if the new one trails it by more than ``margin`` on a batch, roll back and say so."""
+    from retrainer import monitor
+    from retrainer.models import load_run_model
+    from retrainer.train import labelled, predict
+
+    m = cfg.promotion.rollback_batches
+    champ = registry.champion(cfg.name)
+    if not m or champ is None:
+        return None
+    last = next((e for e in reversed(registry.history(cfg.name)) if e["alias"] == registry.CHAMPION), None)
+    if (
+        not last
+        or last["action"] != "promote"
+        or not last["from_version"]
+        or last["to_version"] != champ.version
+    ):
+        return None  # only a promotion is watched (not a rollback, not the first model)
+    previous = registry.champion_version(cfg.name, int(last["from_version"]))
+    watched = tracking.find_runs(
+        cfg.name,
+        "monitor",
+        f"tags.`retrainer.watch_champion_version` = '{champ.version}' and "
+        f"tags.`retrainer.batch_sha256` != '{claim['sha256']}'",
+    )
+    if len(watched) >= m:
+        return {"champion_version": champ.version, "action": "watch_over"}
+    lab = labelled(cfg, monitor._load(cfg, claim))
+    if len(lab) == 0:
+        return {"champion_version": champ.version, "action": "no_labels"}
+    y = lab[cfg.data.target].to_numpy()
+    new_v = metrics.compute(cfg.task, y, predict(cfg, load_run_model(champ.run_id), lab))[cfg.metric]
+    old_v = metrics.compute(cfg.task, y, predict(cfg, load_run_model(previous.run_id), lab))[cfg.metric]
+    worse = metrics.worse_by(new_v, old_v, cfg.lower_is_better)
+    c = tracking.client()
+    mlflow_run = decision["mlflow_run_id"]
+    c.set_tag(mlflow_run, "retrainer.watch_champion_version", str(champ.version))
+    c.set_tag(mlflow_run, "retrainer.watch_previous_version", str(previous.version))
+    c.log_metric(mlflow_run, f"watch_previous_{cfg.metric}", old_v)
+    out: dict[str, Any] = {
+        "champion_version": champ.version,
+        "previous_version": previous.version,
+        "champion": new_v,
+        "previous": old_v,
+        "worse_by": worse,
+        "batch_of_watch": len(watched) + 1,
+        "action": "kept",
+    }
+    if worse > cfg.promotion.margin:
+        reason = (
+            f"automatic: on batch {claim['batch']} (watch batch {len(watched) + 1} of {m}) champion "
+            f"v{champ.version} {cfg.metric} {new_v:.4g} vs previous champion v{previous.version} {old_v:.4g} "
+            f"({worse:+.1%} worse > margin {cfg.promotion.margin:.0%})"
+        )
+        out["rollback"] = rollback(
+            cfg.name, previous.version, reason, f"dag_run:{run_id}" if run_id else "monitor"
+        )
+        out["action"] = "rolled_back"
+    log.info("champion watch on %s: %s", claim["batch"], out)
     return out
 
 

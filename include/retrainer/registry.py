@@ -67,6 +67,15 @@ def champion(name: str, alias: str = CHAMPION) -> Champion | None:
     )
 
 
+def champion_version(name: str, version: int) -> Champion:
+    """A given version in the same shape as :func:`champion` (run, snapshot, holdout metrics)."""
+    c = client()
+    mv = c.get_model_version(name, str(version))
+    run = c.get_run(mv.run_id)
+    metrics = {k.removeprefix("holdout_"): v for k, v in run.data.metrics.items() if k.startswith("holdout_")}
+    return Champion(int(mv.version), mv.run_id, mv.tags.get(f"{TAG}snapshot_sha256"), metrics, dict(mv.tags))
+
+
 def find_version(name: str, run_key: str) -> int | None:
     """An existing version registered for ``run_key`` (snapshot + config), for idempotent re-runs."""
     c = client()

@@ -19,7 +19,8 @@ import yaml
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-SHADOW, APPROVAL = "bikeshadow", "bikeapproval"
+SHADOW, APPROVAL, GUARD = "bikeshadow", "bikeapproval", "bikeguard"
+LINEAR = {"estimator": "sklearn.linear_model.LinearRegression", "params": {}}
 
 
 def _config(name: str, promotion: dict[str, Any], **model: Any) -> dict[str, Any]:
@@ -55,15 +56,16 @@ def world(airflow_env: Path, bikeshare_weeks: list[tuple[str, pd.DataFrame]]) ->
     folder = airflow_env / "models"
     write_config(folder, _config(SHADOW, {"mode": "shadow", "shadow_batches": 2, "margin": 0.1}))
     write_config(folder, _config(APPROVAL, {"mode": "approval"}))
+    write_config(folder, _config(GUARD, {"mode": "immediate", "rollback_batches": 2, "margin": 0.1}))
     roots = {}
-    for name in (SHADOW, APPROVAL):
+    for name in (SHADOW, APPROVAL, GUARD):
         dr = DataRoot(settings.data_root(), name).ensure()
         dr.import_batch(
             pd.concat([w for _, w in bikeshare_weeks[:6]]), "2011-01-00-history.parquet", "archive"
         )
         roots[name] = dr
     yield {"dr": roots, "weeks": bikeshare_weeks, "folder": folder}
-    for name in (SHADOW, APPROVAL):
+    for name in (SHADOW, APPROVAL, GUARD):
         (folder / f"{name}.yaml").unlink()
     harness.reload_dags()
 
@@ -136,8 +138,7 @@ def test_worse_challenger_is_retired_with_the_reason(world: dict[str, Any]) -> N
     weak = _config(
         SHADOW,
         {"mode": "shadow", "shadow_batches": 2, "margin": 0.1},
-        estimator="sklearn.linear_model.LinearRegression",
-        params={},
+        **LINEAR,
     )
     original = (world["folder"] / f"{SHADOW}.yaml").read_text()
     write_config(world["folder"], weak)
@@ -189,6 +190,33 @@ def test_rollback_dag_restores_previous_champion_and_history_shows_both(
     assert aliases(SHADOW) == (2, None)
     assert moves(SHADOW)[-1] == ("rollback", 1, 2)
     assert main(["rollback", SHADOW, "--to", "2"]) == 2  # already the champion: a clear error
+
+
+def test_automatic_rollback_when_new_champion_trails_the_previous(world: dict[str, Any]) -> None:
+    import airflow_harness as harness
+    from retrainer import registry
+
+    assert run(f"{GUARD}__retrain")["state"] == "success"
+    original = (world["folder"] / f"{GUARD}.yaml").read_text()
+    write_config(world["folder"], _config(GUARD, {"rollback_batches": 2, "margin": 0.1}, **LINEAR))
+    try:  # a weak model forced into production (immediate mode)
+        forced = run(f"{GUARD}__retrain", {"reason": "try a linear model", "force": True})
+        assert forced["state"] == "success", forced
+        assert aliases(GUARD) == (2, None)
+    finally:
+        (world["folder"] / f"{GUARD}.yaml").write_text(original)
+        harness.reload_dags()
+
+    name, week = world["weeks"][6]
+    world["dr"][GUARD].import_batch(week, f"{name}.parquet")
+    mon = run(f"{GUARD}__monitor")
+
+    assert mon["state"] == "success", mon
+    watch = xcom(mon, "shadow_score")["watch"]
+    assert watch["action"] == "rolled_back" and watch["champion"] > watch["previous"] * 1.1, watch
+    assert aliases(GUARD) == (1, None)
+    assert moves(GUARD) == [("promote", None, 1), ("promote", 1, 2), ("rollback", 2, 1)]
+    assert "automatic" in registry.history(GUARD)[-1]["reason"]
 
 
 def test_approval_mode_promotes_only_after_a_person_approves(world: dict[str, Any]) -> None:
