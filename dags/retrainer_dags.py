@@ -14,7 +14,11 @@ For each model `<name>`:
 * **`<name>__retrain`**: runs on the config's cron *or* when that asset is updated, and on manual
   trigger (Params: `force`, `reason`, `window`). `resolve_trigger` -> `snapshot` (immutable, sha256)
   -> `gate_training_data` (GX) -> `train` (MLflow run) -> `evaluate` (vs champion on the most recent
-  holdout) -> `register` (only if it passed) -> `promote` (alias `champion`, history recorded).
+  holdout) -> `register` (only if it passed) -> `promote` (alias `champion`, or `challenger` in the
+  `shadow` / `approval` promotion modes; history recorded). Approval mode adds a human-in-the-loop
+  `approval` task and `apply_approval`; shadow mode adds `shadow_score` to the monitor DAG.
+* **`<name>__rollback`**: manual only (Params: `version`, empty = the previous champion; `reason`): moves
+  the `champion` alias back and records it in the history.
 
 All logic lives in the `retrainer` package; these tasks only wire it together.
 """
