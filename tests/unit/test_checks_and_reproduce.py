@@ -131,17 +131,18 @@ def test_failed_checks_are_named_in_the_rejection_record(bikeshare_cfg, champ) -
 
 
 def test_reproduce_gives_identical_metrics(bikeshare_cfg, champ, capsys) -> None:
-    from retrainer.cli import main
-    from retrainer.reproduce import reproduce
+    import json
 
-    out = reproduce("bikeshare", 1)
+    from retrainer.cli import main
+
+    assert main(["reproduce", "bikeshare", "1", "--json"]) == 0  # the CLI path, one refit
+    out = json.loads(capsys.readouterr().out)
 
     assert out["match"] is True and out["predictions_match"] is True
     assert out["config_fingerprint"] == out["recorded_fingerprint"] == bikeshare_cfg.fingerprint
     assert out["metrics"]["rmse"]["recorded"] == out["metrics"]["rmse"]["reproduced"]
+    assert out["metrics"]["rmse"]["recorded"] == champ["trained"]["holdout"]["rmse"]
     assert set(out["metrics"]) == {"rmse", "mae", "r2"}
-    assert main(["reproduce", "bikeshare", "1"]) == 0
-    assert "REPRODUCED: identical metrics" in capsys.readouterr().out
 
 
 def test_rejected_challenger_is_retired_and_never_staged_again(bikeshare_cfg, champ) -> None:
