@@ -212,6 +212,9 @@ def apply_approval(
     user = response.get("responded_by_user") or {}
     who = f"{by} approved by {user.get('name') or 'timeout default'}"
     chal = registry.champion(cfg.name, registry.CHALLENGER)
+    champ = registry.champion(cfg.name)
+    if chal is None and champ is not None and champ.version == version and chosen == ["Approve"]:
+        return {"version": version, "decision": "approved", "event": None}  # a re-run after the promotion
     if chal is None or chal.version != version:
         raise RetrainerError(f"v{version} of {cfg.name} is no longer the challenger: nothing to apply")
     if chosen == ["Approve"]:

@@ -241,7 +241,10 @@ def evaluate(
         failed.extend(line.strip(" -") for line in str(exc).splitlines() if line.strip())
         if not failed:
             failed.append(str(exc))
-    model_checks = run_checks(cfg, load_run_model(trained["run_id"]), champion_model, holdout, train_df)
+    # force skips the comparisons with the champion (slices too); the behavioural checks always apply
+    model_checks = run_checks(
+        cfg, load_run_model(trained["run_id"]), None if force else champion_model, holdout, train_df
+    )
     failed.extend(c.detail for c in model_checks if not c.passed)
     passed = not failed
     checks = [
