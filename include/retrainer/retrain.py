@@ -11,7 +11,7 @@ import hashlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from retrainer import metrics, quality, registry, tracking
+from retrainer import compare, metrics, quality, registry, tracking
 from retrainer.exceptions import ModelRejected
 from retrainer.monitor import root
 
@@ -189,31 +189,17 @@ def _thresholds(cfg: ModelConfig, champion_value: float | None, force: bool) -> 
     """MetricThresholds: absolute floors from the config, and non-inferiority to the champion."""
     from mlflow.models import MetricThreshold
 
-    out: dict[str, Any] = {}
-    for name, floor in cfg.validation.floors.items():
-        lower = name in {"rmse", "mae"}
-        limit = floor.max if lower else floor.min
-        if limit is not None:
-            out[name] = MetricThreshold(threshold=float(limit), greater_is_better=not lower)
-    if champion_value is not None and not force:
-        margin = cfg.validation.max_degradation * abs(champion_value)
-        limit = champion_value + margin if cfg.lower_is_better else champion_value - margin
-        current = out.get(cfg.metric)
-        if current is not None:  # keep the stricter of floor and champion comparison
-            stricter = min if cfg.lower_is_better else max
-            limit = stricter(limit, current.threshold)
-        out[cfg.metric] = MetricThreshold(threshold=float(limit), greater_is_better=not cfg.lower_is_better)
-    return out
+    return {
+        name: MetricThreshold(threshold=limit, greater_is_better=greater)
+        for name, (limit, greater) in compare.limits(cfg, champion_value, force).items()
+    }
 
 
 def evaluate(
     cfg: ModelConfig, snap: dict[str, Any], trained: dict[str, Any], force: bool = False
 ) -> dict[str, Any]:
-    """Candidate vs champion on the same held-out most recent data, validated with MLflow thresholds."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.models.evaluation import EvaluationResult
-
+    """Candidate vs champion on the same held-out most recent data (the rule of :mod:`retrainer.compare`,
+    equal to MLflow's ``validate_evaluation_results`` with :func:`_thresholds`)."""
     from retrainer.models import load_run_model
     from retrainer.train import predict, split_holdout
 
@@ -228,16 +214,7 @@ def evaluate(
     failed: list[str] = []
     if champ is not None and champ.run_id == trained["run_id"]:
         failed.append(f"no change: same snapshot and config as champion v{champ.version} (no new data)")
-    try:
-        mlflow.validate_evaluation_results(
-            thresholds,
-            EvaluationResult(candidate, {}, trained["run_id"]),
-            EvaluationResult(champion_scores, {}, champ.run_id if champ else None),
-        )
-    except MlflowException as exc:  # ModelValidationFailedException: the message lists each failed check
-        failed.extend(line.strip(" -") for line in str(exc).splitlines() if line.strip())
-        if not failed:
-            failed.append(str(exc))
+    failed.extend(compare.failed_checks(cfg, candidate, champion_scores, force))
     passed = not failed
     checks = [
         f"{m} {candidate.get(m, float('nan')):.4g} {'<=' if t.greater_is_better is False else '>='} {t.threshold:.4g}"
