@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -439,6 +440,7 @@ def backtest(
     data_name: str = "",
 ) -> dict[str, Any]:
     """Replay ``df`` through every policy and return the report (the JSON document)."""
+    from threadpoolctl import threadpool_limits
     from tqdm import tqdm
 
     freq = batch_freq or cfg.backtest.batch_freq or "7D"
@@ -461,12 +463,17 @@ def backtest(
         total=len(plan) * n_eval, desc="backtest", unit="batch", file=sys.stderr, disable=not progress, leave=False
     )
     runs: dict[str, PolicyRun] = {}
-    with bar:
+    # small fits gain nothing from BLAS threads and lose a lot when cores are shared; batches with a
+    # single class make sklearn warn on every metric call
+    with bar, threadpool_limits(1), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module="sklearn")
         for name, kind, k, t in plan:
             bar.set_postfix_str(name)
             runs[name] = run_policy(replay, name, kind, k=k, triggers=t, progress=bar)
     summaries = {n: _summary(cfg, r, n_eval) for n, r in runs.items()}
-    base = _baseline(replay)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module="sklearn")
+        base = _baseline(replay)
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "metric": cfg.metric,
