@@ -61,6 +61,7 @@ class PolicyState:
     follow_up_due: bool = False
     detector: Any = field(default=None, compare=False, repr=False)
     detector_model: str | None = None
+    requested_model: str | None = None  # the model in service when the last request was made
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (the detector pickled and base64-encoded) stored with each monitor decision."""
@@ -175,7 +176,11 @@ def next_state(state: PolicyState, decision: Decision, t: TriggerConfig | None =
     """State after a batch: a request resets the counters (and disarms under hysteresis); any other
     batch advances them."""
     hysteresis = t.hysteresis_batches if t is not None else 0
-    keep = {"detector": state.detector, "detector_model": state.detector_model}
+    keep = {
+        "detector": state.detector,
+        "detector_model": state.detector_model,
+        "requested_model": state.requested_model,
+    }
     if decision.retrain:
         follow_up = bool(t and t.follow_up_refit) and FOLLOW_UP not in decision.fired
         follow_up = follow_up and "no_champion" not in decision.fired
@@ -245,10 +250,16 @@ def step(
     Feeds ``errors`` (labelled rows of ``model_id``'s predictions) to the change detector, decides, and
     returns (decision, next state, the signals including the detector's verdict).
     """
+    if not state.armed and model_id is not None and state.requested_model == model_id:
+        # the request did not replace the model (rejected, or not finished): the event is not handled
+        # yet, so hysteresis must not hold the trigger back (cooldown still spaces the requests)
+        state = replace(state, armed=True)
     change, detail, detector = feed_detector(state, t, errors, model_id)
     signals = replace(signals, error_change=change, error_change_detail=detail)
     decision = decide(signals, t, state)
     new = next_state(state, decision, t)
     if t.error_detector is not None:
         new = replace(new, detector=detector, detector_model=model_id)
+    if decision.retrain:
+        new = replace(new, requested_model=model_id)
     return decision, new, signals
