@@ -14,17 +14,59 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 OFF = {"data_drift": None, "prediction_drift": None, "performance": None, "flags": None}
+PERF = {"max_degradation": 0.25, "min_labelled_rows": 20}
 VARIANTS: dict[str, dict] = {
     "config_default": {},
+    # round 1 (see README): data drift fires on nearly every batch of seasonal data, perf-only is late
     "followup": {"follow_up_refit": True},
-    "perf10_fu": {**OFF, "performance": {"max_degradation": 0.10, "min_labelled_rows": 20}, "follow_up_refit": True, "cooldown_batches": 1},
-    "perf15_fu": {**OFF, "performance": {"max_degradation": 0.15, "min_labelled_rows": 20}, "follow_up_refit": True, "cooldown_batches": 1},
-    "perf25_fu": {**OFF, "performance": {"max_degradation": 0.25, "min_labelled_rows": 20}, "follow_up_refit": True, "cooldown_batches": 1},
-    "adwin_fu": {**OFF, "error_detector": {"method": "adwin"}, "follow_up_refit": True, "cooldown_batches": 1},
-    "ph_fu": {**OFF, "error_detector": {"method": "page_hinkley"}, "follow_up_refit": True, "cooldown_batches": 1},
-    "perf15_adwin_fu": {**OFF, "performance": {"max_degradation": 0.15, "min_labelled_rows": 20}, "error_detector": {"method": "adwin"}, "follow_up_refit": True, "cooldown_batches": 1},
-    "drift_perf15_fu": {"prediction_drift": None, "flags": None, "data_drift": {"share": 0.5, "column_threshold": 0.5}, "performance": {"max_degradation": 0.15, "min_labelled_rows": 20}, "follow_up_refit": True, "cooldown_batches": 1},
-    "perf15_fu_hyst": {**OFF, "performance": {"max_degradation": 0.15, "min_labelled_rows": 20}, "follow_up_refit": True, "cooldown_batches": 0, "hysteresis_batches": 1},
+    "perf15_fu": {
+        **OFF,
+        "performance": {**PERF, "max_degradation": 0.15},
+        "follow_up_refit": True,
+        "cooldown_batches": 1,
+    },
+    "adwin_fu": {
+        **OFF,
+        "error_detector": {"method": "adwin"},
+        "follow_up_refit": True,
+        "cooldown_batches": 1,
+    },
+    "ph_fu": {
+        **OFF,
+        "error_detector": {"method": "page_hinkley"},
+        "follow_up_refit": True,
+        "cooldown_batches": 1,
+    },
+    # round 2: cap the rate with the cooldown, drop the seasonal data-drift signal, combine
+    "default_cd3": {"cooldown_batches": 3},
+    "pd_perf_cd2": {
+        **OFF,
+        "prediction_drift": {"threshold": 0.15},
+        "performance": PERF,
+        "cooldown_batches": 2,
+    },
+    "pd_perf_cd3": {
+        **OFF,
+        "prediction_drift": {"threshold": 0.15},
+        "performance": PERF,
+        "cooldown_batches": 3,
+    },
+    "pd_perf_fu_cd3": {
+        **OFF,
+        "prediction_drift": {"threshold": 0.15},
+        "performance": PERF,
+        "cooldown_batches": 3,
+        "follow_up_refit": True,
+    },
+    "k2_cd2": {"combine": "k_of_n", "k": 2, "cooldown_batches": 2},
+    "perf05_cd2": {**OFF, "performance": {**PERF, "max_degradation": 0.05}, "cooldown_batches": 2},
+    "pd_perf_ph_cd2": {
+        **OFF,
+        "prediction_drift": {"threshold": 0.15},
+        "performance": PERF,
+        "error_detector": {"method": "page_hinkley"},
+        "cooldown_batches": 2,
+    },
 }
 
 
@@ -38,7 +80,9 @@ def main(names: list[str]) -> None:
         cfg = cfg.model_copy(update={"backtest": cfg.backtest.model_copy(update={"alternatives": alts})})
         report = backtest.backtest(cfg, backtest.load_data(cfg, ds), progress=False, data_name=ds)
         eb = report["policies"]["every_batch"]
-        print(f"\n{ds}: every_batch {eb['mean']:.4f} ({eb['retrains']} retrains); never {report['policies']['never']['mean']:.4f}")
+        print(
+            f"\n{ds}: every_batch {eb['mean']:.4f} ({eb['retrains']} retrains); never {report['policies']['never']['mean']:.4f}"
+        )
         rows = [report["trigger_vs_frontier"], *report["alternatives_vs_frontier"].values()]
         for tv in rows:
             g = tv["goal"]

@@ -56,7 +56,9 @@ def load_data(cfg: ModelConfig, data: str) -> pd.DataFrame:
     if data in datasets.DATASETS and not path.exists():
         df = datasets.load(data)
     elif not path.exists():
-        raise BatchError(f"--data {data}: no such file (give a CSV/Parquet file or one of {sorted(datasets.DATASETS)})")
+        raise BatchError(
+            f"--data {data}: no such file (give a CSV/Parquet file or one of {sorted(datasets.DATASETS)})"
+        )
     elif path.suffix not in {".csv", ".parquet"}:
         raise BatchError(f"--data {data}: unsupported format {path.suffix!r} (use .csv or .parquet)")
     else:
@@ -74,7 +76,9 @@ def load_data(cfg: ModelConfig, data: str) -> pd.DataFrame:
         raise BatchError(f"--data {data}: column {cfg.data.time_column!r} is not a timestamp: {exc}") from exc
     for c in cfg.data.numeric:
         if not pd.api.types.is_numeric_dtype(df[c]):
-            raise BatchError(f"--data {data}: feature {c!r} is declared numeric but holds {df[c].dtype} values")
+            raise BatchError(
+                f"--data {data}: feature {c!r} is declared numeric but holds {df[c].dtype} values"
+            )
     if df[cfg.data.target].isna().all():
         raise BatchError(f"--data {data}: target {cfg.data.target!r} has no labels")
     return df.sort_values(cfg.data.time_column, kind="mergesort").reset_index(drop=True)
@@ -153,7 +157,9 @@ class Replay:
             return self._fits[upto]
         model = fit(self.cfg, train_df)
         scores = (
-            metrics.compute(self.cfg.task, holdout[self.cfg.data.target].to_numpy(), predict(self.cfg, model, holdout))
+            metrics.compute(
+                self.cfg.task, holdout[self.cfg.data.target].to_numpy(), predict(self.cfg, model, holdout)
+            )
             if len(holdout)
             else {}
         )
@@ -387,7 +393,9 @@ def versus_frontier(cfg: ModelConfig, summaries: dict[str, dict[str, Any]], name
     ok = ~np.isnan(diff)
     d = diff[ok]
     rng = np.random.default_rng(0)
-    boots = d[rng.integers(0, len(d), size=(BOOTSTRAP, len(d)))].mean(axis=1) if len(d) else np.array([np.nan])
+    boots = (
+        d[rng.integers(0, len(d), size=(BOOTSTRAP, len(d)))].mean(axis=1) if len(d) else np.array([np.nan])
+    )
     lo, hi = (float(v) for v in np.percentile(boots, [2.5, 97.5]))
     sign = -1.0 if cfg.lower_is_better else 1.0  # "advantage" > 0 means better than the frontier
     eb = summaries["every_batch"]
@@ -457,10 +465,17 @@ def backtest(
     replay = Replay(cfg, batches, warm, delay)
     triggers = {"trigger": cfg.triggers, **cfg.alternative_triggers()}
     plan: list[tuple[str, str, int | None, Any]] = [("never", "never", None, None)]
-    plan += [("every_batch", "schedule", 1, None)] + [(f"every_{k}", "schedule", k, None) for k in range(2, K + 1)]
+    plan += [("every_batch", "schedule", 1, None)] + [
+        (f"every_{k}", "schedule", k, None) for k in range(2, K + 1)
+    ]
     plan += [(n, "trigger", None, t) for n, t in triggers.items()]
     bar = tqdm(
-        total=len(plan) * n_eval, desc="backtest", unit="batch", file=sys.stderr, disable=not progress, leave=False
+        total=len(plan) * n_eval,
+        desc="backtest",
+        unit="batch",
+        file=sys.stderr,
+        disable=not progress,
+        leave=False,
     )
     runs: dict[str, PolicyRun] = {}
     # small fits gain nothing from BLAS threads and lose a lot when cores are shared; batches with a
@@ -492,7 +507,9 @@ def backtest(
         "baseline": {"policy": base.name, **_summary(cfg, base, n_eval)},
         "frontier": frontier_points(summaries),
         "trigger_vs_frontier": versus_frontier(cfg, summaries, "trigger"),
-        "alternatives_vs_frontier": {n: versus_frontier(cfg, summaries, n) for n in triggers if n != "trigger"},
+        "alternatives_vs_frontier": {
+            n: versus_frontier(cfg, summaries, n) for n in triggers if n != "trigger"
+        },
         "triggers": {n: t.model_dump(mode="json") for n, t in triggers.items()},
     }
     assert not set(cfg.backtest.alternatives) & RESERVED_POLICIES
@@ -561,7 +578,14 @@ def plot(report: dict[str, Any], out: Path | str) -> Path:
     styles = {"never": ("0.6", "--"), "every_batch": ("tab:blue", "-"), mid: ("tab:green", ":")}
     for name, (color, ls) in styles.items():
         if name in pol:
-            ax.plot(x, pol[name]["per_batch"], color=color, ls=ls, lw=1.2, label=f"{name} ({pol[name]['retrains']} retrains)")
+            ax.plot(
+                x,
+                pol[name]["per_batch"],
+                color=color,
+                ls=ls,
+                lw=1.2,
+                label=f"{name} ({pol[name]['retrains']} retrains)",
+            )
     colors = ["tab:red", "tab:purple", "tab:orange", "tab:brown"]
     for c, name in zip(colors, triggers, strict=False):
         s = pol[name]
@@ -570,12 +594,26 @@ def plot(report: dict[str, Any], out: Path | str) -> Path:
         ax.plot(rb, [s["per_batch"][i] for i in rb], "v", color=c, ms=6)
     ax.set_ylabel(f"{report['metric']} per batch")
     ax.set_xlabel(f"batch ({report['batch_freq']}); triangles mark retrains")
-    ax.set_title(f"{report['model']}: prequential {report['metric']} ({'lower' if report['lower_is_better'] else 'higher'} is better)")
+    ax.set_title(
+        f"{report['model']}: prequential {report['metric']} ({'lower' if report['lower_is_better'] else 'higher'} is better)"
+    )
     ax.legend(fontsize=8, ncol=2)
     pts = report["frontier"]
-    fx.plot([p["retrains"] for p in pts], [p["mean"] for p in pts], "o-", color="tab:blue", label="fixed schedules")
+    fx.plot(
+        [p["retrains"] for p in pts],
+        [p["mean"] for p in pts],
+        "o-",
+        color="tab:blue",
+        label="fixed schedules",
+    )
     for p in pts:
-        fx.annotate(p["policy"].replace("every_", "k="), (p["retrains"], p["mean"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        fx.annotate(
+            p["policy"].replace("every_", "k="),
+            (p["retrains"], p["mean"]),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
     for c, name in zip(colors, triggers, strict=False):
         fx.plot([pol[name]["retrains"]], [pol[name]["mean"]], "*", ms=14, color=c, label=name)
     fx.set_xlabel("retrains")

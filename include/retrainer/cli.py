@@ -97,10 +97,16 @@ def main(argv: list[str] | None = None) -> int:
         help="replay a time-ordered dataset through the retraining policies (prequential, no Airflow/MLflow)",
     )
     p.add_argument("config")
-    p.add_argument("--data", required=True, help="CSV/Parquet file, or a shipped dataset: bikeshare, rainfall")
+    p.add_argument(
+        "--data", required=True, help="CSV/Parquet file, or a shipped dataset: bikeshare, rainfall"
+    )
     p.add_argument("--batch-freq", help="batch length, e.g. 7D (default: backtest.batch_freq or 7D)")
-    p.add_argument("--label-delay", type=int, help="batches until labels arrive (default: triggers.label_delay_batches)")
-    p.add_argument("--warmup", type=int, help="batches that train the first model (default: the training window)")
+    p.add_argument(
+        "--label-delay", type=int, help="batches until labels arrive (default: triggers.label_delay_batches)"
+    )
+    p.add_argument(
+        "--warmup", type=int, help="batches that train the first model (default: the training window)"
+    )
     p.add_argument("--max-k", type=int, help="largest k of the every_k schedules (default: backtest.max_k)")
     p.add_argument("--json", help="write the report as JSON here")
     p.add_argument("--plot", help="write a PNG plot here")

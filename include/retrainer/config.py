@@ -166,7 +166,9 @@ class TriggerConfig(_Strict):
     hysteresis_batches: int = Field(
         0, ge=0, description="after a request, quiet batches needed before the trigger can fire again"
     )
-    follow_up_refit: bool = Field(False, description="retrain once more on the batch after a triggered retrain")
+    follow_up_refit: bool = Field(
+        False, description="retrain once more on the batch after a triggered retrain"
+    )
     label_delay_batches: int = Field(0, ge=0, description="batches until a batch's labels arrive (backtest)")
     poke_interval_seconds: int = Field(15, ge=1)
     sensor_timeout_hours: float = Field(24, gt=0)

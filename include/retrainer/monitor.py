@@ -265,7 +265,9 @@ def policy_state(cfg: ModelConfig, exclude_sha: str | None = None) -> policy.Pol
             stored = mlflow.artifacts.load_dict(f"{decided[-1].info.artifact_uri}/{STATE_ARTIFACT}")
             return policy.PolicyState.from_dict(stored)
         except Exception as exc:  # a missing/corrupt artifact must not stop the monitor: recount instead
-            log.warning("could not read %s of run %s (%s): recounting", STATE_ARTIFACT, decided[-1].info.run_id, exc)
+            log.warning(
+                "could not read %s of run %s (%s): recounting", STATE_ARTIFACT, decided[-1].info.run_id, exc
+            )
     since: int | None = None
     for r in decided:
         if r.data.tags.get("retrainer.verdict") == "retrain":

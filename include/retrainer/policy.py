@@ -184,9 +184,7 @@ def next_state(state: PolicyState, decision: Decision, t: TriggerConfig | None =
     if decision.retrain:
         follow_up = bool(t and t.follow_up_refit) and FOLLOW_UP not in decision.fired
         follow_up = follow_up and "no_champion" not in decision.fired
-        return PolicyState(
-            batches_since_request=0, armed=hysteresis == 0, follow_up_due=follow_up, **keep
-        )
+        return PolicyState(batches_since_request=0, armed=hysteresis == 0, follow_up_due=follow_up, **keep)
     quiet = 0 if decision.rule_met else state.quiet_batches + 1
     return PolicyState(
         batches_since_request=None

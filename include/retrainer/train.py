@@ -69,7 +69,9 @@ def gather_window(
     return in_window, used
 
 
-def select_window(cfg: ModelConfig, full: pd.DataFrame, window: str | None = None) -> tuple[pd.DataFrame, Any]:
+def select_window(
+    cfg: ModelConfig, full: pd.DataFrame, window: str | None = None
+) -> tuple[pd.DataFrame, Any]:
     """Labelled rows of ``full`` inside the training window ending at its newest time, and the window's
     (exclusive) start. Shared by the retrain DAG (over the archive) and the backtest (in memory)."""
     end = full[cfg.data.time_column].max()

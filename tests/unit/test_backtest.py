@@ -47,7 +47,9 @@ def make_cfg(**triggers):
             "backtest": {
                 "batch_freq": "1D",
                 "max_k": 4,
-                "alternatives": {"detector_only": {"performance": None, "error_detector": {"method": "adwin"}}},
+                "alternatives": {
+                    "detector_only": {"performance": None, "error_detector": {"method": "adwin"}}
+                },
             },
         }
     )
@@ -101,7 +103,16 @@ def test_report_schema_is_stable(report):
     assert names[:2] == ["never", "every_batch"] and {"every_2", "every_3", "every_4"} <= set(names)
     assert names[-2:] == ["trigger", "detector_only"]
     for s in report["policies"].values():
-        assert {"mean", "worst", "retrains", "promoted", "rows_trained", "seconds", "metrics", "per_batch"} <= set(s)
+        assert {
+            "mean",
+            "worst",
+            "retrains",
+            "promoted",
+            "rows_trained",
+            "seconds",
+            "metrics",
+            "per_batch",
+        } <= set(s)
         assert len(s["per_batch"]) == report["batches"]
         assert set(s["metrics"]) == {"mae", "rmse", "r2"}
         assert s["worst"] >= s["mean"]
@@ -159,8 +170,19 @@ def test_cli_writes_table_json_and_plot(tmp_path, capsys):
     out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
 
     code = cli.main(
-        ["backtest", str(cfg_path), "--data", str(data), "--batch-freq", "1D", "--json", str(out_json),
-         "--plot", str(out_png), "--no-progress"]
+        [
+            "backtest",
+            str(cfg_path),
+            "--data",
+            str(data),
+            "--batch-freq",
+            "1D",
+            "--json",
+            str(out_json),
+            "--plot",
+            str(out_png),
+            "--no-progress",
+        ]
     )
 
     assert code == 0
@@ -213,7 +235,8 @@ def test_bad_config_gives_clear_error(tmp_path, capsys):
 
     cfg_path.write_text(cfg_path.read_text().replace(", hysteresis: 2", ""))
     assert cli.main(["backtest", str(cfg_path), "--data", "bikeshare"]) == 2
-    assert "ddm" in capsys.readouterr().err and "classification only"
+    err = capsys.readouterr().err
+    assert "ddm" in err and "classification only" in err
 
     cfg_path.write_text(
         cfg_path.read_text().replace("{error_detector: {method: ddm}}", "{}")

@@ -7,7 +7,7 @@ import pytest
 
 from retrainer import compare, policy
 from retrainer.config import ErrorDetectorTrigger, PerformanceTrigger, TriggerConfig, parse_config
-from retrainer.policy import PolicyState, Signals, decide, next_state, step
+from retrainer.policy import PolicyState, Signals, decide, step
 
 pytestmark = pytest.mark.unit
 
@@ -88,7 +88,7 @@ def test_river_detector_fires_on_an_error_jump(method):
     for batch in range(12):
         rate = 0.1 if batch < 8 else 0.6  # the error rate jumps at batch 8
         errors = (rng.random(100) < rate).astype(float)
-        d, state, s = step(Signals(), t, state, errors=errors, model_id="v1")
+        d, state, _s = step(Signals(), t, state, errors=errors, model_id="v1")
         if d.retrain:
             fired_at.append(batch)
     assert fired_at and 8 <= fired_at[0] <= 9, fired_at
@@ -118,8 +118,15 @@ def test_policy_state_round_trips_with_its_detector():
 
 
 def test_error_stream():
-    assert policy.error_stream("classification", np.array([1, 0, 1]), np.array([1, 1, 0])).tolist() == [0, 1, 1]
-    assert policy.error_stream("regression", np.array([1.0, 3.0]), np.array([2.0, 1.0])).tolist() == [1.0, 2.0]
+    assert policy.error_stream("classification", np.array([1, 0, 1]), np.array([1, 1, 0])).tolist() == [
+        0,
+        1,
+        1,
+    ]
+    assert policy.error_stream("regression", np.array([1.0, 3.0]), np.array([2.0, 1.0])).tolist() == [
+        1.0,
+        2.0,
+    ]
 
 
 def test_ddm_is_refused_for_regression():
