@@ -151,7 +151,12 @@ class ErrorDetectorTrigger(_Strict):
 
 
 class TriggerConfig(_Strict):
-    data_drift: DataDriftTrigger | None = Field(default_factory=DataDriftTrigger)
+    """Signals, combination and timing of the trigger policy. The defaults are the ones the backtest
+    chose on the shipped datasets (README, "Choosing the default trigger policy"): prediction drift or a
+    performance drop, cooldown 2. Data drift is measured and recorded but does not vote unless configured:
+    on seasonal data it fires on nearly every batch even with effect-size thresholds."""
+
+    data_drift: DataDriftTrigger | None = None
     prediction_drift: PredictionDriftTrigger | None = Field(default_factory=PredictionDriftTrigger)
     performance: PerformanceTrigger | None = Field(default_factory=PerformanceTrigger)
     flags: FlagsTrigger | None = Field(default_factory=FlagsTrigger)

@@ -16,7 +16,7 @@ def _decide(cfg, n, *, drift):
         claim,
         {"rows": 168},
         {"champion_version": 1, "predictions": None},
-        {"data_drift_share": drift, "drifted_columns": ["temp"], "prediction_drift": 0.0},
+        {"data_drift_share": 0.0, "drifted_columns": [], "prediction_drift": drift},
         {"metric": "rmse", "value": None, "reference": None, "labelled_rows": 0},
         {"flagged_rate": None},
         run_id=f"run-{n}",
@@ -36,7 +36,7 @@ def test_follow_up_and_cooldown_survive_between_monitor_runs(state, bikeshare_cf
     cooled = _decide(cfg, 3, drift=0.9)
     rerun = _decide(cfg, 3, drift=0.9)  # a re-run of the same batch sees the same state
 
-    assert first["verdict"] == "retrain" and "data_drift" in first["fired"]
+    assert first["verdict"] == "retrain" and "prediction_drift" in first["fired"]
     assert follow["verdict"] == "retrain" and follow["fired"] == ["follow_up"]
     assert cooled["verdict"] == "suppressed" and "cooldown" in cooled["suppressed_by"]
     assert rerun["verdict"] == cooled["verdict"] and rerun["mlflow_run_id"] == cooled["mlflow_run_id"]
