@@ -521,7 +521,8 @@ def format_table(report: dict[str, Any]) -> str:
     """The human-readable report printed on stdout."""
     m = report["metric"]
     extra = [k for k in next(iter(report["policies"].values()))["metrics"] if k != m]
-    head = f"{'policy':<18}{'mean ' + m:>12}{'worst':>10}" + "".join(f"{x:>10}" for x in extra)
+    widths = {x: max(10, len(x) + 2) for x in extra}
+    head = f"{'policy':<18}{'mean ' + m:>12}{'worst':>10}" + "".join(f"{x:>{widths[x]}}" for x in extra)
     head += f"{'retrains':>10}{'promoted':>10}{'rows trained':>14}{'seconds':>9}"
     lines = [
         f"backtest of {report['model']} on {report['data']}: {report['batches']} batches of {report['batch_freq']} "
@@ -534,7 +535,7 @@ def format_table(report: dict[str, Any]) -> str:
 
     def row(name: str, s: dict[str, Any]) -> str:
         cells = f"{name:<18}{s['mean']:>12.4f}{s['worst']:>10.4f}" + "".join(
-            f"{s['metrics'].get(x, float('nan')):>10.4f}" for x in extra
+            f"{s['metrics'].get(x, float('nan')):>{widths[x]}.4f}" for x in extra
         )
         return cells + f"{s['retrains']:>10}{s['promoted']:>10}{s['rows_trained']:>14}{s['seconds']:>9.2f}"
 
