@@ -574,25 +574,36 @@ def plot(report: dict[str, Any], out: Path | str) -> Path:
         2, 1, figsize=(11, 7.5), gridspec_kw={"height_ratios": [3, 2]}, constrained_layout=True
     )
     x = range(report["batches"])
+    window = 8 if report["batches"] > 60 else 1  # long replays: a rolling mean keeps the lines readable
+
+    def smooth(values: list[float]) -> list[float]:
+        import pandas as pd
+
+        return list(pd.Series(values).rolling(window, min_periods=1).mean()) if window > 1 else values
+
     mid = f"every_{min(4, max((s['k'] or 0) for s in pol.values()))}"
     styles = {"never": ("0.6", "--"), "every_batch": ("tab:blue", "-"), mid: ("tab:green", ":")}
     for name, (color, ls) in styles.items():
         if name in pol:
             ax.plot(
                 x,
-                pol[name]["per_batch"],
+                smooth(pol[name]["per_batch"]),
                 color=color,
                 ls=ls,
                 lw=1.2,
                 label=f"{name} ({pol[name]['retrains']} retrains)",
             )
-    colors = ["tab:red", "tab:purple", "tab:orange", "tab:brown"]
-    for c, name in zip(colors, triggers, strict=False):
+    colors = ["tab:red", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive"]
+    drawn = list(zip(colors, triggers, strict=False))
+    for c, name in reversed(drawn):  # the config's trigger policy last, on top
         s = pol[name]
-        ax.plot(x, s["per_batch"], color=c, lw=1.6, label=f"{name} ({s['retrains']} retrains)")
+        ys = smooth(s["per_batch"])
+        ax.plot(
+            x, ys, color=c, lw=1.8 if name == "trigger" else 1.0, label=f"{name} ({s['retrains']} retrains)"
+        )
         rb = [i - report["warmup_batches"] for i in s["retrain_batches"]]
-        ax.plot(rb, [s["per_batch"][i] for i in rb], "v", color=c, ms=6)
-    ax.set_ylabel(f"{report['metric']} per batch")
+        ax.plot(rb, [ys[i] for i in rb], "v", color=c, ms=6 if name == "trigger" else 3)
+    ax.set_ylabel(f"{report['metric']} per batch" + (f" (rolling mean of {window})" if window > 1 else ""))
     ax.set_xlabel(f"batch ({report['batch_freq']}); triangles mark retrains")
     ax.set_title(
         f"{report['model']}: prequential {report['metric']} ({'lower' if report['lower_is_better'] else 'higher'} is better)"
@@ -614,7 +625,7 @@ def plot(report: dict[str, Any], out: Path | str) -> Path:
             xytext=(3, 3),
             textcoords="offset points",
         )
-    for c, name in zip(colors, triggers, strict=False):
+    for c, name in drawn:
         fx.plot([pol[name]["retrains"]], [pol[name]["mean"]], "*", ms=14, color=c, label=name)
     fx.set_xlabel("retrains")
     fx.set_ylabel(f"mean {report['metric']}")
