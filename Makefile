@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration lint bench clean
+.PHONY: install demo test test-unit test-integration lint bench backtest-docs clean
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,14 @@ test-integration: install
 	$(PY) -m pytest -q -m integration
 
 lint: install
-	$(PY) -m ruff check include dags tests scripts && $(PY) -m ruff format --check include dags tests scripts
+	$(PY) -m ruff check include dags tests scripts benchmarks && $(PY) -m ruff format --check include dags tests scripts benchmarks
+
+bench: install  ## benchmarks: each prints its time and the ratio to a baseline measured in the same run
+	PYTHONPATH=include $(PY) benchmarks/backtest_speed.py
+
+backtest-docs: install  ## re-run the backtests whose tables and plots are in docs/backtest/
+	$(PY) -m retrainer.cli backtest include/models/bikeshare.yaml --data bikeshare --no-progress --json docs/backtest/bikeshare.json --plot docs/backtest/bikeshare.png | tee docs/backtest/bikeshare.txt
+	$(PY) -m retrainer.cli backtest include/models/rainfall.yaml --data rainfall --no-progress --json docs/backtest/rainfall.json --plot docs/backtest/rainfall.png | tee docs/backtest/rainfall.txt
 
 clean:  ## remove generated state (not the venv)
 	rm -rf .demo .test-artifacts data mlflow.db mlartifacts

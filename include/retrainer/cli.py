@@ -40,6 +40,35 @@ def _seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backtest(args: argparse.Namespace) -> int:
+    """Replay a dataset through never / every_k / the trigger policy; table, JSON and plot."""
+    import json
+
+    from retrainer import backtest
+    from retrainer.config import load_config
+
+    cfg = load_config(args.config)
+    df = backtest.load_data(cfg, args.data)
+    report = backtest.backtest(
+        cfg,
+        df,
+        batch_freq=args.batch_freq,
+        label_delay=args.label_delay,
+        warmup=args.warmup,
+        max_k=args.max_k,
+        progress=not args.no_progress,
+        data_name=args.data,
+    )
+    print(backtest.format_table(report))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1))
+        print(f"\nJSON: {args.json}")
+    if args.plot:
+        print(f"plot: {backtest.plot(report, args.plot)}")
+    return 0
+
+
 def _bikeshare():  # type: ignore[no-untyped-def]
     from retrainer.datasets import bikeshare
 
@@ -153,6 +182,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("version", type=int)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_reproduce)
+    p = sub.add_parser(
+        "backtest",
+        help="replay a time-ordered dataset through the retraining policies (prequential, no Airflow/MLflow)",
+    )
+    p.add_argument("config")
+    p.add_argument(
+        "--data", required=True, help="CSV/Parquet file, or a shipped dataset: bikeshare, rainfall"
+    )
+    p.add_argument("--batch-freq", help="batch length, e.g. 7D (default: backtest.batch_freq or 7D)")
+    p.add_argument(
+        "--label-delay", type=int, help="batches until labels arrive (default: triggers.label_delay_batches)"
+    )
+    p.add_argument(
+        "--warmup", type=int, help="batches that train the first model (default: the training window)"
+    )
+    p.add_argument("--max-k", type=int, help="largest k of the every_k schedules (default: backtest.max_k)")
+    p.add_argument("--json", help="write the report as JSON here")
+    p.add_argument("--plot", help="write a PNG plot here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=_backtest)
 
     args = parser.parse_args(argv)
     logging.basicConfig(

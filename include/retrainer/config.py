@@ -23,6 +23,7 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 Duration = Annotated[str, Field(pattern=DURATION_RE.pattern, description="e.g. 56D, 8W, 12H")]
 LOWER_IS_BETTER = {"rmse", "mae"}
+TRIGGER_SIGNALS = ("data_drift", "prediction_drift", "performance", "flags", "error_detector")
 METRICS = {"classification": {"accuracy", "f1", "balanced_accuracy"}, "regression": {"rmse", "mae", "r2"}}
 
 
@@ -142,11 +143,24 @@ class FlagsTrigger(_Strict):
     threshold: float = Field(0.05, gt=0, le=1, description="share of predictions flagged by people")
 
 
+class ErrorDetectorTrigger(_Strict):
+    """A change detector from ``river.drift`` on the champion's per-row error stream (labelled rows)."""
+
+    method: Literal["adwin", "page_hinkley", "ddm"] = "adwin"
+    params: dict[str, Any] = Field(default_factory=dict, description="constructor arguments of the detector")
+
+
 class TriggerConfig(_Strict):
-    data_drift: DataDriftTrigger | None = Field(default_factory=DataDriftTrigger)
+    """Signals, combination and timing of the trigger policy. The defaults are the ones the backtest
+    chose on the shipped datasets (README, "Choosing the default trigger policy"): prediction drift or a
+    performance drop, cooldown 2. Data drift is measured and recorded but does not vote unless configured:
+    on seasonal data it fires on nearly every batch even with effect-size thresholds."""
+
+    data_drift: DataDriftTrigger | None = None
     prediction_drift: PredictionDriftTrigger | None = Field(default_factory=PredictionDriftTrigger)
     performance: PerformanceTrigger | None = Field(default_factory=PerformanceTrigger)
     flags: FlagsTrigger | None = Field(default_factory=FlagsTrigger)
+    error_detector: ErrorDetectorTrigger | None = None
     combine: Literal["any", "k_of_n", "weighted"] = "any"
     k: int = Field(2, ge=1, description="signals needed when combine is k_of_n")
     weights: dict[str, float] = Field(default_factory=dict, description="per-signal weights when weighted")
@@ -154,13 +168,20 @@ class TriggerConfig(_Strict):
     cooldown_batches: int = Field(
         2, ge=0, description="batches after a request during which new ones are suppressed"
     )
+    hysteresis_batches: int = Field(
+        0, ge=0, description="after a request, quiet batches needed before the trigger can fire again"
+    )
+    follow_up_refit: bool = Field(
+        False, description="retrain once more on the batch after a triggered retrain"
+    )
+    label_delay_batches: int = Field(0, ge=0, description="batches until a batch's labels arrive (backtest)")
     poke_interval_seconds: int = Field(15, ge=1)
     sensor_timeout_hours: float = Field(24, gt=0)
     report_max_rows: int = Field(20_000, ge=100, description="rows sampled per side for the drift report")
 
     @model_validator(mode="after")
     def _weights_known(self) -> TriggerConfig:
-        unknown = set(self.weights) - {"data_drift", "prediction_drift", "performance", "flags"}
+        unknown = set(self.weights) - set(TRIGGER_SIGNALS)
         if unknown:
             raise ValueError(f"weights for unknown signals: {sorted(unknown)}")
         return self
@@ -232,6 +253,33 @@ class PromotionConfig(_Strict):
     )
 
 
+class BacktestConfig(_Strict):
+    """Defaults of ``retrainer backtest`` for this model (the command line overrides them)."""
+
+    batch_freq: Duration | None = Field(None, description="batch length of the replay; default 7D")
+    warmup_batches: int | None = Field(
+        None, ge=1, description="batches used to train the first model; default: the training window"
+    )
+    max_k: int = Field(8, ge=2, le=52, description="largest k of the every_k schedule frontier")
+    alternatives: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="named trigger policies to compare: overrides of `triggers`"
+    )
+
+    @model_validator(mode="after")
+    def _alternatives_valid(self) -> BacktestConfig:
+        for name, override in self.alternatives.items():
+            if not NAME_RE.match(name) or name in RESERVED_POLICIES or name.startswith("every_"):
+                raise ValueError(f"alternative name {name!r}: use lower case, not a built-in policy name")
+            try:
+                TriggerConfig.model_validate(override)
+            except ValidationError as exc:
+                raise ValueError(f"alternative {name!r}: {_format_errors('triggers', exc)}") from exc
+        return self
+
+
+RESERVED_POLICIES = {"never", "every_batch", "trigger", "baseline"}
+
+
 class ModelConfig(_Strict):
     name: str
     task: Literal["classification", "regression"]
@@ -243,6 +291,7 @@ class ModelConfig(_Strict):
     triggers: TriggerConfig = Field(default_factory=TriggerConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    backtest: BacktestConfig = Field(default_factory=BacktestConfig)
     source: str = Field("", exclude=True, description="file the config came from (set by load_config)")
 
     @field_validator("name")
@@ -279,6 +328,21 @@ class ModelConfig(_Strict):
         unknown = sorted({c for c in [*slice_cols, *(inv.features if inv else [])] if c not in names})
         if unknown:
             raise ValueError(f"validation checks name columns that are not features: {unknown}")
+        return self
+
+    def alternative_triggers(self) -> dict[str, TriggerConfig]:
+        """The named alternative trigger policies: each is ``triggers`` with its overrides applied."""
+        base = self.triggers.model_dump()
+        return {
+            name: TriggerConfig.model_validate({**base, **override})
+            for name, override in self.backtest.alternatives.items()
+        }
+
+    @model_validator(mode="after")
+    def _detector_fits_task(self) -> ModelConfig:
+        det = self.triggers.error_detector
+        if det is not None and det.method == "ddm" and self.task == "regression":
+            raise ValueError("triggers.error_detector: ddm watches a 0/1 error stream (classification only)")
         return self
 
     @property

@@ -4,6 +4,12 @@ Effect sizes, not p-values: numeric columns use the normed Wasserstein distance 
 Jensen-Shannon by default, so large or seasonal batches do not fire on every check. Each side is sampled
 to ``triggers.report_max_rows`` rows (seeded) before the report: the report's cost grows with rows, and
 a distance estimated from 20k rows has a standard error well under the 0.1 default threshold.
+
+The numbers the policy acts on come from :func:`drift_signals`, one implementation shared by the monitor
+DAG and the backtest: for the effect-size methods (normed Wasserstein, Jensen-Shannon) it computes with
+numpy/scipy exactly what Evidently computes (same formulas, same binning; a unit test holds them equal),
+in milliseconds instead of the ~1 s an Evidently report costs. The monitor still builds the Evidently
+report for people to read; other methods (``ks``, ``psi``, ...) take their numbers from it.
 """
 
 from __future__ import annotations
@@ -25,8 +31,95 @@ log = logging.getLogger(__name__)
 PREDICTION = "prediction"
 
 
+FAST_METHODS = {"numeric": {"wasserstein", "jensenshannon"}, "categorical": {"jensenshannon"}}
+
+
 def _sample(df: pd.DataFrame, n: int) -> pd.DataFrame:
     return df if len(df) <= n else df.sample(n=n, random_state=0)
+
+
+def effect_size(reference: pd.Series, current: pd.Series, kind: str, method: str) -> float:
+    """Evidently's normed Wasserstein (``wasserstein_distance / max(std(ref), 0.001)``) or Jensen-Shannon
+    distance (Sturges bins over both samples for numeric columns with > 20 values, else category shares)."""
+    import numpy as np
+    import pandas as pd
+    from scipy import stats
+    from scipy.spatial import distance
+
+    ref, cur = reference.dropna(), current.dropna()
+    if method == "wasserstein" and kind == "numeric":
+        ref_f, cur_f = ref.to_numpy(dtype=float), cur.to_numpy(dtype=float)
+        return float(stats.wasserstein_distance(ref_f, cur_f) / max(float(np.std(ref_f)), 0.001))
+    if method != "jensenshannon":
+        raise DriftCheckError(f"no fast path for drift method {method!r} on a {kind} column")
+    if kind == "numeric" and ref.nunique() > 20:
+        combined = np.asarray(pd.concat([ref, cur], axis=0).to_numpy(dtype=float))
+        bins = np.histogram_bin_edges(combined, bins="sturges")
+        p = np.histogram(ref.to_numpy(dtype=float), bins)[0] / len(ref)
+        q = np.histogram(cur.to_numpy(dtype=float), bins)[0] / len(cur)
+    else:
+        keys = pd.unique(pd.concat([ref, cur], axis=0))
+        rc, cc = ref.value_counts(), cur.value_counts()
+        p = np.array([rc.get(k, 0) for k in keys]) / len(ref)
+        q = np.array([cc.get(k, 0) for k in keys]) / len(cur)
+    return float(distance.jensenshannon(p, q))
+
+
+def fast_path(cfg: ModelConfig) -> bool:
+    """Whether :func:`drift_signals` can compute this config's drift methods without Evidently."""
+    dd = cfg.triggers.data_drift or DataDriftTrigger()
+    pdc = cfg.triggers.prediction_drift or PredictionDriftTrigger()
+    pred_method = pdc.method if cfg.task == "regression" else dd.cat_method
+    pred_kind = "numeric" if cfg.task == "regression" else "categorical"
+    return (
+        (not cfg.data.numeric or dd.num_method in FAST_METHODS["numeric"])
+        and (not cfg.data.categorical or dd.cat_method in FAST_METHODS["categorical"])
+        and pred_method in FAST_METHODS[pred_kind]
+    )
+
+
+def drift_signals(cfg: ModelConfig, reference: pd.DataFrame, current: pd.DataFrame) -> dict[str, Any]:
+    """Data drift share over features and prediction drift, as the policy reads them (no report).
+
+    Same output keys as :func:`drift_report` (``report`` is None). Both sides are sampled to
+    ``triggers.report_max_rows`` exactly as for the report.
+    """
+    if reference is None or reference.empty:
+        raise DriftCheckError("drift needs reference data (the champion's training snapshot); none given")
+    if not fast_path(cfg):
+        return drift_report(cfg, reference, current)
+    t = cfg.triggers
+    dd_cfg = t.data_drift or DataDriftTrigger()
+    pd_cfg = t.prediction_drift or PredictionDriftTrigger()
+    features = cfg.data.feature_names
+    has_pred = PREDICTION in reference and PREDICTION in current
+    cols = features + ([PREDICTION] if has_pred else [])
+    ref = _sample(reference[cols], t.report_max_rows)
+    cur = _sample(current[cols], t.report_max_rows)
+    column_drift: dict[str, float] = {}
+    for c in cfg.data.numeric:
+        column_drift[c] = effect_size(ref[c], cur[c], "numeric", dd_cfg.num_method)
+    for c in cfg.data.categorical:
+        column_drift[c] = effect_size(ref[c], cur[c], "categorical", dd_cfg.cat_method)
+    prediction_drift = None
+    if has_pred:
+        if cfg.task == "regression":
+            prediction_drift = effect_size(ref[PREDICTION], cur[PREDICTION], "numeric", pd_cfg.method)
+        else:
+            prediction_drift = effect_size(
+                ref[PREDICTION].astype(str), cur[PREDICTION].astype(str), "categorical", dd_cfg.cat_method
+            )
+    drifted = sorted(c for c, v in column_drift.items() if v >= dd_cfg.column_threshold)
+    return {
+        "data_drift_share": len(drifted) / len(features) if features else 0.0,
+        "drifted_columns": drifted,
+        "column_drift": {c: column_drift[c] for c in features},
+        "prediction_drift": prediction_drift,
+        "method": f"{dd_cfg.num_method}/{dd_cfg.cat_method}",
+        "reference_rows": len(ref),
+        "current_rows": len(cur),
+        "report": None,
+    }
 
 
 def drift_report(
@@ -93,6 +186,11 @@ def drift_report(
         for c, v in column_drift.items()
         if (v < dd_cfg.column_threshold if p_value else v >= dd_cfg.column_threshold)
     )
+    if fast_path(cfg):  # the policy's numbers: the shared implementation (equal to Evidently's)
+        fast = drift_signals(cfg, reference, current)
+        fast["evidently_column_drift"] = column_drift
+        fast["evidently_prediction_drift"] = prediction_drift
+        return _finish(fast, snapshot, html_path)
     out = {
         "data_drift_share": len(drifted) / len(features) if features else 0.0,
         "drifted_columns": drifted,
@@ -103,10 +201,15 @@ def drift_report(
         "current_rows": len(cur),
         "report": None,
     }
+    return _finish(out, snapshot, html_path)
+
+
+def _finish(out: dict[str, Any], snapshot: Any, html_path: Path | None) -> dict[str, Any]:
     if html_path is not None:
         html_path.parent.mkdir(parents=True, exist_ok=True)
         snapshot.save_html(str(html_path))
         out["report"] = str(html_path)
+    drifted, prediction_drift = out["drifted_columns"], out["prediction_drift"]
     log.info(
         "drift: %.0f%% of features drifted %s; prediction drift %s",
         100 * out["data_drift_share"],

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from retrainer.config import ModelConfig
 
 log = logging.getLogger(__name__)
+STEP = policy.step  # the policy entry point, shared with the backtest (retrainer.backtest.STEP)
+STATE_ARTIFACT = "policy_state.json"
 
 
 def root(cfg: ModelConfig) -> DataRoot:
@@ -242,18 +244,51 @@ def flagged_rate(cfg: ModelConfig, claim: dict[str, Any], validation: dict[str, 
 
 # -- 5. decide ------------------------------------------------------------------------------------
 def policy_state(cfg: ModelConfig, exclude_sha: str | None = None) -> policy.PolicyState:
-    """Batches decided since the last retrain request, read back from the MLflow decision log."""
+    """The policy's state after the last decided batch, read back from the MLflow decision log.
+
+    Each monitor run stores the state after its decision (counters, hysteresis, follow-up, and the river
+    detector pickled) as ``policy_state.json``; the newest such run other than ``exclude_sha`` (a re-run of
+    the same batch) gives the state. Runs without the artifact (older versions) fall back to counting
+    batches since the last ``retrain`` verdict.
+    """
+    import mlflow
+
     runs = tracking.find_runs(cfg.name, "monitor", "tags.`retrainer.kind` = 'monitor'")
+    decided = [
+        r
+        for r in runs
+        if r.data.tags.get("retrainer.batch_sha256") != exclude_sha
+        and r.data.tags.get("retrainer.verdict") != "quarantined"
+    ]
+    if decided and decided[-1].data.tags.get("retrainer.policy_state") == "1":
+        try:
+            stored = mlflow.artifacts.load_dict(f"{decided[-1].info.artifact_uri}/{STATE_ARTIFACT}")
+            return policy.PolicyState.from_dict(stored)
+        except Exception as exc:  # a missing/corrupt artifact must not stop the monitor: recount instead
+            log.warning(
+                "could not read %s of run %s (%s): recounting", STATE_ARTIFACT, decided[-1].info.run_id, exc
+            )
     since: int | None = None
-    for r in runs:
-        t = r.data.tags
-        if t.get("retrainer.batch_sha256") == exclude_sha or t.get("retrainer.verdict") == "quarantined":
-            continue
-        if t.get("retrainer.verdict") == "retrain":
+    for r in decided:
+        if r.data.tags.get("retrainer.verdict") == "retrain":
             since = 0
         elif since is not None:
             since += 1
     return policy.PolicyState(batches_since_request=since)
+
+
+def _errors(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> Any:
+    """Per-row errors of the champion on the batch's labelled rows (for the change detector)."""
+    import pandas as pd
+
+    if cfg.triggers.error_detector is None or scored.get("predictions") is None:
+        return None
+    df = _load(cfg, claim)
+    if cfg.data.target not in df:
+        return None
+    df["prediction"] = pd.read_parquet(scored["predictions"])["prediction"].to_numpy()
+    lab = df[df[cfg.data.target].notna()]
+    return policy.error_stream(cfg.task, lab[cfg.data.target].to_numpy(), lab["prediction"].to_numpy())
 
 
 def decide(
@@ -282,7 +317,14 @@ def decide(
         has_champion=scored.get("champion_version") is not None,
     )
     state = policy_state(cfg, exclude_sha=claim["sha256"])
-    decision = policy.decide(signals, cfg.triggers, state)
+    version = scored.get("champion_version")
+    decision, new_state, signals = STEP(
+        signals,
+        cfg.triggers,
+        state,
+        errors=_errors(cfg, claim, scored),
+        model_id=None if version is None else f"v{version}",
+    )
     tracking.client()
     existing = tracking.find_runs(
         cfg.name,
@@ -308,14 +350,17 @@ def decide(
                     "suppressed_by": decision.suppressed_by,
                     "champion_version": scored.get("champion_version"),
                     "drifted_columns": drift_result.get("drifted_columns"),
+                    "policy_state": "1",
                 }
             )
         )
+        mlflow.log_dict(new_state.to_dict(), STATE_ARTIFACT)
         values = {
             "data_drift_share": signals.data_drift_share,
             "prediction_drift": signals.prediction_drift,
             f"batch_{cfg.metric}": signals.metric_value,
             "flagged_rate": signals.flagged_rate,
+            "error_change": None if signals.error_change is None else float(signals.error_change),
             "rows": validation.get("rows"),
             "labelled_rows": signals.labelled_rows,
             "retrain_requested": float(decision.retrain),
@@ -323,12 +368,12 @@ def decide(
         mlflow.log_metrics({k: float(v) for k, v in values.items() if v is not None})
         mlflow.log_dict(
             {
-                "signals": signals.__dict__,
+                "signals": {k: v for k, v in signals.__dict__.items()},
                 "decision": decision.to_dict(),
                 "drift": drift_result,
                 "performance": perf,
                 "flags": flags,
-                "state": state.__dict__,
+                "state": {k: v for k, v in state.to_dict().items() if k != "detector"},
             },
             "decision.json",
         )

@@ -1,21 +1,30 @@
-"""The trigger policy: per-signal thresholds, a combination rule, and a cooldown.
+"""The trigger policy: per-signal thresholds, an error-stream change detector, a combination rule,
+cooldown, hysteresis and an optional follow-up refit.
 
-Pure functions over plain data, so the monitor DAG, the CLI and the backtest share one implementation.
+Pure functions over plain data, so the monitor DAG, the CLI and the backtest share one implementation:
+:func:`step` is the single entry point both call per batch (feed the detector, decide, advance the state).
 :func:`decide` returns a :class:`Decision` whose ``reasons`` say, in words, which signals crossed which
 thresholds; ``suppressed_by`` says why a firing decision did not request a retrain.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import base64
+import copy
+import pickle
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from retrainer.config import TRIGGER_SIGNALS
 from retrainer.metrics import worse_by
 
 if TYPE_CHECKING:
-    from retrainer.config import TriggerConfig
+    import numpy as np
 
-SIGNALS = ("data_drift", "prediction_drift", "performance", "flags")
+    from retrainer.config import ErrorDetectorTrigger, TriggerConfig
+
+SIGNALS = TRIGGER_SIGNALS
+FOLLOW_UP = "follow_up"
 
 
 @dataclass(frozen=True)
@@ -32,13 +41,43 @@ class Signals:
     labelled_rows: int = 0
     flagged_rate: float | None = None
     has_champion: bool = True
+    error_change: bool | None = None  # the error-stream detector saw a change on this batch's labels
+    error_change_detail: str = ""
 
 
 @dataclass(frozen=True)
 class PolicyState:
-    """What the policy remembers: batches checked after the last retrain request (None = never)."""
+    """What the policy remembers between batches.
+
+    ``batches_since_request``: batches after the last retrain request (None = never); ``armed``: False
+    after a request until ``hysteresis_batches`` consecutive quiet batches were seen (``quiet_batches``);
+    ``follow_up_due``: the next batch refits once more; ``detector``: the river detector watching the
+    errors of model ``detector_model`` (a new model gets a fresh detector).
+    """
 
     batches_since_request: int | None = None
+    armed: bool = True
+    quiet_batches: int = 0
+    follow_up_due: bool = False
+    detector: Any = field(default=None, compare=False, repr=False)
+    detector_model: str | None = None
+    requested_model: str | None = None  # the model in service when the last request was made
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (the detector pickled and base64-encoded) stored with each monitor decision."""
+        out = {k: v for k, v in asdict(self).items() if k != "detector"}
+        out["detector"] = (
+            base64.b64encode(pickle.dumps(self.detector)).decode() if self.detector is not None else None
+        )
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PolicyState:
+        """Inverse of :meth:`to_dict` (our own artifact: the pickle was written by :meth:`to_dict`)."""
+        data = dict(data)
+        blob = data.pop("detector", None)
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known, detector=pickle.loads(base64.b64decode(blob)) if blob else None)
 
 
 @dataclass
@@ -48,6 +87,7 @@ class Decision:
     fired: list[str] = field(default_factory=list)
     suppressed_by: str | None = None
     score: float = 0.0
+    rule_met: bool = False  # the combination rule fired (before cooldown and hysteresis)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,6 +127,10 @@ def evaluate_signals(s: Signals, t: TriggerConfig) -> dict[str, str]:
             )
     if t.flags and s.flagged_rate is not None and s.flagged_rate >= t.flags.threshold:
         fired["flags"] = f"flagged_rate {s.flagged_rate:.1%} >= {t.flags.threshold:.1%}"
+    if t.error_detector and s.error_change:
+        fired["error_detector"] = f"{t.error_detector.method} detected a change in the error stream" + (
+            f" ({s.error_change_detail})" if s.error_change_detail else ""
+        )
     return fired
 
 
@@ -104,23 +148,116 @@ def decide(s: Signals, t: TriggerConfig, state: PolicyState | None = None) -> De
     """Decide whether this batch should request a retrain."""
     state = state or PolicyState()
     if not s.has_champion:
-        return Decision(True, ["no champion model yet: train the first one"], ["no_champion"])
+        return Decision(True, ["no champion model yet: train the first one"], ["no_champion"], rule_met=True)
     fired = evaluate_signals(s, t)
     fires, score = combine(fired, t)
-    decision = Decision(fires, list(fired.values()), list(fired), score=score)
+    decision = Decision(fires, list(fired.values()), list(fired), score=score, rule_met=fires)
     gap = None if state.batches_since_request is None else state.batches_since_request + 1
     if fires and gap is not None and gap <= t.cooldown_batches:
         decision.retrain = False
         decision.suppressed_by = (
             f"cooldown: batch {gap} after the last request, within cooldown_batches={t.cooldown_batches}"
         )
+    elif fires and not state.armed:
+        decision.retrain = False
+        decision.suppressed_by = (
+            f"hysteresis: {state.quiet_batches} quiet batches since the last request, "
+            f"need hysteresis_batches={t.hysteresis_batches} before firing again"
+        )
+    if state.follow_up_due and not decision.retrain:  # refit once more: the last window mixed regimes
+        decision.retrain = True
+        decision.suppressed_by = None
+        decision.fired.append(FOLLOW_UP)
+        decision.reasons.append("follow-up refit one batch after a triggered retrain (follow_up_refit)")
     return decision
 
 
-def next_state(state: PolicyState, decision: Decision) -> PolicyState:
-    """State after a batch: a request resets the counter, any other batch advances it."""
+def next_state(state: PolicyState, decision: Decision, t: TriggerConfig | None = None) -> PolicyState:
+    """State after a batch: a request resets the counters (and disarms under hysteresis); any other
+    batch advances them."""
+    hysteresis = t.hysteresis_batches if t is not None else 0
+    keep = {
+        "detector": state.detector,
+        "detector_model": state.detector_model,
+        "requested_model": state.requested_model,
+    }
     if decision.retrain:
-        return PolicyState(batches_since_request=0)
-    if state.batches_since_request is None:
-        return state
-    return PolicyState(batches_since_request=state.batches_since_request + 1)
+        follow_up = bool(t and t.follow_up_refit) and FOLLOW_UP not in decision.fired
+        follow_up = follow_up and "no_champion" not in decision.fired
+        return PolicyState(batches_since_request=0, armed=hysteresis == 0, follow_up_due=follow_up, **keep)
+    quiet = 0 if decision.rule_met else state.quiet_batches + 1
+    return PolicyState(
+        batches_since_request=None
+        if state.batches_since_request is None
+        else state.batches_since_request + 1,
+        armed=state.armed or quiet >= hysteresis,
+        quiet_batches=quiet,
+        **keep,
+    )
+
+
+# -- error-stream change detection (river) ----------------------------------------------------------
+def error_stream(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Per-row errors fed to the detector: 0/1 misclassification, or absolute error for regression."""
+    import numpy as np
+
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if task == "classification":
+        return (y_true != y_pred).astype(float)
+    return np.abs(y_true.astype(float) - y_pred.astype(float))
+
+
+def new_detector(cfg: ErrorDetectorTrigger) -> Any:
+    """A fresh river detector as configured (``river.drift.ADWIN``, ``PageHinkley``, ``binary.DDM``)."""
+    from river import drift
+    from river.drift import binary
+
+    klass = {"adwin": drift.ADWIN, "page_hinkley": drift.PageHinkley, "ddm": binary.DDM}[cfg.method]
+    return klass(**cfg.params)
+
+
+def feed_detector(
+    state: PolicyState, t: TriggerConfig, errors: np.ndarray | None, model_id: str | None
+) -> tuple[bool | None, str, Any]:
+    """Feed this batch's errors to the detector of ``model_id``: (change seen, detail, detector)."""
+    if t.error_detector is None:
+        return None, "", None
+    if state.detector is None or state.detector_model != model_id:
+        detector = new_detector(t.error_detector)
+    else:
+        detector = copy.deepcopy(state.detector)  # states are values: never mutate the previous one
+    if errors is None or len(errors) == 0:
+        return None, "", detector
+    changes = 0
+    for e in errors:
+        detector.update(float(e))
+        changes += bool(detector.drift_detected)
+    return changes > 0, f"{changes} change point(s) in {len(errors)} labelled rows", detector
+
+
+def step(
+    signals: Signals,
+    t: TriggerConfig,
+    state: PolicyState,
+    *,
+    errors: np.ndarray | None = None,
+    model_id: str | None = None,
+) -> tuple[Decision, PolicyState, Signals]:
+    """One batch through the policy, as the monitor DAG and the backtest both run it.
+
+    Feeds ``errors`` (labelled rows of ``model_id``'s predictions) to the change detector, decides, and
+    returns (decision, next state, the signals including the detector's verdict).
+    """
+    if not state.armed and model_id is not None and state.requested_model == model_id:
+        # the request did not replace the model (rejected, or not finished): the event is not handled
+        # yet, so hysteresis must not hold the trigger back (cooldown still spaces the requests)
+        state = replace(state, armed=True)
+    change, detail, detector = feed_detector(state, t, errors, model_id)
+    signals = replace(signals, error_change=change, error_change_detail=detail)
+    decision = decide(signals, t, state)
+    new = next_state(state, decision, t)
+    if t.error_detector is not None:
+        new = replace(new, detector=detector, detector_model=model_id)
+    if decision.retrain:
+        new = replace(new, requested_model=model_id)
+    return decision, new, signals

@@ -11,7 +11,7 @@ import hashlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from retrainer import metrics, quality, registry, tracking
+from retrainer import compare, metrics, quality, registry, tracking
 from retrainer.exceptions import ModelRejected
 from retrainer.monitor import root
 
@@ -190,27 +190,19 @@ def _thresholds(cfg: ModelConfig, champion_value: float | None, force: bool) -> 
     """MetricThresholds: absolute floors from the config, and non-inferiority to the champion."""
     from mlflow.models import MetricThreshold
 
-    out: dict[str, Any] = {}
-    for name, floor in cfg.validation.floors.items():
-        lower = name in {"rmse", "mae"}
-        limit = floor.max if lower else floor.min
-        if limit is not None:
-            out[name] = MetricThreshold(threshold=float(limit), greater_is_better=not lower)
-    if champion_value is not None and not force:
-        margin = cfg.validation.max_degradation * abs(champion_value)
-        limit = champion_value + margin if cfg.lower_is_better else champion_value - margin
-        current = out.get(cfg.metric)
-        if current is not None:  # keep the stricter of floor and champion comparison
-            stricter = min if cfg.lower_is_better else max
-            limit = stricter(limit, current.threshold)
-        out[cfg.metric] = MetricThreshold(threshold=float(limit), greater_is_better=not cfg.lower_is_better)
-    return out
+    return {
+        name: MetricThreshold(threshold=limit, greater_is_better=greater)
+        for name, (limit, greater) in compare.limits(cfg, champion_value, force).items()
+    }
 
 
 def evaluate(
     cfg: ModelConfig, snap: dict[str, Any], trained: dict[str, Any], force: bool = False
 ) -> dict[str, Any]:
-    """Candidate vs champion on the same held-out most recent data, validated with MLflow thresholds."""
+    """Candidate vs champion on the same held-out most recent data, validated with MLflow thresholds.
+
+    The thresholds come from :func:`retrainer.compare.limits`; the backtest applies the same rule with
+    :func:`retrainer.compare.failed_checks` (a test holds the two verdicts equal)."""
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.models.evaluation import EvaluationResult

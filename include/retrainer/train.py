@@ -62,14 +62,23 @@ def gather_window(
     if not frames:
         raise RetrainerError(f"no labelled data archived for model {cfg.name} under {root.archive}")
     full = pd.concat(frames, ignore_index=True)
-    end = full[cfg.data.time_column].max()
-    start = end - timedelta(hours=duration_hours(window or cfg.training.window))
-    in_window = full[full[cfg.data.time_column] > start]
+    in_window, start = select_window(cfg, full, window)
     used = sorted(
         {s for s, f in zip(sources, frames, strict=True) if (f[cfg.data.time_column] > start).any()}
     )
+    return in_window, used
+
+
+def select_window(
+    cfg: ModelConfig, full: pd.DataFrame, window: str | None = None
+) -> tuple[pd.DataFrame, Any]:
+    """Labelled rows of ``full`` inside the training window ending at its newest time, and the window's
+    (exclusive) start. Shared by the retrain DAG (over the archive) and the backtest (in memory)."""
+    end = full[cfg.data.time_column].max()
+    start = end - timedelta(hours=duration_hours(window or cfg.training.window))
+    in_window = full[full[cfg.data.time_column] > start]
     cols = [cfg.data.time_column, *cfg.data.feature_names, cfg.data.target]
-    return in_window[cols].reset_index(drop=True), used
+    return in_window[cols].reset_index(drop=True), start
 
 
 def split_holdout(cfg: ModelConfig, df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

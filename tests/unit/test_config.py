@@ -85,7 +85,7 @@ def test_unknown_key_inside_feature_list_is_rejected(tmp_path, raw):
         (lambda r: r["validation"]["floors"].__setitem__("f1", {"min": 0.5}), "do not apply to regression"),
         (lambda r: r.__setitem__("schedule", "every monday at 3"), "schedule"),
         (lambda r: r.__setitem__("schedule", "0 3 * *"), "5-field cron"),
-        (lambda r: r["triggers"]["data_drift"].__setitem__("share", 1.5), "triggers.data_drift.share"),
+        (lambda r: r["triggers"].__setitem__("data_drift", {"share": 1.5}), "triggers.data_drift.share"),
         (lambda r: r["model"].__setitem__("estimator", "Ridge"), "model.estimator"),
         (lambda r: r["data"].pop("target"), "missing required key 'data.target'"),
     ],

@@ -245,6 +245,6 @@ def test_quiet_batches_advance_cooldown_counter():
 
 
 def test_next_state():
-    assert next_state(PolicyState(), Decision(False)) == PolicyState(None)
+    assert next_state(PolicyState(), Decision(False)).batches_since_request is None
     assert next_state(PolicyState(5), Decision(True)) == PolicyState(0)
-    assert next_state(PolicyState(1), Decision(False)) == PolicyState(2)
+    assert next_state(PolicyState(1), Decision(False)).batches_since_request == 2

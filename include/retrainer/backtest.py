@@ -1,0 +1,637 @@
+"""``retrainer backtest``: replay a time-ordered dataset through the retraining policies, prequentially.
+
+The replay uses the code the DAGs use, in memory and without Airflow or MLflow: the training window of
+:func:`retrainer.train.select_window`, :func:`~retrainer.train.split_holdout` and
+:func:`~retrainer.train.fit`; the candidate-vs-champion rule of :func:`retrainer.compare.failed_checks`;
+the drift numbers of :func:`retrainer.drift.drift_signals`; and the policy entry point
+:func:`retrainer.policy.step` (detector, decision, cooldown, hysteresis, follow-up).
+
+Prequential: each batch is first predicted by the current model and scored against its labels (the
+score the policy is judged by); then the labels of batch ``i - label_delay`` become known to the policy
+and to training; then the policy decides, and a retrain that passes validation serves the next batch.
+The first ``warmup`` batches only train the first model.
+
+Policies: ``never``; ``every_batch`` and ``every_k`` (k = 2..K), the fixed-schedule frontier; ``trigger``
+(the config's ``triggers``); and the config's named ``backtest.alternatives``. A fit is cached by the last
+labelled batch it saw (every policy retraining at that point trains the identical model), so the whole
+report costs at most one fit per batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from retrainer import compare, metrics, policy
+from retrainer.config import duration_hours
+from retrainer.exceptions import BatchError, RetrainerError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from retrainer.config import ModelConfig, TriggerConfig
+
+log = logging.getLogger(__name__)
+SCHEMA_VERSION = 1
+STEP = policy.step  # the policy entry point, shared with the monitor DAG (retrainer.monitor.STEP)
+BOOTSTRAP = 2000
+
+
+# -- data -------------------------------------------------------------------------------------------------
+def load_data(cfg: ModelConfig, data: str) -> pd.DataFrame:
+    """Read ``data`` (CSV/Parquet path, or a shipped dataset name) and check it against the config."""
+    import pandas as pd
+
+    from retrainer import datasets
+    from retrainer.storage import read_batch
+    from retrainer.train import prepare
+
+    path = Path(data)
+    if data in datasets.DATASETS and not path.exists():
+        df = datasets.load(data)
+    elif not path.exists():
+        raise BatchError(
+            f"--data {data}: no such file (give a CSV/Parquet file or one of {sorted(datasets.DATASETS)})"
+        )
+    elif path.suffix not in {".csv", ".parquet"}:
+        raise BatchError(f"--data {data}: unsupported format {path.suffix!r} (use .csv or .parquet)")
+    else:
+        df = read_batch(path)
+    need = [cfg.data.time_column, cfg.data.target, *cfg.data.feature_names]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise BatchError(
+            f"--data {data}: missing column(s) {missing} required by {cfg.source or cfg.name} "
+            f"(has {list(df.columns)[:20]})"
+        )
+    try:
+        df = prepare(cfg, df)
+    except (ValueError, TypeError) as exc:
+        raise BatchError(f"--data {data}: column {cfg.data.time_column!r} is not a timestamp: {exc}") from exc
+    for c in cfg.data.numeric:
+        if not pd.api.types.is_numeric_dtype(df[c]):
+            raise BatchError(
+                f"--data {data}: feature {c!r} is declared numeric but holds {df[c].dtype} values"
+            )
+    if df[cfg.data.target].isna().all():
+        raise BatchError(f"--data {data}: target {cfg.data.target!r} has no labels")
+    return df.sort_values(cfg.data.time_column, kind="mergesort").reset_index(drop=True)
+
+
+def split_batches(cfg: ModelConfig, df: pd.DataFrame, freq: str) -> list[tuple[str, pd.DataFrame]]:
+    """Consecutive batches of length ``freq`` (e.g. ``7D``), named by their start; empty ones dropped."""
+    from retrainer.datasets import weekly_batches
+
+    hours = duration_hours(freq)
+    return weekly_batches(df, cfg.data.time_column, f"{hours}h")
+
+
+# -- the shared replay: batches, labelled history, cached fits -------------------------------------------
+@dataclass
+class Fitted:
+    """A model trained at some point of the replay, with what the policies need to know about it."""
+
+    upto: int  # last batch whose labels it saw (the cache key)
+    model: Any
+    window: pd.DataFrame  # the training window (the snapshot: train + holdout)
+    holdout: pd.DataFrame
+    holdout_metrics: dict[str, float]
+    train_rows: int
+    seconds: float
+    _reference: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def id(self) -> str:
+        return f"upto-{self.upto}"
+
+    def reference(self, cfg: ModelConfig) -> pd.DataFrame:
+        """The training window with this model's predictions: the drift reference (as in the monitor)."""
+        if self._reference is None:
+            from retrainer.train import predict
+
+            ref = self.window.copy()
+            ref["prediction"] = predict(cfg, self.model, ref)
+            self._reference = ref
+        return self._reference
+
+
+class Replay:
+    """Everything the policies share: the batches, labelled history, and the fit cache."""
+
+    def __init__(self, cfg: ModelConfig, batches: list[tuple[str, pd.DataFrame]], warmup: int, delay: int):
+        import pandas as pd
+
+        from retrainer.train import labelled
+
+        self.cfg, self.batches, self.warmup, self.delay = cfg, batches, warmup, delay
+        self.names = [n for n, _ in batches]
+        frames = []
+        for i, (_, b) in enumerate(batches):
+            lab = labelled(cfg, b).copy()
+            lab["_batch"] = i
+            frames.append(lab)
+        self.labelled = pd.concat(frames, ignore_index=True)
+        self._fits: dict[int, Fitted | str] = {}
+
+    def fit(self, upto: int) -> Fitted | str:
+        """The model a retrain trains when labels up to batch ``upto`` are known (or why it cannot)."""
+        if upto in self._fits:
+            return self._fits[upto]
+        from retrainer.train import fit, predict, select_window, split_holdout
+
+        start = time.perf_counter()
+        known = self.labelled[self.labelled["_batch"] <= upto]
+        try:
+            if known.empty:
+                raise RetrainerError("no labelled data yet")
+            window, _ = select_window(self.cfg, known)
+            train_df, holdout = split_holdout(self.cfg, window)
+        except RetrainerError as exc:
+            self._fits[upto] = f"retrain failed: {exc}"
+            return self._fits[upto]
+        model = fit(self.cfg, train_df)
+        scores = (
+            metrics.compute(
+                self.cfg.task, holdout[self.cfg.data.target].to_numpy(), predict(self.cfg, model, holdout)
+            )
+            if len(holdout)
+            else {}
+        )
+        out = Fitted(upto, model, window, holdout, scores, len(train_df), time.perf_counter() - start)
+        self._fits[upto] = out
+        return out
+
+
+# -- one policy's replay ---------------------------------------------------------------------------------
+@dataclass
+class PolicyRun:
+    name: str
+    kind: str  # never | schedule | trigger
+    k: int | None = None
+    per_batch: list[float] = field(default_factory=list)
+    per_batch_all: list[dict[str, float]] = field(default_factory=list)
+    retrain_batches: list[int] = field(default_factory=list)  # batch indices where a retrain ran
+    promoted_batches: list[int] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    rows_trained: int = 0
+    seconds: float = 0.0
+    fired: dict[str, int] = field(default_factory=dict)
+    suppressed: int = 0
+
+
+def _retrain(replay: Replay, run: PolicyRun, champion: Fitted, i: int) -> Fitted:
+    """Retrain at batch ``i`` as the retrain DAG does: window, fit, validate against the champion."""
+    from retrainer.train import predict
+
+    cfg = replay.cfg
+    upto = i - replay.delay
+    run.retrain_batches.append(i)
+    cand = replay.fit(upto)
+    if isinstance(cand, str):
+        run.rejected.append(f"{replay.names[i]}: {cand}")
+        return champion
+    run.rows_trained += cand.train_rows
+    run.seconds += cand.seconds  # charged to every policy that trains it, cached or not
+    if cand.upto == champion.upto:
+        run.rejected.append(f"{replay.names[i]}: no change: same training data as the champion")
+        return champion
+    y = cand.holdout[cfg.data.target].to_numpy()
+    champ_scores = metrics.compute(cfg.task, y, predict(cfg, champion.model, cand.holdout)) if len(y) else {}
+    failed = compare.failed_checks(cfg, cand.holdout_metrics, champ_scores)
+    if failed:
+        run.rejected.append(f"{replay.names[i]}: " + "; ".join(failed))
+        return champion
+    run.promoted_batches.append(i)
+    return cand
+
+
+def run_policy(
+    replay: Replay,
+    name: str,
+    kind: str,
+    *,
+    k: int | None = None,
+    triggers: TriggerConfig | None = None,
+    progress: Any = None,
+) -> PolicyRun:
+    """Replay every evaluation batch under one policy."""
+    from retrainer.train import predict
+
+    cfg = replay.cfg
+    run = PolicyRun(name, kind, k)
+    started = time.perf_counter()
+    first = replay.fit(replay.warmup - 1)  # the history before the replay trains the first champion
+    if isinstance(first, str):
+        raise RetrainerError(f"cannot train the first model from {replay.warmup} warm-up batches: {first}")
+    champion = first
+    state = policy.PolicyState()
+    preds: dict[int, tuple[str, np.ndarray]] = {}
+    for i in range(replay.warmup, len(replay.batches)):
+        batch = replay.batches[i][1]
+        pred = predict(cfg, champion.model, batch)
+        preds[i] = (champion.id, pred)
+        lab = batch[cfg.data.target].notna().to_numpy()
+        scores = metrics.compute(cfg.task, batch[cfg.data.target].to_numpy()[lab], pred[lab])
+        run.per_batch.append(scores.get(cfg.metric, float("nan")))
+        run.per_batch_all.append(scores)
+        step = i - replay.warmup + 1
+        if kind == "schedule":
+            retrain = step % (k or 1) == 0
+        elif kind == "trigger":
+            assert triggers is not None
+            retrain, state = _trigger_step(replay, run, champion, triggers, i, pred, preds, state)
+        else:
+            retrain = False
+        if retrain:
+            champion = _retrain(replay, run, champion, i)
+        if progress is not None:
+            progress.update(1)
+    run.seconds += time.perf_counter() - started
+    return run
+
+
+def _trigger_step(
+    replay: Replay,
+    run: PolicyRun,
+    champion: Fitted,
+    t: TriggerConfig,
+    i: int,
+    pred: np.ndarray,
+    preds: dict[int, tuple[str, np.ndarray]],
+    state: policy.PolicyState,
+) -> tuple[bool, policy.PolicyState]:
+    """Signals for batch ``i`` as the monitor measures them, then the shared policy step."""
+    from dataclasses import replace
+
+    from retrainer.drift import drift_signals
+
+    cfg = replay.cfg
+    cur = replay.batches[i][1].copy()
+    cur["prediction"] = pred
+    drift: dict[str, Any] = {}
+    if t.data_drift is not None or t.prediction_drift is not None:
+        drift = drift_signals(cfg, champion.reference(cfg), cur)
+    signals = policy.Signals(
+        data_drift_share=drift.get("data_drift_share"),
+        drifted_columns=tuple(drift.get("drifted_columns") or ()),
+        prediction_drift=drift.get("prediction_drift"),
+        metric_name=cfg.metric,
+        lower_is_better=cfg.lower_is_better,
+    )
+    errors = None
+    j = i - replay.delay  # the batch whose labels arrive now
+    if j in preds and preds[j][0] == champion.id:  # judged only on the current champion's own predictions
+        batch_j = replay.batches[j][1]
+        lab = batch_j[cfg.data.target].notna().to_numpy()
+        y, p = batch_j[cfg.data.target].to_numpy()[lab], preds[j][1][lab]
+        if len(y):
+            value = metrics.compute(cfg.task, y, p).get(cfg.metric)
+            signals = replace(
+                signals,
+                metric_value=value,
+                metric_reference=champion.holdout_metrics.get(cfg.metric),
+                labelled_rows=len(y),
+            )
+            errors = policy.error_stream(cfg.task, y, p)
+    decision, new_state, _ = STEP(signals, t, state, errors=errors, model_id=champion.id)
+    for name in decision.fired:
+        run.fired[name] = run.fired.get(name, 0) + 1
+    run.suppressed += decision.suppressed_by is not None
+    return decision.retrain, new_state
+
+
+def _baseline(replay: Replay) -> PolicyRun:
+    """Majority class / mean of the labelled training window, refreshed every batch (no model)."""
+    import numpy as np
+
+    from retrainer.train import select_window
+
+    cfg = replay.cfg
+    run = PolicyRun("majority_class" if cfg.task == "classification" else "mean_prediction", "baseline")
+    started = time.perf_counter()
+    for i in range(replay.warmup, len(replay.batches)):
+        known = replay.labelled[replay.labelled["_batch"] <= i - 1 - replay.delay]
+        window, _ = select_window(cfg, known)
+        y_train = window[cfg.data.target]
+        const = y_train.mode().iloc[0] if cfg.task == "classification" else float(y_train.mean())
+        batch = replay.batches[i][1]
+        y = batch[cfg.data.target].dropna().to_numpy()
+        scores = metrics.compute(cfg.task, y, np.full(len(y), const))
+        run.per_batch.append(scores.get(cfg.metric, float("nan")))
+        run.per_batch_all.append(scores)
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+# -- summaries --------------------------------------------------------------------------------------------
+def _summary(cfg: ModelConfig, run: PolicyRun, n_batches: int) -> dict[str, Any]:
+    import numpy as np
+
+    vals = np.array(run.per_batch, dtype=float)
+    names = sorted({k for s in run.per_batch_all for k in s})
+    means = {m: float(np.nanmean([s.get(m, np.nan) for s in run.per_batch_all])) for m in names}
+    worst = float(np.nanmax(vals) if cfg.lower_is_better else np.nanmin(vals))
+    return {
+        "mean": float(np.nanmean(vals)),
+        "worst": worst,
+        "retrains": len(run.retrain_batches),
+        "promoted": len(run.promoted_batches),
+        "rejected": len(run.rejected),
+        "rows_trained": int(run.rows_trained),
+        "seconds": round(run.seconds, 3),
+        "metrics": means,
+        "kind": run.kind,
+        "k": run.k,
+        "retrain_batches": run.retrain_batches,
+        "per_batch": [float(v) for v in vals],
+        **({"fired": run.fired, "suppressed": run.suppressed} if run.kind == "trigger" else {}),
+        **({"rejections": run.rejected[:50]} if run.rejected else {}),
+    }
+
+
+def frontier_points(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The fixed-schedule frontier: never, every_K ... every_batch, by number of retrains."""
+    pts = [
+        {"policy": n, "retrains": s["retrains"], "mean": s["mean"]}
+        for n, s in summaries.items()
+        if s["kind"] in {"never", "schedule"}
+    ]
+    return sorted(pts, key=lambda p: (p["retrains"], p["policy"]))
+
+
+def _interpolate(summaries: dict[str, dict[str, Any]], retrains: int) -> tuple[np.ndarray, float, list[str]]:
+    """Per-batch frontier metric at ``retrains`` (linear between the neighbouring schedules)."""
+    import numpy as np
+
+    pts = frontier_points(summaries)
+    series = {p["policy"]: np.array(summaries[p["policy"]]["per_batch"]) for p in pts}
+    lower = [p for p in pts if p["retrains"] <= retrains]
+    upper = [p for p in pts if p["retrains"] >= retrains]
+    a = lower[-1] if lower else pts[0]
+    b = upper[0] if upper else pts[-1]
+    if a["retrains"] == b["retrains"]:
+        return series[a["policy"]], float(np.nanmean(series[a["policy"]])), [a["policy"]]
+    w = (retrains - a["retrains"]) / (b["retrains"] - a["retrains"])
+    s = (1 - w) * series[a["policy"]] + w * series[b["policy"]]
+    return s, float(np.nanmean(s)), [a["policy"], b["policy"]]
+
+
+def versus_frontier(cfg: ModelConfig, summaries: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
+    """A trigger policy against the schedule frontier at its number of retrains, and against every_batch."""
+    import numpy as np
+
+    s = summaries[name]
+    mine = np.array(s["per_batch"])
+    frontier, frontier_mean, between = _interpolate(summaries, s["retrains"])
+    diff = mine - frontier  # per batch, in metric units
+    ok = ~np.isnan(diff)
+    d = diff[ok]
+    rng = np.random.default_rng(0)
+    boots = (
+        d[rng.integers(0, len(d), size=(BOOTSTRAP, len(d)))].mean(axis=1) if len(d) else np.array([np.nan])
+    )
+    lo, hi = (float(v) for v in np.percentile(boots, [2.5, 97.5]))
+    sign = -1.0 if cfg.lower_is_better else 1.0  # "advantage" > 0 means better than the frontier
+    eb = summaries["every_batch"]
+    gap = s["mean"] - eb["mean"]
+    rel = gap / abs(eb["mean"]) if eb["mean"] else float("nan")
+    fraction = s["retrains"] / eb["retrains"] if eb["retrains"] else float("nan")
+    close = (sign * gap >= -0.03 * abs(eb["mean"])) if cfg.lower_is_better else (gap >= -0.01)
+    advantage = sign * float(np.mean(d)) if len(d) else float("nan")
+    return {
+        "policy": name,
+        "retrains": s["retrains"],
+        "mean": s["mean"],
+        "frontier_mean": frontier_mean,
+        "frontier_between": between,
+        "difference": float(np.mean(d)) if len(d) else float("nan"),
+        "ci95": [lo, hi],
+        "advantage": advantage,
+        "better_is": "lower" if cfg.lower_is_better else "higher",
+        "every_batch_mean": eb["mean"],
+        "gap_to_every_batch": gap,
+        "relative_gap_to_every_batch": rel,
+        "retrain_fraction": fraction,
+        "goal": {
+            "close_to_every_batch": bool(close),
+            "at_most_30pct_retrains": bool(fraction <= 0.30),
+            "above_frontier": bool(advantage > 0),
+            "above_frontier_ci_excludes_0": bool((hi < 0) if cfg.lower_is_better else (lo > 0)),
+            "met": bool(close and fraction <= 0.30 and advantage > 0),
+        },
+    }
+
+
+# -- entry point ------------------------------------------------------------------------------------------
+def default_warmup(cfg: ModelConfig, freq: str) -> int:
+    """Batches covering the training window (at least 2), unless the config says otherwise."""
+    if cfg.backtest.warmup_batches:
+        return cfg.backtest.warmup_batches
+    return max(2, -(-duration_hours(cfg.training.window) // duration_hours(freq)))
+
+
+def backtest(
+    cfg: ModelConfig,
+    df: pd.DataFrame,
+    *,
+    batch_freq: str | None = None,
+    label_delay: int | None = None,
+    warmup: int | None = None,
+    max_k: int | None = None,
+    progress: bool = True,
+    data_name: str = "",
+) -> dict[str, Any]:
+    """Replay ``df`` through every policy and return the report (the JSON document)."""
+    from threadpoolctl import threadpool_limits
+    from tqdm import tqdm
+
+    freq = batch_freq or cfg.backtest.batch_freq or "7D"
+    delay = cfg.triggers.label_delay_batches if label_delay is None else label_delay
+    batches = split_batches(cfg, df, freq)
+    warm = warmup or default_warmup(cfg, freq)
+    n_eval = len(batches) - warm
+    if n_eval < 2:
+        raise RetrainerError(
+            f"{len(batches)} batches of {freq} are too few: {warm} warm-up batches (the training window "
+            f"{cfg.training.window}) leave {n_eval} to replay; give more data, a shorter --batch-freq or --warmup"
+        )
+    K = max(2, min(max_k or cfg.backtest.max_k, n_eval))
+    replay = Replay(cfg, batches, warm, delay)
+    triggers = {"trigger": cfg.triggers, **cfg.alternative_triggers()}
+    plan: list[tuple[str, str, int | None, Any]] = [("never", "never", None, None)]
+    plan += [("every_batch", "schedule", 1, None)] + [
+        (f"every_{k}", "schedule", k, None) for k in range(2, K + 1)
+    ]
+    plan += [(n, "trigger", None, t) for n, t in triggers.items()]
+    bar = tqdm(
+        total=len(plan) * n_eval,
+        desc="backtest",
+        unit="batch",
+        file=sys.stderr,
+        disable=not progress,
+        leave=False,
+    )
+    runs: dict[str, PolicyRun] = {}
+    # small fits gain nothing from BLAS threads and lose a lot when cores are shared; batches with a
+    # single class make sklearn warn on every metric call
+    with bar, threadpool_limits(1), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module="sklearn")
+        for name, kind, k, t in plan:
+            bar.set_postfix_str(name)
+            runs[name] = run_policy(replay, name, kind, k=k, triggers=t, progress=bar)
+    summaries = {n: _summary(cfg, r, n_eval) for n, r in runs.items()}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module="sklearn")
+        base = _baseline(replay)
+    report: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "metric": cfg.metric,
+        "lower_is_better": cfg.lower_is_better,
+        "task": cfg.task,
+        "model": cfg.name,
+        "config": cfg.source,
+        "data": data_name,
+        "batch_freq": freq,
+        "label_delay_batches": delay,
+        "warmup_batches": warm,
+        "batches": n_eval,
+        "rows": int(sum(len(b) for _, b in batches[warm:])),
+        "batch_names": replay.names[warm:],
+        "policies": summaries,
+        "baseline": {"policy": base.name, **_summary(cfg, base, n_eval)},
+        "frontier": frontier_points(summaries),
+        "trigger_vs_frontier": versus_frontier(cfg, summaries, "trigger"),
+        "alternatives_vs_frontier": {
+            n: versus_frontier(cfg, summaries, n) for n in triggers if n != "trigger"
+        },
+        "triggers": {n: t.model_dump(mode="json") for n, t in triggers.items()},
+    }
+    return report
+
+
+# -- output -----------------------------------------------------------------------------------------------
+def format_table(report: dict[str, Any]) -> str:
+    """The human-readable report printed on stdout."""
+    m = report["metric"]
+    extra = [k for k in next(iter(report["policies"].values()))["metrics"] if k != m]
+    widths = {x: max(10, len(x) + 2) for x in extra}
+    head = f"{'policy':<18}{'mean ' + m:>12}{'worst':>10}" + "".join(f"{x:>{widths[x]}}" for x in extra)
+    head += f"{'retrains':>10}{'promoted':>10}{'rows trained':>14}{'seconds':>9}"
+    lines = [
+        f"backtest of {report['model']} on {report['data']}: {report['batches']} batches of {report['batch_freq']} "
+        f"({report['rows']} rows) after {report['warmup_batches']} warm-up batches; label delay "
+        f"{report['label_delay_batches']} batch(es); {m} is {'lower' if report['lower_is_better'] else 'higher'}"
+        " = better",
+        head,
+        "-" * len(head),
+    ]
+
+    def row(name: str, s: dict[str, Any]) -> str:
+        cells = f"{name:<18}{s['mean']:>12.4f}{s['worst']:>10.4f}" + "".join(
+            f"{s['metrics'].get(x, float('nan')):>{widths[x]}.4f}" for x in extra
+        )
+        return cells + f"{s['retrains']:>10}{s['promoted']:>10}{s['rows_trained']:>14}{s['seconds']:>9.2f}"
+
+    for name, s in report["policies"].items():
+        lines.append(row(name, s))
+    b = report["baseline"]
+    lines.append(row(b["policy"], b) + "   (no model)")
+    for tv in [report["trigger_vs_frontier"], *report["alternatives_vs_frontier"].values()]:
+        g = tv["goal"]
+        lines += [
+            "",
+            f"{tv['policy']}: {tv['retrains']} retrains ({tv['retrain_fraction']:.0%} of every_batch); "
+            f"mean {m} {tv['mean']:.4f} vs fixed-schedule frontier {tv['frontier_mean']:.4f} at the same "
+            f"retrains ({' / '.join(tv['frontier_between'])})",
+            f"  difference {tv['difference']:+.4f} (95% CI {tv['ci95'][0]:+.4f} .. {tv['ci95'][1]:+.4f}, "
+            f"paired bootstrap over batches; {tv['better_is']} is better): "
+            + ("above the frontier" if g["above_frontier"] else "NOT above the frontier"),
+            f"  vs every_batch {tv['every_batch_mean']:.4f}: gap {tv['gap_to_every_batch']:+.4f} "
+            f"({tv['relative_gap_to_every_batch']:+.1%}); goal "
+            + ("MET" if g["met"] else "not met")
+            + f" (close: {g['close_to_every_batch']}, <=30% retrains: {g['at_most_30pct_retrains']}, "
+            f"above frontier: {g['above_frontier']})",
+        ]
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], out: Path | str) -> Path:
+    """PNG: the metric per batch per policy with retrain marks, and the frontier with the triggers on it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pol = report["policies"]
+    triggers = ["trigger", *report["alternatives_vs_frontier"]]
+    fig, (ax, fx) = plt.subplots(
+        2, 1, figsize=(11, 7.5), gridspec_kw={"height_ratios": [3, 2]}, constrained_layout=True
+    )
+    x = range(report["batches"])
+    window = 8 if report["batches"] > 60 else 1  # long replays: a rolling mean keeps the lines readable
+
+    def smooth(values: list[float]) -> list[float]:
+        import pandas as pd
+
+        return list(pd.Series(values).rolling(window, min_periods=1).mean()) if window > 1 else values
+
+    mid = f"every_{min(4, max((s['k'] or 0) for s in pol.values()))}"
+    styles = {"never": ("0.6", "--"), "every_batch": ("tab:blue", "-"), mid: ("tab:green", ":")}
+    for name, (color, ls) in styles.items():
+        if name in pol:
+            ax.plot(
+                x,
+                smooth(pol[name]["per_batch"]),
+                color=color,
+                ls=ls,
+                lw=1.2,
+                label=f"{name} ({pol[name]['retrains']} retrains)",
+            )
+    colors = ["tab:red", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive"]
+    drawn = list(zip(colors, triggers, strict=False))
+    for c, name in reversed(drawn):  # the config's trigger policy last, on top
+        s = pol[name]
+        ys = smooth(s["per_batch"])
+        ax.plot(
+            x, ys, color=c, lw=1.8 if name == "trigger" else 1.0, label=f"{name} ({s['retrains']} retrains)"
+        )
+        rb = [i - report["warmup_batches"] for i in s["retrain_batches"]]
+        ax.plot(rb, [ys[i] for i in rb], "v", color=c, ms=6 if name == "trigger" else 3)
+    ax.set_ylabel(f"{report['metric']} per batch" + (f" (rolling mean of {window})" if window > 1 else ""))
+    ax.set_xlabel(f"batch ({report['batch_freq']}); triangles mark retrains")
+    ax.set_title(
+        f"{report['model']}: prequential {report['metric']} ({'lower' if report['lower_is_better'] else 'higher'} is better)"
+    )
+    ax.legend(fontsize=8, ncol=2)
+    pts = report["frontier"]
+    fx.plot(
+        [p["retrains"] for p in pts],
+        [p["mean"] for p in pts],
+        "o-",
+        color="tab:blue",
+        label="fixed schedules",
+    )
+    for p in pts:
+        fx.annotate(
+            p["policy"].replace("every_", "k="),
+            (p["retrains"], p["mean"]),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
+    for c, name in drawn:
+        fx.plot([pol[name]["retrains"]], [pol[name]["mean"]], "*", ms=14, color=c, label=name)
+    fx.set_xlabel("retrains")
+    fx.set_ylabel(f"mean {report['metric']}")
+    fx.legend(fontsize=8)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return out

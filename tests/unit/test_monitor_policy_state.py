@@ -1,0 +1,76 @@
+"""The monitor's decide task runs the shared policy step and persists its state between runs in MLflow."""
+
+from __future__ import annotations
+
+import pytest
+
+from retrainer import monitor
+
+pytestmark = pytest.mark.unit
+
+
+def _decide(cfg, n, *, drift):
+    claim = {"batch": f"2011-03-{n:02d}.parquet", "sha256": f"{n:064x}"}
+    return monitor.decide(
+        cfg,
+        claim,
+        {"rows": 168},
+        {"champion_version": 1, "predictions": None},
+        {"data_drift_share": 0.0, "drifted_columns": [], "prediction_drift": drift},
+        {"metric": "rmse", "value": None, "reference": None, "labelled_rows": 0},
+        {"flagged_rate": None},
+        run_id=f"run-{n}",
+    )
+
+
+def test_follow_up_and_cooldown_survive_between_monitor_runs(state, bikeshare_cfg):
+    cfg = bikeshare_cfg.model_copy(
+        update={
+            "triggers": bikeshare_cfg.triggers.model_copy(
+                update={"follow_up_refit": True, "cooldown_batches": 2, "hysteresis_batches": 1}
+            )
+        }
+    )
+    first = _decide(cfg, 1, drift=0.9)
+    follow = _decide(cfg, 2, drift=0.0)  # quiet, but the follow-up refit is due
+    cooled = _decide(cfg, 3, drift=0.9)
+    rerun = _decide(cfg, 3, drift=0.9)  # a re-run of the same batch sees the same state
+
+    assert first["verdict"] == "retrain" and "prediction_drift" in first["fired"]
+    assert follow["verdict"] == "retrain" and follow["fired"] == ["follow_up"]
+    assert cooled["verdict"] == "suppressed" and "cooldown" in cooled["suppressed_by"]
+    assert rerun["verdict"] == cooled["verdict"] and rerun["mlflow_run_id"] == cooled["mlflow_run_id"]
+    stored = monitor.policy_state(cfg)
+    assert stored.batches_since_request == 1 and stored.follow_up_due is False
+
+
+def test_river_detector_state_is_fed_by_the_batch_errors_and_persisted(state, bikeshare_cfg, bikeshare_weeks):
+    import numpy as np
+    import pandas as pd
+
+    cfg = bikeshare_cfg.model_copy(
+        update={"triggers": bikeshare_cfg.triggers.model_copy(update={"error_detector": {"method": "adwin"}})}
+    )
+    cfg = cfg.model_validate(cfg.model_dump())  # the override goes through validation
+    dr = monitor.root(cfg).ensure()
+    widths = []
+    for n, (name, week) in enumerate(bikeshare_weeks[:2], start=1):
+        dr.import_batch(week, f"{name}.parquet")
+        claim = monitor.claim_batch(cfg, f"run-{n}")
+        preds = dr.predictions / f"{name}.v1.parquet"
+        pd.DataFrame({"prediction": week["bikers"].to_numpy() + np.arange(len(week)) % 7}).to_parquet(preds)
+        monitor.decide(
+            cfg,
+            claim,
+            {"rows": len(week)},
+            {"champion_version": 1, "predictions": str(preds)},
+            {"data_drift_share": 0.0, "drifted_columns": [], "prediction_drift": 0.0},
+            {"metric": "rmse", "value": None, "reference": None, "labelled_rows": 0},
+            {"flagged_rate": None},
+            run_id=f"run-{n}",
+        )
+        monitor.archive_batch(cfg, claim)
+        widths.append(monitor.policy_state(cfg).detector.width)
+
+    assert widths == [len(bikeshare_weeks[0][1]), len(bikeshare_weeks[0][1]) + len(bikeshare_weeks[1][1])]
+    assert monitor.policy_state(cfg).detector_model == "v1"
