@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import html
 import os
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 from airflow.plugins_manager import AirflowPlugin
@@ -465,12 +465,7 @@ def _page(title: str, body: str) -> str:
 
 class RetrainerPlugin(AirflowPlugin):
     name = "retrainer"
-    fastapi_apps = [  # noqa: RUF012 - the AirflowPlugin API{"app": app, "url_prefix": PREFIX, "name": "Retrainer"}]
-    external_views = [  # noqa: RUF012
-        {
-            "name": "Retraining",
-            "href": f"{PREFIX}/",
-            "destination": "nav",
-            "url_route": "retraining",
-        }
+    fastapi_apps: ClassVar[list[dict[str, Any]]] = [{"app": app, "url_prefix": PREFIX, "name": "Retrainer"}]
+    external_views: ClassVar[list[dict[str, Any]]] = [
+        {"name": "Retraining", "href": f"{PREFIX}/", "destination": "nav", "url_route": "retraining"}
     ]
