@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import html
 import os
+import re
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -57,7 +58,10 @@ app = FastAPI(title="Retrainer", dependencies=[Depends(require_user)])
 
 @app.exception_handler(_LoginRequired)
 async def _to_login(request: Request, exc: _LoginRequired) -> RedirectResponse:
-    return RedirectResponse(f"/auth/login/?next={quote(exc.next_url)}", status_code=303)
+    from airflow.api_fastapi.app import get_auth_manager
+
+    login = get_auth_manager().get_url_login()  # the configured auth manager's own login page
+    return RedirectResponse(f"{login}?next={quote(exc.next_url)}", status_code=303)
 
 
 # -- data -------------------------------------------------------------------------------------------
@@ -107,8 +111,13 @@ def page_model(name: str) -> HTMLResponse:
     return HTMLResponse(_page(f"Retraining: {name}", _model_body(d)))
 
 
+_LONG_FLOAT = re.compile(r"\d+\.\d{4,}")
+
+
 def _e(v: Any) -> str:
-    return html.escape("" if v is None else str(v))
+    """Escaped text; long floats inside reasons (``34.01840569434635``) shortened for reading."""
+    text = "" if v is None else str(v)
+    return html.escape(_LONG_FLOAT.sub(lambda m: f"{float(m.group()):.4g}", text))
 
 
 def _num(v: Any, spec: str = ".3g") -> str:
@@ -208,13 +217,13 @@ def _chart(checks: list[dict[str, Any]], thresholds: dict[str, Any], metric: str
     pts = [c for c in checks if c["verdict"] != "quarantined"]
     if not pts:
         return '<p class="muted">No batches checked yet: the chart appears after the first monitor run.</p>'
-    w, left, right = 1000, 48, 16
-    top_h, bot_h, gap, pad = 170, 120, 36, 18
+    w, left, right, inset = 1000, 48, 16, 28  # inset: room for the first and last x labels
+    top_h, bot_h, gap, pad = 170, 120, 44, 22
     n = len(pts)
-    step = (w - left - right) / max(n - 1, 1)
+    step = (w - left - right - 2 * inset) / max(n - 1, 1)
 
     def x(i: int) -> float:
-        return left + i * step if n > 1 else left + (w - left - right) / 2
+        return left + inset + i * step if n > 1 else left + (w - left - right) / 2
 
     drift_vals = [v for c in pts for v in (c["data_drift_share"], c["prediction_drift"]) if v is not None]
     dmax = max([1.0, *drift_vals]) if drift_vals else 1.0
@@ -265,7 +274,7 @@ def _chart(checks: list[dict[str, Any]], thresholds: dict[str, Any], metric: str
             )
         elif c["verdict"] == "suppressed":
             parts.append(
-                f'<circle cx="{x(i):.1f}" cy="{y0 - 6}" r="4" class="mark-suppressed">'
+                f'<circle cx="{x(i):.1f}" cy="{y1 + 12}" r="4" class="mark-suppressed">'
                 f"<title>{_e(c['batch'])}: suppressed ({_e(c['suppressed_by'])})</title></circle>"
             )
         v = c["champion_version"]
@@ -308,8 +317,12 @@ def _chart(checks: list[dict[str, Any]], thresholds: dict[str, Any], metric: str
                 f'<text x="{x(i):.1f}" y="{b1 + 26}" class="axis" text-anchor="middle">'
                 f"{_e(c['batch'].rsplit('.', 1)[0][:10])}</text>"
             )
-    parts.append(f'<text x="{left}" y="{y0 - 4}" class="panel">drift</text>')
-    parts.append(f'<text x="{left}" y="{b0 - 6}" class="panel">{_e(metric)} on labelled rows</text>')
+    parts.append(
+        f'<text x="{left + 6}" y="{y0 - 4}" class="panel">drift (share of features; prediction)</text>'
+    )
+    parts.append(
+        f'<text x="{left + 6}" y="{b0 - 8}" class="panel">{_e(metric)} of the champion on labelled rows</text>'
+    )
     parts.append("</svg>")
     legend = (
         '<div class="legend"><span class="k s-drift"></span>data drift share '
@@ -430,12 +443,12 @@ CSS = """
 margin:0;padding:20px 28px;background:var(--bg)}h1{font-size:22px;margin:0 0 4px}h2{font-size:16px;margin:26px 0 8px}
 a{color:var(--blue);text-decoration:none}a:hover{text-decoration:underline}.lead{color:var(--muted);margin:0 0 16px}
 .muted{color:var(--muted)}.sub{color:var(--muted);font-size:12px}.why{max-width:520px;font-size:13px}
-.mono{font-family:ui-monospace,monospace;font-size:12px}
+.mono{font-family:ui-monospace,monospace;font-size:12px;max-width:230px;word-break:break-all}
 table.grid{border-collapse:collapse;width:100%}.grid th{text-align:left;font-size:12px;text-transform:uppercase;
 letter-spacing:.03em;color:var(--muted);border-bottom:2px solid var(--line);padding:6px 8px}
 .grid td{border-bottom:1px solid var(--line);padding:8px;vertical-align:top}.grid tr:hover td{background:var(--soft)}
-td.num{text-align:right;font-variant-numeric:tabular-nums}td.links{white-space:nowrap;font-size:13px}
-.badge{display:inline-block;border-radius:10px;padding:1px 9px;font-size:12px;font-weight:600;color:#fff}
+.grid td:first-child{white-space:nowrap}td.num{text-align:right;font-variant-numeric:tabular-nums}td.links{white-space:nowrap;font-size:13px}
+.badge{display:inline-block;white-space:nowrap;border-radius:10px;padding:1px 9px;font-size:12px;font-weight:600;color:#fff}
 .badge.good{background:var(--good)}.badge.warn{background:var(--warn)}.badge.bad{background:var(--bad)}
 .badge.muted{background:var(--muted)}a.model{font-weight:600;font-size:15px}
 .cards{display:flex;gap:12px;flex-wrap:wrap}.card{border:1px solid var(--line);border-radius:8px;padding:10px 14px;

@@ -271,6 +271,42 @@ class Stack:
         raise TimeoutError(f"{dag_id} run {run_id} not finished after {timeout:.0f}s; logs in {self.logs}")
 
 
+def fast_config_dir(dest: Path, poke_interval: int = 2, models: tuple[str, ...] = ("bikeshare",)) -> Path:
+    """Copies of the shipped model configs with a short sensor poke interval (tests, benchmark)."""
+    import re
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in models:
+        text = (REPO / "include" / "models" / f"{name}.yaml").read_text()
+        text, n = re.subn(r"poke_interval_seconds:\s*\d+", f"poke_interval_seconds: {poke_interval}", text)
+        if not n:
+            text = text.replace("triggers:\n", f"triggers:\n  poke_interval_seconds: {poke_interval}\n", 1)
+        (dest / f"{name}.yaml").write_text(text)
+    return dest
+
+
+def seed_bikeshare(stack: Stack, history_weeks: int = 6) -> list[tuple[str, Any]]:
+    """Bikeshare history (the first ``history_weeks`` weeks) into archive/; returns the later weekly batches."""
+    import pandas as pd
+
+    from retrainer.datasets import bikeshare, weekly_batches
+    from retrainer.storage import DataRoot
+
+    weeks = weekly_batches(bikeshare(), "timestamp")
+    dr = DataRoot(stack.state / "data", "bikeshare").ensure()
+    history = pd.concat([w for _, w in weeks[:history_weeks]])
+    dr.import_batch(history, f"{weeks[0][0]}-history.parquet", stage="archive")
+    return weeks[history_weeks:]
+
+
+def drop_batch(stack: Stack, week: str, df: Any, model: str = "bikeshare") -> Path:
+    """Land a batch atomically in ``landing/<model>/`` (what an upstream export would do)."""
+    from retrainer.storage import DataRoot
+
+    return DataRoot(stack.state / "data", model).import_batch(df, f"{week}.parquet")
+
+
 class ApiError(RuntimeError):
     """An HTTP error from the Airflow API, with its status and body."""
 
