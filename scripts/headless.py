@@ -11,8 +11,8 @@ import contextlib
 import itertools
 import json
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
