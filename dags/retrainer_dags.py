@@ -189,8 +189,8 @@ def build_retrain(cfg: ModelConfig) -> Any:
                 description="Promote even if the candidate does not beat the champion (absolute floors and the data gate still apply).",
             ),
             "reason": Param(
-                "",
-                type="string",
+                None,
+                type=["null", "string"],  # nullable: the UI form does not mark it required
                 maxLength=500,
                 title="Reason",
                 description="Why you are retraining (recorded in MLflow and the history).",
@@ -204,8 +204,8 @@ def build_retrain(cfg: ModelConfig) -> Any:
             ),
             "trigger_source": Param(
                 "",
-                type="string",
-                enum=["", "asset", "schedule", "manual"],
+                type=["null", "string"],  # nullable: not a required field in the UI form
+                enum=["", "asset", "schedule", "manual", None],
                 title="Trigger source",
                 description="Leave empty: worked out from the run. Set by harnesses that replay a trigger.",
             ),

@@ -95,3 +95,32 @@ def test_retraining_view_in_a_browser(stack: Any, browser: Any) -> None:
         status = b.eval(f"fetch('/retrainer/files/{evidently}').then(r => r.status)")
         assert status == 200
     print(json.dumps({"screenshots": [str(out / "retraining-view.png"), str(out / "model-page.png")]}))
+
+
+def test_trigger_form_refuses_a_bad_window(stack: Any, browser: Any) -> None:
+    """The retrain DAG's Params form: a malformed window is refused with the reason shown in the form."""
+    b = browser  # logged in by the previous test (same browser profile); log in again if needed
+    b.goto(f"{stack.url}/dags/bikeshare__retrain", settle=1)
+    if "/auth/login" in b.url():
+        b.wait_for("document.querySelector('input[name=password]') !== null")
+        b.type_into("input[name=username]", "admin")
+        b.type_into("input[name=password]", stack.password())
+        b.eval("document.querySelector('button[type=submit]').click()")
+        b.wait_for("location.pathname.startsWith('/dags/')", 30)
+    trigger = "Array.from(document.querySelectorAll('button')).filter(x => x.innerText.trim() === 'Trigger')"
+    b.wait_for(f"{trigger}.length > 0", 30)
+    b.eval(f"{trigger}[0].click()")
+    b.wait_for("document.querySelector('input[name=element_window]') !== null", 30)
+    form = b.text()
+    for label in ("Force", "Reason", "Training window"):
+        assert label in form, label
+    runs_before = len(stack.runs("bikeshare__retrain"))
+    b.type_into("input[name=element_window]", "8 weeks")
+    b.eval(f"{trigger}.pop().click()")  # the form's own Trigger button (the last one)
+    message = b.wait_for(
+        "Array.from(document.body.innerText.split('\\n')).find(l => l.includes(\"'8 weeks' does not match\")) || ''",
+        30,
+    )
+    assert "Invalid input for param window" in message
+    b.screenshot(artifacts_dir() / "trigger-form-bad-window.png", full_page=False)
+    assert len(stack.runs("bikeshare__retrain")) == runs_before, "a refused trigger started no run"
