@@ -4,7 +4,7 @@
 Built from every model config in `include/models/*.yaml` (adding a model is adding a YAML file).
 For each model `<name>`:
 
-* **`<name>__monitor`**: the trigger path. `wait_for_batch` (sensor, reschedule mode) claims the oldest
+* **`<name>__monitor`**: the trigger path. `wait_for_batch` (sensor, poke mode) claims the oldest
   batch in `landing/<name>/` -> `validate_batch` (Great Expectations gate; a failing batch is quarantined
   with a `.reason.json`) -> `score_batch` (champion predictions) -> `drift_report` (Evidently data and
   prediction drift) / `performance` (labelled rows) / `flagged_rate` (human flags) -> `decide` (policy with
@@ -73,7 +73,11 @@ def build_monitor(cfg: ModelConfig) -> Any:
         @task.sensor(
             poke_interval=cfg.triggers.poke_interval_seconds,
             timeout=cfg.triggers.sensor_timeout_hours * 3600,
-            mode="reschedule",  # frees the worker slot between pokes
+            # poke, not reschedule: under the real Airflow 3.2 scheduler a reschedule-mode sensor with a
+            # short interval races the executor (the previous poke's "success" event arrives after the TI
+            # was re-queued, and the scheduler marks it up_for_retry, then failed). Poking in place costs
+            # one worker slot per model while waiting, and a poke is a cheap directory listing.
+            mode="poke",
             soft_fail=True,  # no batch within the timeout is not an error: the run is skipped
         )
         def wait_for_batch(**context: Any) -> PokeReturnValue:
@@ -238,8 +242,8 @@ def build_retrain(cfg: ModelConfig) -> Any:
                 description="Promote even if the candidate does not beat the champion (absolute floors and the data gate still apply).",
             ),
             "reason": Param(
-                "",
-                type="string",
+                None,
+                type=["null", "string"],  # nullable: the UI form does not mark it required
                 maxLength=500,
                 title="Reason",
                 description="Why you are retraining (recorded in MLflow and the history).",
@@ -253,8 +257,8 @@ def build_retrain(cfg: ModelConfig) -> Any:
             ),
             "trigger_source": Param(
                 "",
-                type="string",
-                enum=["", "asset", "schedule", "manual"],
+                type=["null", "string"],  # nullable: not a required field in the UI form
+                enum=["", "asset", "schedule", "manual", None],
                 title="Trigger source",
                 description="Leave empty: worked out from the run. Set by harnesses that replay a trigger.",
             ),

@@ -1,0 +1,210 @@
+"""Freshness under the real scheduler: how long from a batch landing to the decision, and to a new champion.
+
+Starts the real Airflow components on loopback in a temp folder (scripts/airflow_stack.py), seeds six weeks
+of Bikeshare history, trains the first champion, then lands the following weeks one at a time and measures:
+
+* landing -> decision: the batch file appears in ``landing/`` until the monitor's ``decide`` task has
+  recorded the decision (end time of the batch's MLflow run in ``retrainer/<model>/monitor``);
+* landing -> new champion: until the ``champion`` alias moved (for batches whose decision requested a
+  retrain and whose candidate passed validation);
+* the baseline, measured in the same run: the monitor's own work for the batch (first task after the sensor
+  started -> ``decide`` ended), so ``ratio`` is the share of the latency that is scheduling overhead.
+
+The config is the shipped one except ``triggers.cooldown_batches: 0`` (so consecutive drifted weeks all
+request a retrain) and ``--poke`` if given. Goal: landing -> decision <= 60 s on 2 cores.
+
+    .venv/bin/python benchmarks/freshness.py [--batches 5] [--poke SECONDS] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+import airflow_stack as S  # noqa: E402
+
+MODEL = "bikeshare"
+MONITOR, RETRAIN = f"{MODEL}__monitor", f"{MODEL}__retrain"
+GOAL_DECISION_S = 60.0
+
+
+def _ts(iso: str | None) -> float | None:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() if iso else None
+
+
+def _config_dir(dest: Path, poke: int | None) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    text = (REPO / "include" / "models" / f"{MODEL}.yaml").read_text()
+    text = re.sub(r"cooldown_batches:\s*\d+", "cooldown_batches: 0", text)
+    if poke is not None:
+        text = re.sub(r"poke_interval_seconds:\s*\d+", f"poke_interval_seconds: {poke}", text)
+    (dest / f"{MODEL}.yaml").write_text(text)
+    return dest
+
+
+def _wait(what: str, fn: Any, timeout: float = 600, every: float = 0.25) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def _idle(stack: S.Stack) -> bool:
+    """No retrain active, and the monitor's current run is waiting on its sensor."""
+    if any(r["state"] in ("queued", "running") for r in stack.runs(RETRAIN)):
+        return False
+    runs = [r for r in stack.runs(MONITOR) if r["state"] in ("queued", "running")]
+    if len(runs) != 1:
+        return False
+    tis = stack.request("GET", f"/api/v2/dags/{MONITOR}/dagRuns/{runs[0]['dag_run_id']}/taskInstances")
+    return any(t["task_id"] == "wait_for_batch" and t["state"] == "running" for t in tis["task_instances"])
+
+
+def _monitor_work(stack: S.Stack, run_id: str) -> float | None:
+    """Seconds from the first task after the sensor starting to ``decide`` ending (the baseline)."""
+    tis = stack.request("GET", f"/api/v2/dags/{MONITOR}/dagRuns/{run_id}/taskInstances")["task_instances"]
+    by = {t["task_id"]: t for t in tis}
+    start, end = _ts(by["validate_batch"]["start_date"]), _ts(by["decide"]["end_date"])
+    return end - start if start and end else None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batches", type=int, default=5, help="weekly batches to land (default 5)")
+    ap.add_argument("--poke", type=int, default=None, help="override triggers.poke_interval_seconds")
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--keep", action="store_true", help="keep the temp state folder")
+    args = ap.parse_args()
+
+    state = Path(tempfile.mkdtemp(prefix="retrainer-freshness-"))
+    stack = S.Stack(state, port=S.free_port(), config_dir=_config_dir(state / "models", args.poke))
+    os.environ.update({k: v for k, v in stack.env().items() if k.startswith(("MLFLOW_", "RETRAINER_"))})
+    from retrainer import registry, tracking
+
+    print(f"freshness benchmark: state {state}; {os.cpu_count()} cores", flush=True)
+    t0 = time.monotonic()
+    stack.start()
+    rows: list[dict[str, Any]] = []
+    try:
+        print(f"  components up in {time.monotonic() - t0:.0f}s", flush=True)
+        weeks = S.seed_bikeshare(stack, history_weeks=6)
+        stack.unpause(RETRAIN)
+        first = stack.trigger(RETRAIN, {"reason": "first champion from history"})
+        stack.wait_run(RETRAIN, first["dag_run_id"], timeout=600)
+        stack.unpause(MONITOR)
+        print(f"{'batch':<12} {'verdict':<11} {'decision':>8} {'work':>6} {'ratio':>5} {'champion':>9}")
+        for week, df in weeks[: args.batches]:
+            _wait("the monitor to wait for a batch", lambda: _idle(stack), every=0.5)
+            before = registry.champion(MODEL)
+            landed = time.time()
+            S.drop_batch(stack, week, df)
+            batch = f"{week}.parquet"
+
+            def decided(batch: str = batch) -> Any:
+                runs = tracking.find_runs(
+                    MODEL, "monitor", f"tags.`retrainer.batch` = '{batch}' and attributes.status = 'FINISHED'"
+                )
+                return runs[-1] if runs else None
+
+            run = _wait(f"the decision for {batch}", decided)
+            decision_s = run.info.end_time / 1000 - landed
+            verdict = run.data.tags.get("retrainer.verdict", "?")
+            dag_run_id = run.data.tags.get("retrainer.dag_run_id", "")
+            work = _wait(
+                "the monitor run's task times", lambda r=dag_run_id: _monitor_work(stack, r), every=1
+            )
+            champion_s = None
+            if verdict == "retrain":
+                retrain = _wait(
+                    "the asset-triggered retrain",
+                    lambda landed=landed: next(
+                        (
+                            r
+                            for r in stack.runs(RETRAIN)
+                            if r["run_type"] == "asset_triggered"
+                            and r["state"] in ("success", "failed")
+                            and (_ts(r["queued_at"]) or 0) >= landed
+                        ),
+                        None,
+                    ),
+                    every=0.5,
+                )
+                after = registry.champion(MODEL)
+                if (
+                    retrain["state"] == "success"
+                    and after
+                    and (not before or after.version != before.version)
+                ):
+                    moved = [e for e in registry.history(MODEL) if e["to_version"] == after.version]
+                    champion_s = _ts(moved[-1]["at"]) - landed if moved else None
+            rows.append(
+                {
+                    "batch": batch,
+                    "verdict": verdict,
+                    "landing_to_decision_s": round(decision_s, 1),
+                    "monitor_work_s": round(work, 1),
+                    "landing_to_champion_s": None if champion_s is None else round(champion_s, 1),
+                }
+            )
+            print(
+                f"{week:<12} {verdict:<11} {decision_s:>7.1f}s {work:>5.1f}s {decision_s / work:>5.2f} "
+                f"{'-' if champion_s is None else f'{champion_s:.0f}s':>9}",
+                flush=True,
+            )
+    finally:
+        stack.stop()
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(state, ignore_errors=True)
+
+    dec = [r["landing_to_decision_s"] for r in rows]
+    work = [r["monitor_work_s"] for r in rows]
+    champ = [r["landing_to_champion_s"] for r in rows if r["landing_to_champion_s"] is not None]
+    summary = {
+        "batches": len(rows),
+        "cores": os.cpu_count(),
+        "poke_interval_s": args.poke,
+        "median_landing_to_decision_s": statistics.median(dec),
+        "max_landing_to_decision_s": max(dec),
+        "median_monitor_work_s": statistics.median(work),
+        "ratio_latency_to_work": round(statistics.median(dec) / statistics.median(work), 2),
+        "median_landing_to_champion_s": statistics.median(champ) if champ else None,
+        "new_champions": len(champ),
+        "goal_landing_to_decision_s": GOAL_DECISION_S,
+        "rows": rows,
+    }
+    print(
+        f"\nlanding -> decision: median {summary['median_landing_to_decision_s']:.1f}s "
+        f"(max {summary['max_landing_to_decision_s']:.1f}s; goal <= {GOAL_DECISION_S:.0f}s: "
+        f"{'met' if summary['median_landing_to_decision_s'] <= GOAL_DECISION_S else 'NOT met'})"
+    )
+    print(
+        f"baseline (monitor task work, same runs): median {summary['median_monitor_work_s']:.1f}s; "
+        f"latency/work ratio {summary['ratio_latency_to_work']}"
+    )
+    if champ:
+        print(f"landing -> new champion: median {statistics.median(champ):.1f}s over {len(champ)} promotions")
+    else:
+        print("landing -> new champion: no promotion in these batches")
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

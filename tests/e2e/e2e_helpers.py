@@ -1,0 +1,36 @@
+"""Helpers shared by the e2e tests (a module of its own: several conftest.py files exist)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+MODEL = "bikeshare"
+MONITOR, RETRAIN = f"{MODEL}__monitor", f"{MODEL}__retrain"
+
+
+def wait_until(what: str, fn: Any, timeout: float = 240, every: float = 1.0) -> Any:
+    """Poll ``fn`` until it returns something truthy; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def artifacts_dir() -> Path:
+    path = Path(__file__).resolve().parents[2] / ".test-artifacts"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def ensure_champion(stack: Any) -> None:
+    """A champion exists (the scheduler test makes one; alone, this triggers the first retrain)."""
+    stack.unpause(RETRAIN)
+    if stack.request("GET", f"/retrainer/api/models/{MODEL}")["summary"]["champion"]:
+        return
+    run = stack.trigger(RETRAIN, {"reason": "first champion from history"})
+    assert stack.wait_run(RETRAIN, run["dag_run_id"])["state"] == "success"
