@@ -60,7 +60,9 @@ def test_drifted_batch_retrains_through_the_scheduler(stack: Any) -> None:
     decision = _xcom(stack, MONITOR, run["dag_run_id"], "decide")
     assert decision["batch"] == f"{week}.parquet"
     assert decision["verdict"] == "retrain", decision
-    assert any("data_drift" in r for r in decision["reasons"])
+    assert decision["reasons"] and all(
+        r.split()[0] in {"prediction_drift", "rmse", "data_drift"} for r in decision["reasons"]
+    ), decision["reasons"]
 
     def asset_run() -> dict[str, Any] | None:
         runs = [r for r in stack.runs(RETRAIN) if r["run_type"] == "asset_triggered"]
