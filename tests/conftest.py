@@ -14,11 +14,22 @@ sys.path.insert(0, str(REPO / "scripts"))  # airflow_harness
 @pytest.fixture
 def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A temp data root and MLflow store for one test (env vars the package reads when called)."""
-    monkeypatch.setenv("RETRAINER_DATA_ROOT", str(tmp_path / "data"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("RETRAINER_ARTIFACT_ROOT", str(tmp_path / "mlartifacts"))
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    return tmp_path
+    return point_state_at(monkeypatch, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def point_state():
+    """:func:`point_state_at` for fixtures of wider scope than ``state``."""
+    return point_state_at
+
+
+def point_state_at(mp: pytest.MonkeyPatch, folder: Path) -> Path:
+    """Point the data root, MLflow store and artifact root at ``folder`` (env vars read when called)."""
+    mp.setenv("RETRAINER_DATA_ROOT", str(folder / "data"))
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+    mp.setenv("RETRAINER_ARTIFACT_ROOT", str(folder / "mlartifacts"))
+    mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,23 @@ def _sample(df: pd.DataFrame, n: int) -> pd.DataFrame:
     return df if len(df) <= n else df.sample(n=n, random_state=0)
 
 
+def _sides(cfg: ModelConfig, reference: pd.DataFrame, current: pd.DataFrame) -> tuple[Any, ...]:
+    """Trigger settings (defaults when a trigger is off: the numbers are still recorded), the features,
+    whether both sides carry predictions, and both sides sampled to ``triggers.report_max_rows``."""
+    t = cfg.triggers
+    features = cfg.data.feature_names
+    has_pred = PREDICTION in reference and PREDICTION in current
+    cols = features + ([PREDICTION] if has_pred else [])
+    return (
+        t.data_drift or DataDriftTrigger(),
+        t.prediction_drift or PredictionDriftTrigger(),
+        features,
+        has_pred,
+        _sample(reference[cols], t.report_max_rows),
+        _sample(current[cols], t.report_max_rows),
+    )
+
+
 def effect_size(reference: pd.Series, current: pd.Series, kind: str, method: str) -> float:
     """Evidently's normed Wasserstein (``wasserstein_distance / max(std(ref), 0.001)``) or Jensen-Shannon
     distance (Sturges bins over both samples for numeric columns with > 20 values, else category shares)."""
@@ -88,14 +105,7 @@ def drift_signals(cfg: ModelConfig, reference: pd.DataFrame, current: pd.DataFra
         raise DriftCheckError("drift needs reference data (the champion's training snapshot); none given")
     if not fast_path(cfg):
         return drift_report(cfg, reference, current)
-    t = cfg.triggers
-    dd_cfg = t.data_drift or DataDriftTrigger()
-    pd_cfg = t.prediction_drift or PredictionDriftTrigger()
-    features = cfg.data.feature_names
-    has_pred = PREDICTION in reference and PREDICTION in current
-    cols = features + ([PREDICTION] if has_pred else [])
-    ref = _sample(reference[cols], t.report_max_rows)
-    cur = _sample(current[cols], t.report_max_rows)
+    dd_cfg, pd_cfg, features, has_pred, ref, cur = _sides(cfg, reference, current)
     column_drift: dict[str, float] = {}
     for c in cfg.data.numeric:
         column_drift[c] = effect_size(ref[c], cur[c], "numeric", dd_cfg.num_method)
@@ -140,14 +150,7 @@ def drift_report(
 
     if reference is None or reference.empty:
         raise DriftCheckError("drift needs reference data (the champion's training snapshot); none given")
-    t = cfg.triggers
-    dd_cfg = t.data_drift or DataDriftTrigger()  # the report is still useful when the trigger is off
-    pd_cfg = t.prediction_drift or PredictionDriftTrigger()
-    features = cfg.data.feature_names
-    has_pred = PREDICTION in reference and PREDICTION in current
-    cols = features + ([PREDICTION] if has_pred else [])
-    ref = _sample(reference[cols], t.report_max_rows)
-    cur = _sample(current[cols], t.report_max_rows)
+    dd_cfg, pd_cfg, features, has_pred, ref, cur = _sides(cfg, reference, current)
     numeric = cfg.data.numeric + ([PREDICTION] if has_pred and cfg.task == "regression" else [])
     categorical = cfg.data.categorical + ([PREDICTION] if has_pred and cfg.task == "classification" else [])
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)

@@ -22,15 +22,10 @@ pytestmark = pytest.mark.unit
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, point_state):
     tmp = tmp_path_factory.mktemp("checks")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RETRAINER_DATA_ROOT", str(tmp / "data"))
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
-        mp.setenv("RETRAINER_ARTIFACT_ROOT", str(tmp / "mlartifacts"))
-        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-        mp.setenv("RETRAINER_CONFIG_DIR", str(tmp / "no-configs-here"))  # reproduce must not need the YAML
-        yield tmp
+        yield point_state(mp, tmp)
 
 
 def variant(cfg: Any, **validation: Any) -> Any:

@@ -26,15 +26,11 @@ HISTORY_WEEKS = 6
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, point_state):
     """Module-scoped equivalent of conftest's ``state``: the same env vars, one temp root per module."""
     tmp = tmp_path_factory.mktemp("stages")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RETRAINER_DATA_ROOT", str(tmp / "data"))
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
-        mp.setenv("RETRAINER_ARTIFACT_ROOT", str(tmp / "mlartifacts"))
-        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-        yield tmp
+        yield point_state(mp, tmp)
 
 
 @pytest.fixture(scope="module")
