@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -41,26 +40,6 @@ GOAL_DECISION_S = 60.0
 
 def _ts(iso: str | None) -> float | None:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() if iso else None
-
-
-def _config_dir(dest: Path, poke: int | None) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    text = (REPO / "include" / "models" / f"{MODEL}.yaml").read_text()
-    text = re.sub(r"cooldown_batches:\s*\d+", "cooldown_batches: 0", text)
-    if poke is not None:
-        text = re.sub(r"poke_interval_seconds:\s*\d+", f"poke_interval_seconds: {poke}", text)
-    (dest / f"{MODEL}.yaml").write_text(text)
-    return dest
-
-
-def _wait(what: str, fn: Any, timeout: float = 600, every: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 def _idle(stack: S.Stack) -> bool:
@@ -91,7 +70,11 @@ def main() -> int:
     args = ap.parse_args()
 
     state = Path(tempfile.mkdtemp(prefix="retrainer-freshness-"))
-    stack = S.Stack(state, port=S.free_port(), config_dir=_config_dir(state / "models", args.poke))
+    stack = S.Stack(
+        state,
+        port=S.free_port(),
+        config_dir=S.fast_config_dir(state / "models", poke_interval=args.poke, cooldown_batches=0),
+    )
     os.environ.update({k: v for k, v in stack.env().items() if k.startswith(("MLFLOW_", "RETRAINER_"))})
     from retrainer import registry, tracking
 
@@ -108,7 +91,7 @@ def main() -> int:
         stack.unpause(MONITOR)
         print(f"{'batch':<12} {'verdict':<11} {'decision':>8} {'work':>6} {'ratio':>5} {'champion':>9}")
         for week, df in weeks[: args.batches]:
-            _wait("the monitor to wait for a batch", lambda: _idle(stack), every=0.5)
+            S.wait_until("the monitor to wait for a batch", lambda: _idle(stack), every=0.5)
             before = registry.champion(MODEL)
             landed = time.time()
             S.drop_batch(stack, week, df)
@@ -120,16 +103,16 @@ def main() -> int:
                 )
                 return runs[-1] if runs else None
 
-            run = _wait(f"the decision for {batch}", decided)
+            run = S.wait_until(f"the decision for {batch}", decided)
             decision_s = run.info.end_time / 1000 - landed
             verdict = run.data.tags.get("retrainer.verdict", "?")
             dag_run_id = run.data.tags.get("retrainer.dag_run_id", "")
-            work = _wait(
+            work = S.wait_until(
                 "the monitor run's task times", lambda r=dag_run_id: _monitor_work(stack, r), every=1
             )
             champion_s = None
             if verdict == "retrain":
-                retrain = _wait(
+                retrain = S.wait_until(
                     "the asset-triggered retrain",
                     lambda landed=landed: next(
                         (

@@ -37,6 +37,19 @@ DEFAULT_ARGS = {"owner": "retrainer", "retries": 1, "retry_delay": timedelta(sec
 START = datetime(2024, 1, 1)
 
 
+def _common(name: str, kind: str) -> dict[str, Any]:
+    """What every Retrainer DAG shares: start date, no catch-up, one run at a time (a retrain's requests
+    arriving during a run are merged into the next), retries, tags and this docstring as its doc."""
+    return {
+        "start_date": START,
+        "catchup": False,
+        "max_active_runs": 1,
+        "default_args": DEFAULT_ARGS,
+        "tags": ["retrainer", name, kind],
+        "doc_md": __doc__,
+    }
+
+
 def retrain_asset(name: str) -> Asset:
     return Asset(name=f"{name}__retrain_request", uri=f"retrainer://{name}/retrain-request")
 
@@ -62,12 +75,7 @@ def build_monitor(cfg: ModelConfig) -> Any:
         dag_id=f"{name}__monitor",
         description=f"Trigger path for {name}: gate, score, drift, performance, flags, decide",
         schedule="@continuous",  # each run waits for one batch; the next run starts when it ends
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        default_args=DEFAULT_ARGS,
-        tags=["retrainer", name, "monitor"],
-        doc_md=__doc__,
+        **_common(name, "monitor"),
     )
     def monitor_dag() -> None:
         @task.sensor(
@@ -228,12 +236,7 @@ def build_retrain(cfg: ModelConfig) -> Any:
         dag_id=f"{name}__retrain",
         description=f"Retrain {name}: snapshot, gate, train, evaluate vs champion, register, promote",
         schedule=schedule,
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,  # requests that arrive during a run are merged into the next one
-        default_args=DEFAULT_ARGS,
-        tags=["retrainer", name, "retrain"],
-        doc_md=__doc__,
+        **_common(name, "retrain"),
         params={
             "force": Param(
                 False,
@@ -349,12 +352,7 @@ def build_rollback(cfg: ModelConfig) -> Any:
         dag_id=f"{name}__rollback",
         description=f"Manual: move {name}'s champion alias back to an earlier version (recorded in history)",
         schedule=None,
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        default_args=DEFAULT_ARGS,
-        tags=["retrainer", name, "rollback"],
-        doc_md=__doc__,
+        **_common(name, "rollback"),
         params={
             "version": Param(
                 None,

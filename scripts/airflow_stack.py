@@ -274,19 +274,47 @@ class Stack:
         raise TimeoutError(f"{dag_id} run {run_id} not finished after {timeout:.0f}s; logs in {self.logs}")
 
 
-def fast_config_dir(dest: Path, poke_interval: int = 2, models: tuple[str, ...] = ("bikeshare",)) -> Path:
-    """Copies of the shipped model configs with a short sensor poke interval (tests, benchmark)."""
+def fast_config_dir(
+    dest: Path,
+    poke_interval: int | None = 2,
+    models: tuple[str, ...] = ("bikeshare",),
+    cooldown_batches: int | None = None,
+) -> Path:
+    """Copies of the shipped model configs with a short sensor poke interval (tests, benchmark).
+
+    ``None`` keeps the shipped value; ``cooldown_batches`` overrides the policy's cooldown when given.
+    """
     import re
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     for name in models:
         text = (REPO / "include" / "models" / f"{name}.yaml").read_text()
-        text, n = re.subn(r"poke_interval_seconds:\s*\d+", f"poke_interval_seconds: {poke_interval}", text)
-        if not n:
-            text = text.replace("triggers:\n", f"triggers:\n  poke_interval_seconds: {poke_interval}\n", 1)
+        if cooldown_batches is not None:
+            text = re.sub(r"cooldown_batches:\s*\d+", f"cooldown_batches: {cooldown_batches}", text)
+        if poke_interval is not None:
+            text, n = re.subn(
+                r"poke_interval_seconds:\s*\d+", f"poke_interval_seconds: {poke_interval}", text
+            )
+            if not n:
+                text = text.replace(
+                    "triggers:\n", f"triggers:\n  poke_interval_seconds: {poke_interval}\n", 1
+                )
         (dest / f"{name}.yaml").write_text(text)
     return dest
+
+
+def wait_until(
+    what: str, fn: Any, timeout: float = 600, every: float = 0.25, error: type[Exception] = TimeoutError
+) -> Any:
+    """Poll ``fn`` until it returns something truthy; raise ``error`` naming ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(every)
+    raise error(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def seed_bikeshare(stack: Stack, history_weeks: int = 6) -> list[tuple[str, Any]]:

@@ -61,7 +61,7 @@ def validate_batch(cfg: ModelConfig, claim: dict[str, Any], run_id: str = "") ->
         raise DataValidationError(reason.get("message", f"{batch} was quarantined"), reason.get("failures"))
     docs_dir = dr.reports / "gx" / _stem(batch)
     try:
-        duplicate = dr.archived_with_hash(claim["sha256"])
+        duplicate = dr.archived_with_hash(claim["sha256"], path.stat().st_size)
         if duplicate is not None:  # a re-delivery would count its rows twice in every training window
             raise BatchError(
                 f"duplicate delivery: identical content was already processed as {duplicate.name}"

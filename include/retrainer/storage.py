@@ -145,9 +145,10 @@ class DataRoot:
             if p.name.endswith(BATCH_SUFFIXES) and not p.name.endswith(FLAGS_SUFFIX)
         ]
 
-    def archived_with_hash(self, sha256: str) -> Path | None:
-        """An archived batch with exactly this content, if any."""
-        return next((p for p in self.archived() if sha256_file(p) == sha256), None)
+    def archived_with_hash(self, sha256: str, size: int | None = None) -> Path | None:
+        """An archived batch with exactly this content, if any (files of another ``size`` are not hashed)."""
+        candidates = (p for p in self.archived() if size is None or p.stat().st_size == size)
+        return next((p for p in candidates if sha256_file(p) == sha256), None)
 
     def locate(self, batch: str) -> tuple[str, Path]:
         """Where a batch is now: (stage, path)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +10,10 @@ MONITOR, RETRAIN = f"{MODEL}__monitor", f"{MODEL}__retrain"
 
 
 def wait_until(what: str, fn: Any, timeout: float = 240, every: float = 1.0) -> Any:
-    """Poll ``fn`` until it returns something truthy; fail with ``what`` on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    """Poll ``fn`` until it returns something truthy; fail the test with ``what`` on timeout."""
+    from airflow_stack import wait_until as poll
+
+    return poll(what, fn, timeout=timeout, every=every, error=AssertionError)
 
 
 def artifacts_dir() -> Path:
