@@ -28,17 +28,21 @@ SCOPES = {"ann": ["bikeshare__"], "ben": ["rainfall__"]}
 
 
 def _approval_config(models: Path) -> None:
+    """bikeshare in approval mode: short timeout, one assigned approver, alerts to the SMTP sink."""
     raw = yaml.safe_load((REPO / "include" / "models" / "bikeshare.yaml").read_text())
     raw["name"] = APPROVAL_MODEL
     raw["schedule"] = None
     raw["validation"]["floors"] = {}
     raw["promotion"] = {"mode": "approval", "approval_timeout": APPROVAL_TIMEOUT, "approvers": ["admin"]}
     raw.setdefault("triggers", {})["poke_interval_seconds"] = 2
+    raw["alerts"] = {
+        "channels": [{"type": "smtp", "to": ["ml-team@example.test"], "conn_id": "retrainer_smtp"}]
+    }
     (models / f"{APPROVAL_MODEL}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def stack(tmp_path_factory: pytest.TempPathFactory, smtp: Any) -> Any:
     import airflow_stack as S
 
     state = tmp_path_factory.mktemp("stack")
@@ -48,6 +52,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
         "AIRFLOW__CORE__AUTH_MANAGER": "scoped_auth_manager.ScopedSimpleAuthManager",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,ann:viewer,ben:viewer",
         "RETRAINER_TEST_DAG_SCOPES": json.dumps(SCOPES),
+        **smtp.connection_env(),  # alerts of the approval model go to the session's SMTP sink
         "PYTHONPATH": os.pathsep.join(
             p for p in [str(REPO / "include"), str(HERE), os.environ.get("PYTHONPATH", "")] if p
         ),

@@ -23,7 +23,9 @@ class ScopedSimpleAuthManager(SimpleAuthManager):
         scopes = json.loads(os.environ.get("RETRAINER_TEST_DAG_SCOPES") or "{}")
         return scopes.get(user.get_name())
 
-    def is_authorized_dag(self, *, method: Any, user: Any, access_entity: Any = None, details: Any = None) -> bool:
+    def is_authorized_dag(
+        self, *, method: Any, user: Any, access_entity: Any = None, details: Any = None
+    ) -> bool:
         prefixes = self._scopes(user)
         if prefixes is not None and not (details and details.id and details.id.startswith(tuple(prefixes))):
             return False

@@ -82,7 +82,11 @@ def test_users_see_only_models_whose_dags_they_may_read(stack: Any) -> None:
     assert status == 200 and f"/models/{MODEL}" in page and OTHER not in page
 
     for user, expected in (("admin", 200), ("ann", 200), ("ben", 403)):
-        for path in (f"/retrainer/api/models/{MODEL}", f"/retrainer/models/{MODEL}", f"/retrainer/files/{rel}"):
+        for path in (
+            f"/retrainer/api/models/{MODEL}",
+            f"/retrainer/models/{MODEL}",
+            f"/retrainer/files/{rel}",
+        ):
             status, _, body = get(stack, path, user)
             assert status == expected, (user, path, status, body[:300])
             if expected == 403:
