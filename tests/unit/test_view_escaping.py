@@ -100,6 +100,21 @@ def test_model_page_escapes_every_stored_string(hostile: str) -> None:
     assert "34.02" in page  # long floats in reasons are shortened for reading
 
 
+def test_stuck_batches_are_shown_escaped_when_the_read_model_has_them(hostile: str) -> None:
+    import retrainer_view as plugin
+    from retrainer import overview
+
+    d = overview.model_detail(hostile)
+    d["stuck"] = [{"batch": f"w{X}.csv", "since": "2026-11-29T05:00:00+00:00", "claimed_by": f"run{X}"}]
+    d["summary"]["stuck"] = 1
+
+    page = plugin.model_page(hostile, d)
+    row = plugin.overview_page([d["summary"]])
+
+    assert "Stuck batches" in page and f"w{ESC}.csv" in page and f"run{ESC}" in page
+    assert "<script" not in page.lower() and "1 stuck in processing" in row
+
+
 def test_overview_escapes_every_stored_string(hostile: str) -> None:
     import retrainer_view as plugin
 
