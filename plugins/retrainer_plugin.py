@@ -46,9 +46,10 @@ REPORT_HEADERS = {
 }
 PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
-    # the page has no scripts of its own; framed only by the Airflow UI (same origin)
+    # the page has no scripts of its own (default-src 'none' forbids any); connect-src 'self' lets tools
+    # that drive the page (a browser test) fetch our own routes; framed only by the Airflow UI (same origin)
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
-    "frame-ancestors 'self'; base-uri 'none'; form-action 'none'",
+    "connect-src 'self'; frame-ancestors 'self'; base-uri 'none'; form-action 'none'",
     "Referrer-Policy": "same-origin",
 }
 
