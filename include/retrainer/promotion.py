@@ -266,9 +266,7 @@ def apply_approval(
         )
         return {"version": version, "decision": "approved", "by": user["name"], "event": event}
     if timed_out:
-        reason = (
-            f"approval: no answer within {cfg.promotion.approval_timeout}; challenger v{version} retired"
-        )
+        reason = f"approval: no answer within {cfg.promotion.approval_timeout}; challenger v{version} retired"
         who = f"{by}: timeout"
     else:
         reason = f"approval: {REJECT} by {user['name']}"

@@ -102,6 +102,7 @@ def test_model_page_escapes_every_stored_string(hostile: str) -> None:
 
 def test_stuck_batches_are_shown_escaped_when_the_read_model_has_them(hostile: str) -> None:
     import retrainer_view as plugin
+
     from retrainer import overview
 
     d = overview.model_detail(hostile)
