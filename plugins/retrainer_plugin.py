@@ -120,10 +120,15 @@ def _require_model(user: Any, name: str) -> None:
 
 
 def _visible_rows(user: Any) -> list[dict[str, Any]]:
+    """The overview rows (``retrainer.overview.overview``) of the models ``user`` may read, computed only
+    for those; a model whose config is invalid is a row with its error, under the same check."""
     from retrainer import overview, settings
-    from retrainer.config import load_all
+    from retrainer.config import load_valid
 
-    return [overview.summary(c) for c in load_all(settings.config_dir()) if may_read(user, c.name)]
+    configs, errors = load_valid(settings.config_dir())
+    rows = [overview.summary(c) for c in configs if may_read(user, c.name)]
+    rows += [overview.invalid(n, e) for n, e in errors.items() if may_read(user, n)]
+    return sorted(rows, key=lambda r: r["name"])
 
 
 def _model_of_file(path: str) -> str:

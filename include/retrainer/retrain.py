@@ -37,8 +37,12 @@ def resolve_trigger(
     it) records that as a claim of the Airflow user who triggered it (``claimed_source``, ``triggered_by``).
     """
     reasons: list[str] = []
-    for event in asset_events:
-        reasons.extend((event.get("extra") or {}).get("reasons", []))
+    batches: list[str] = []
+    for event in asset_events:  # the same event delivered twice counts once
+        extra = event.get("extra") or {}
+        reasons.extend(r for r in extra.get("reasons", []) if r not in reasons)
+        if extra.get("batch") and extra["batch"] not in batches:
+            batches.append(str(extra["batch"]))
     if asset_events or run_type == "asset_triggered":
         source = "asset"
     elif run_type == "scheduled":
@@ -63,15 +67,23 @@ def resolve_trigger(
         "window": params.get("window") or None,
         "run_type": run_type,
         **out,
+        **({"batches": batches} if batches else {}),
     }
 
 
 # -- 2. snapshot ----------------------------------------------------------------------------------------
-def snapshot(cfg: ModelConfig, window: str | None = None) -> dict[str, Any]:
-    """Snapshot the labelled archived data inside the training window (content-addressed)."""
+def snapshot(cfg: ModelConfig, window: str | None = None, require: list[str] | None = None) -> dict[str, Any]:
+    """Snapshot the labelled archived data inside the training window (content-addressed).
+
+    ``require``: batches that requested this retrain; they must be archived already (the monitor archives
+    before it requests), otherwise this raises a retryable error rather than train without them."""
     from retrainer.snapshot import create_snapshot
     from retrainer.train import gather_window
 
+    archived = {p.name for p in root(cfg).archived()}
+    missing = [b for b in require or [] if b not in archived]
+    if missing:
+        raise LookupError(f"batches {missing} requested this retrain but are not in archive/{cfg.name}/ yet")
     df, sources = gather_window(cfg, root(cfg), window)
     snap = create_snapshot(
         df,
