@@ -1,9 +1,12 @@
-"""Who may see what in the Retraining view, over HTTP against the real API server.
+"""Who may see what in the Retraining view, over HTTP against the real API server, under two auth managers.
 
-Users (see conftest): ``admin``; ``ann``, a viewer who may read only the bikeshare DAGs; ``ben``, a viewer
-who may read only rainfall's. Every plugin route answers 401 (API, files) or a login redirect (pages)
-without a user, 403 for a model whose DAGs the user may not read, and 200 with the data otherwise; the
-overview lists only the models the user may read. FastAPI's generated docs are not served.
+``simple``: the session stack (see conftest) with the simple auth manager and test-only per-user DAG scopes.
+``fab``: an API server of its own with the FAB auth manager of the production profile, where ``ann`` and
+``ben`` have roles with DAG-level read permissions (``DAG:bikeshare__*`` / ``DAG:rainfall__*`` and
+``DAG Runs``), as an administrator would grant them. In both: ``admin`` reads everything; ``ann`` only
+bikeshare's DAGs; ``ben`` only rainfall's. Every plugin route answers 401 (API, files) or a login redirect
+(pages) without a user, 403 for a model whose DAGs the user may not read, and 200 with the data otherwise;
+the overview lists only the models the user may read. FastAPI's generated docs are not served.
 """
 
 from __future__ import annotations
@@ -19,6 +22,85 @@ from e2e_helpers import MODEL
 pytestmark = pytest.mark.e2e
 
 OTHER = "rainfall"
+FAB = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+FAB_SETUP = """
+import json, sys
+from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
+
+spec = json.loads(sys.argv[1])
+with get_application_builder() as ab:
+    sm = ab.sm
+    sm.sync_roles()
+    for name, resources in spec["roles"].items():
+        role = sm.find_role(name) or sm.add_role(name)
+        for resource in resources:
+            sm.add_permission_to_role(role, sm.create_permission("can_read", resource))
+    for user, (role, password) in spec["users"].items():
+        if not sm.find_user(username=user):
+            sm.add_user(user, user, "Test", user + "@example.test", sm.find_role(role), password=password)
+"""
+
+
+@pytest.fixture(scope="module")
+def fab_stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """An API server with the FAB auth manager (SQLite metadata DB; only the API server runs: the checks
+    need users, roles and permissions, not DAG runs)."""
+    import os
+    import secrets
+    import subprocess
+
+    import airflow_stack as S
+
+    passwords = {u: secrets.token_urlsafe(12) for u in ("admin", "ann", "ben")}
+
+    class FabStack(S.Stack):
+        def profile_env(self) -> dict[str, str]:
+            return {**super().profile_env(), "AIRFLOW__CORE__AUTH_MANAGER": FAB}
+
+        def password(self, user: str = S.USER) -> str:
+            return passwords[user]
+
+    state = tmp_path_factory.mktemp("fab")
+    models = S.fast_config_dir(state / "models", poke_interval=None, models=(MODEL, OTHER))
+    st = FabStack(state, port=S.free_port(), config_dir=models)
+    st.migrate()
+    spec = {
+        "roles": {
+            "bikeshare_reader": [f"DAG:{MODEL}__monitor", f"DAG:{MODEL}__retrain", "DAG Runs"],
+            "rainfall_reader": [f"DAG:{OTHER}__monitor", f"DAG:{OTHER}__retrain", "DAG Runs"],
+        },
+        "users": {
+            "admin": ["Admin", passwords["admin"]],
+            "ann": ["bikeshare_reader", passwords["ann"]],
+            "ben": ["rainfall_reader", passwords["ben"]],
+        },
+    }
+    import json
+
+    with open(st.logs / "fab-setup.log", "ab") as log:
+        subprocess.run(
+            [os.fspath(S.VENV_BIN / "python"), "-c", FAB_SETUP, json.dumps(spec)],
+            env=st.env(), stdout=log, stderr=log, check=True, cwd=state,
+        )  # fmt: skip
+    st._spawn("api-server", [S._bin("airflow"), "api-server", "--host", S.HOST, "--port", str(st.port)])
+    st._write_pids()
+    try:
+        st.wait_http(f"{st.url}/api/v2/monitor/health", 180)
+        st.models = [MODEL, OTHER]
+        yield st
+    finally:
+        pids = st.stop()
+        assert not [n for n, pid in pids.items() if S.group_alive(pid)]
+
+
+@pytest.fixture(params=["simple", "fab"])
+def auth_stack(request: pytest.FixtureRequest) -> Any:
+    """The stack of one auth manager, with ``models``: the models configured there."""
+    if request.param == "simple":
+        st = request.getfixturevalue("stack")
+        st.models = [MODEL, OTHER, "bikeapproval"]
+        return st
+    return request.getfixturevalue("fab_stack")
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -48,7 +130,8 @@ def report_file(stack: Any) -> str:
     return rel
 
 
-def test_anonymous_gets_401_or_login_and_docs_are_off(stack: Any) -> None:
+def test_anonymous_gets_401_or_login_and_docs_are_off(auth_stack: Any) -> None:
+    stack = auth_stack
     rel = report_file(stack)
     for path in ("/retrainer/api/overview", f"/retrainer/api/models/{MODEL}", f"/retrainer/files/{rel}"):
         status, _, body = get(stack, path)
@@ -64,7 +147,8 @@ def test_anonymous_gets_401_or_login_and_docs_are_off(stack: Any) -> None:
             assert "swagger" not in body.lower() and "openapi" not in body.lower()
 
 
-def test_users_see_only_models_whose_dags_they_may_read(stack: Any) -> None:
+def test_users_see_only_models_whose_dags_they_may_read(auth_stack: Any) -> None:
+    stack = auth_stack
     rel = report_file(stack)
 
     def names(user: str) -> list[str]:
@@ -72,7 +156,7 @@ def test_users_see_only_models_whose_dags_they_may_read(stack: Any) -> None:
         assert status == 200, (user, status, body[:300])
         return sorted(r["name"] for r in json.loads(body))
 
-    assert names("admin") == sorted([MODEL, OTHER, "bikeapproval"])
+    assert names("admin") == sorted(stack.models)
     assert names("ann") == [MODEL]
     assert names("ben") == [OTHER]
 
@@ -100,7 +184,8 @@ def test_users_see_only_models_whose_dags_they_may_read(stack: Any) -> None:
     assert status in (403, 404)
 
 
-def test_reports_and_pages_are_served_with_a_content_policy(stack: Any) -> None:
+def test_reports_and_pages_are_served_with_a_content_policy(auth_stack: Any) -> None:
+    stack = auth_stack
     rel = report_file(stack)
 
     status, headers, body = get(stack, f"/retrainer/files/{rel}", "admin")
