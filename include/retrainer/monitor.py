@@ -350,6 +350,7 @@ def decide(
                     "suppressed_by": decision.suppressed_by,
                     "champion_version": scored.get("champion_version"),
                     "drifted_columns": drift_result.get("drifted_columns"),
+                    "no_data_columns": drift_result.get("no_data_columns") or None,  # all null in batch
                     "policy_state": "1",
                 }
             )
