@@ -89,7 +89,9 @@ class DataConfig(_Strict):
             if special in names:
                 raise ValueError(f"{special!r} is the time column or target and cannot also be a feature")
         if self.id_column is not None and self.id_column in {*names, self.time_column, self.target}:
-            raise ValueError(f"id_column {self.id_column!r} must be its own column, not a feature/time/target")
+            raise ValueError(
+                f"id_column {self.id_column!r} must be its own column, not a feature/time/target"
+            )
         return self
 
     @property

@@ -132,7 +132,9 @@ def build_pipeline(cfg: ModelConfig) -> Pipeline:
     if nullable_num := [c for c in cfg.data.numeric if c in nullable]:
         parts.append(("num_nullable", imputed(imp.numeric, imp.numeric_fill, num(), np.nan), nullable_num))
     if nullable_cat := [c for c in cfg.data.categorical if c in nullable]:
-        parts.append(("cat_nullable", imputed(imp.categorical, imp.categorical_fill, cat(), None), nullable_cat))
+        parts.append(
+            ("cat_nullable", imputed(imp.categorical, imp.categorical_fill, cat(), None), nullable_cat)
+        )
     pre = ColumnTransformer(parts, remainder="drop")
     return Pipeline([("pre", pre), ("model", cfg.model.build())])
 
