@@ -55,9 +55,11 @@ def resolve_trigger(
 # -- 2. snapshot ----------------------------------------------------------------------------------------
 def snapshot(cfg: ModelConfig, window: str | None = None) -> dict[str, Any]:
     """Snapshot the labelled archived data inside the training window (content-addressed)."""
+    from retrainer.feeds import ingest
     from retrainer.snapshot import create_snapshot
     from retrainer.train import gather_window
 
+    ingest(cfg, by="retrain", kinds=("labels",))  # labels that landed since the last monitor run count too
     df, sources = gather_window(cfg, root(cfg), window)
     snap = create_snapshot(
         df,

@@ -48,14 +48,20 @@ def gather_window(
 ) -> tuple[pd.DataFrame, list[str]]:
     """Labelled archived rows inside the training window ending at the newest archived time.
 
-    The window is anchored on the data, not on the wall clock, so a re-run over the same archive gives
-    the same training set.
+    A row is labelled when its batch carried the label or the labels feed delivered it since (joined on
+    ``data.id_column``): every label that has arrived by now is used. The window is anchored on the data,
+    not on the wall clock, so a re-run over the same archive and labels gives the same training set.
     """
     import pandas as pd
 
+    from retrainer.feeds import apply_labels, latest_labels
+
+    late = latest_labels(cfg) if cfg.data.id_column else None
     frames, sources = [], []
     for path in root.archived():
         df = prepare(cfg, read_batch(path))
+        if late is not None and len(late):
+            df = apply_labels(cfg, df, late)
         df = labelled(cfg, df)
         if len(df):
             frames.append(df)
