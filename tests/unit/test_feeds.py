@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -13,6 +13,9 @@ from retrainer import feeds, settings
 from retrainer.config import parse_config
 from retrainer.exceptions import ConfigError
 from retrainer.storage import DataRoot
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 pytestmark = pytest.mark.unit
 
@@ -37,9 +40,7 @@ def day(i: int, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed + i)
     t = pd.Timestamp("2024-01-01") + pd.Timedelta(days=i) + pd.to_timedelta(np.arange(ROWS) * 0.5, unit="h")
     a, b = rng.normal(size=ROWS), rng.normal(size=ROWS)
-    return pd.DataFrame(
-        {"rid": [f"d{i}-{n}" for n in range(ROWS)], "ts": t, "a": a, "b": b, "y": 2 * a + b}
-    )
+    return pd.DataFrame({"rid": [f"d{i}-{n}" for n in range(ROWS)], "ts": t, "a": a, "b": b, "y": 2 * a + b})
 
 
 def name(i: int) -> str:
@@ -222,7 +223,7 @@ def test_labels_for_a_previous_champions_predictions_are_not_scored(dr):
     deliver(dr, day(0)[["rid", "y"]], "l.csv")
     feeds.ingest(cfg, by="test")
 
-    matured, info = feeds.label_step(cfg, claim(1), current(1), version=2)
+    matured, _info = feeds.label_step(cfg, claim(1), current(1), version=2)
     signal = feeds.performance_signal(cfg, matured, "v2")
 
     assert signal["labelled_rows"] == 0 and signal["value"] is None
@@ -324,6 +325,4 @@ def test_live_label_delay_equals_the_backtest_rule(dr, delay):
             assert live["labelled_rows"] == 0
         seen.append([(b["batch"], b["batches_late"]) for b in live["batches"]])
 
-    assert seen == [
-        [(name(i - delay), delay)] if i >= delay else [] for i in range(steps)
-    ]
+    assert seen == [[(name(i - delay), delay)] if i >= delay else [] for i in range(steps)]
