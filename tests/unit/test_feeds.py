@@ -326,3 +326,18 @@ def test_live_label_delay_equals_the_backtest_rule(dr, delay):
         seen.append([(b["batch"], b["batches_late"]) for b in live["batches"]])
 
     assert seen == [[(name(i - delay), delay)] if i >= delay else [] for i in range(steps)]
+
+
+def test_batch_gate_requires_unique_row_ids():
+    from retrainer import quality
+    from retrainer.exceptions import DataValidationError
+
+    cfg = make_cfg()
+    batch = day(0)
+    batch.loc[3, "rid"] = batch.loc[2, "rid"]
+
+    with pytest.raises(DataValidationError, match="rid") as err:
+        quality.validate(batch, quality.build_expectations(cfg), name="ids")
+
+    assert any(f["column"] == "rid" and "unique" in f["expectation"] for f in err.value.failures)
+    assert quality.validate(day(0), quality.build_expectations(cfg), name="ids_ok")["success"]
