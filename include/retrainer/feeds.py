@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -349,14 +350,25 @@ def id_index(cfg: ModelConfig, dr: DataRoot) -> pd.DataFrame:
     id_col = require_id_column(cfg)
     frames = []
     for path in dr.archived():
-        try:
-            ids = read_batch(path)[id_col]
-        except (BatchError, KeyError):  # an archived batch without ids cannot take late labels
+        st = path.stat()
+        ids = _batch_ids(str(path), st.st_mtime_ns, st.st_size, id_col)
+        if ids is None:  # an archived batch without ids cannot take late labels
             continue
-        frames.append(pd.DataFrame({ID: normalise_ids(ids), "batch": path.name, "pos": range(len(ids))}))
+        frames.append(pd.DataFrame({ID: list(ids), "batch": path.name, "pos": range(len(ids))}))
     if not frames:
         return pd.DataFrame({ID: pd.Series(dtype=str), "batch": pd.Series(dtype=str), "pos": []})
     return pd.concat(frames, ignore_index=True)
+
+
+@functools.lru_cache(maxsize=4096)
+def _batch_ids(path: str, mtime_ns: int, size: int, id_col: str) -> tuple[str, ...] | None:
+    """The normalised ids of one archived batch (cached per file version: archived files do not change)."""
+    from pathlib import Path
+
+    try:
+        return tuple(normalise_ids(read_batch(Path(path))[id_col]))
+    except (BatchError, KeyError):
+        return None
 
 
 def latest_labels(cfg: ModelConfig) -> pd.Series:
