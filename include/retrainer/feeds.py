@@ -393,15 +393,14 @@ def apply_labels(cfg: ModelConfig, df: pd.DataFrame, labels: pd.Series | None = 
     target = cfg.data.target
     arrived = normalise_ids(df[id_col]).map(labels)
     arrived.index = df.index
+    if not arrived.notna().any():  # no label for this batch: the frame (and its dtypes) as it was
+        return df
     df = df.copy()
-    if target in df:
-        own = df[target]
-        merged = arrived.where(arrived.notna(), own)
-        if pd.api.types.is_numeric_dtype(own) or own.isna().all():
-            merged = pd.to_numeric(merged, errors="ignore") if cfg.task == "regression" else merged
-        df[target] = merged.infer_objects()
+    merged = arrived.where(arrived.notna(), df[target]) if target in df else arrived
+    if cfg.task == "regression":
+        df[target] = pd.to_numeric(merged, errors="coerce").astype(float)
     else:
-        df[target] = arrived.infer_objects()
+        df[target] = merged.infer_objects()
     return df
 
 
