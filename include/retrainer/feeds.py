@@ -426,7 +426,6 @@ def label_step(
     """The labels this monitor step sees: the batch's own (and already delivered) labels, and late labels
     for earlier batches scored against those batches' stored predictions. Written once per step
     (``steps/<batch sha256>.parquet``): a re-run of the step returns the same rows."""
-    import numpy as np
     import pandas as pd
 
     store = FeedStore(cfg, "labels")
@@ -449,15 +448,17 @@ def label_step(
             )
         )
     late = rows[rows["batches_late"] > 0]
+    champion = f"v{version}"
     summary = {
-        "late_labelled_rows": len(late),
+        "late_labelled_rows": int((late["predicted_by"] == champion).sum()),  # scored ones
         "late_labels": [
             {
                 "batch": b,
                 "rows": len(g),
                 "batches_late": int(g["batches_late"].iloc[0]),
-                "hours_late": round(float(np.nanmax(g["hours_late"])), 3),
+                "hours_late": _hours(g["hours_late"]),
                 "predicted_by": g["predicted_by"].iloc[0],
+                "scored": g["predicted_by"].iloc[0] == champion,
                 "deliveries": sorted(set(g["delivery"].dropna())),
             }
             for b, g in late.groupby("batch", sort=False)
@@ -468,6 +469,12 @@ def label_step(
         ],
     }
     return matured, summary
+
+
+def _hours(values: pd.Series) -> float | None:
+    """The longest delay in hours (None when unknown: no stored predictions to date it from)."""
+    known = values.dropna()
+    return round(float(known.max()), 3) if len(known) else None
 
 
 def _waiting(

@@ -223,13 +223,14 @@ def test_labels_for_a_previous_champions_predictions_are_not_scored(dr):
     deliver(dr, day(0)[["rid", "y"]], "l.csv")
     feeds.ingest(cfg, by="test")
 
-    matured, _info = feeds.label_step(cfg, claim(1), current(1), version=2)
+    matured, info = feeds.label_step(cfg, claim(1), current(1), version=2)
     signal = feeds.performance_signal(cfg, matured, "v2")
 
     assert signal["labelled_rows"] == 0 and signal["value"] is None
     assert signal["batches"] == [
         {"batch": name(0), "rows": ROWS, "batches_late": 1, "predicted_by": "v1", "scored": False}
     ]
+    assert info["late_labelled_rows"] == 0 and info["late_labels"][0]["scored"] is False
 
 
 def test_training_uses_every_arrived_label_and_the_snapshot_hash_follows(dr):
