@@ -1,9 +1,9 @@
 """Late labels through the real monitor and retrain DAGs (``dag.test()``, real MLflow, GX, Evidently).
 
 A copy of bikeshare with a row id (``bikefeeds``): a batch arrives without labels (no performance signal),
-its labels arrive later as a file in ``landing/bikefeeds/labels/``, the next monitor run scores that
-batch's stored predictions with them and records how late they came, and the next retrain trains on
-those rows (a new snapshot hash). The retrain is started as the scheduler would start it on the asset
+its labels arrive later as a file in ``landing/bikefeeds/labels/`` (and flags in ``.../flags/``), the next
+monitor run scores that batch's stored predictions with them and records how late they came (the flags
+count towards that batch), and the next retrain trains on those rows (a new snapshot hash). The retrain is started as the scheduler would start it on the asset
 (``dag.test()`` does not run asset-triggered runs itself).
 """
 
@@ -93,6 +93,10 @@ def test_02_late_labels_score_the_earlier_batch(world: dict[str, Any]) -> None:
     tmp = dr.landing / "labels" / ".labels-week7.csv.tmp"
     labels.to_csv(tmp, index=False)
     tmp.rename(dr.landing / "labels" / "labels-week7.csv")  # the delivery contract: rename in
+    (dr.landing / "flags").mkdir(parents=True, exist_ok=True)
+    flagged = with_ids(week)[["row_id"]].iloc[:20].assign(reason="far too low")
+    flagged.to_csv(dr.landing / "flags" / ".flags-week7.csv.part", index=False)
+    (dr.landing / "flags" / ".flags-week7.csv.part").rename(dr.landing / "flags" / "flags-week7.csv")
     name, nxt = world["weeks"][7]
     dr.import_batch(with_ids(nxt).drop(columns=["bikers"]), f"{name}.parquet")
 
@@ -108,6 +112,18 @@ def test_02_late_labels_score_the_earlier_batch(world: dict[str, Any]) -> None:
     assert late["batch"] == batch and late["rows"] == len(week)
     assert late["batches_late"] == 1 and late["hours_late"] >= 0 and late["predicted_by"] == "v1"
     assert (dr.archive / "labels" / "labels-week7.csv").exists()
+    flags = xcom(res, "flagged_rate")  # late flags count towards the batch they refer to
+    assert flags["flagged_batches"] == [
+        {
+            "batch": batch,
+            "new_flags": 20,
+            "flagged": 20,
+            "rows": len(week),
+            "rate": 20 / len(week),
+            "batches_late": 1,
+        }
+    ]
+    assert flags["flagged_rate"] == 20 / len(week)
     # recorded in the decision log
     run_id = xcom(res, "decide")["mlflow_run_id"]
     record = tracking.client().get_run(run_id)
