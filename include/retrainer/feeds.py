@@ -34,13 +34,23 @@ import functools
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from retrainer import metrics, policy, settings
 from retrainer.exceptions import BatchError, ConfigError
-from retrainer.storage import BATCH_SUFFIXES, SAFE_NAME, DataRoot, read_batch, sha256_file, write_json
+from retrainer.storage import (
+    BATCH_SUFFIXES,
+    SAFE_NAME,
+    DataRoot,
+    is_temporary,
+    read_batch,
+    settle_seconds,
+    sha256_file,
+    write_json,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -53,7 +63,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 KINDS = ("labels", "flags")
-NEVER_READ_SUFFIXES = (".tmp", ".part")
 ID, VALUE = "id", "value"
 
 
@@ -179,14 +188,19 @@ class FeedStore:
 
     # -- ingest
     def pending(self) -> list[Path]:
-        """Files landed in the feed folder that may be read (the delivery contract), oldest name first."""
+        """Files the delivery contract says are delivered, oldest name first: not temporary (``.*``,
+        ``*.tmp``, ``*.part``), not a folder, and unchanged for ``RETRAINER_SETTLE_SECONDS``."""
         if not self.landing.exists():
             return []
-        return [
-            p
-            for p in sorted(self.landing.iterdir())
-            if not p.name.startswith(".") and not p.name.endswith(NEVER_READ_SUFFIXES) and not p.is_dir()
-        ]
+        now, settle = time.time(), settle_seconds()
+        out = []
+        for p in sorted(self.landing.iterdir()):
+            if is_temporary(p.name) or (p.is_dir() and not p.is_symlink()):
+                continue
+            with contextlib.suppress(FileNotFoundError):  # taken by a concurrent ingest meanwhile
+                if p.is_symlink() or now - p.stat().st_mtime >= settle:  # still growing otherwise
+                    out.append(p)
+        return out
 
     def _quarantine(self, path: Path, message: str, **extra: Any) -> Path:
         self.quarantine.mkdir(parents=True, exist_ok=True)

@@ -112,6 +112,21 @@ def test_ingest_follows_the_delivery_contract_and_is_idempotent(dr):
     assert left == [".hidden.csv", "writing.csv.part", "writing.csv.tmp"]  # never read, never moved
 
 
+def test_a_file_still_being_written_is_not_read(dr, monkeypatch):
+    import os
+    import time
+
+    cfg = make_cfg()
+    monkeypatch.setenv("RETRAINER_SETTLE_SECONDS", "60")
+    path = deliver(dr, day(0)[["rid", "y"]], "slow.csv")  # modified just now: maybe still growing
+
+    assert feeds.ingest(cfg, by="test")["labels"]["ingested"] == []
+    assert path.exists()
+    old = time.time() - 120
+    os.utime(path, (old, old))  # unchanged for two minutes: delivered
+    assert [d["file"] for d in feeds.ingest(cfg, by="test")["labels"]["ingested"]] == ["slow.csv"]
+
+
 @pytest.mark.parametrize(
     ("content", "fname", "expect"),
     [
