@@ -7,7 +7,8 @@ For each model `<name>`:
 * **`<name>__monitor`**: the trigger path. `wait_for_batch` (sensor, poke mode) claims the oldest
   batch in `landing/<name>/` -> `validate_batch` (Great Expectations gate; a failing batch is quarantined
   with a `.reason.json`) -> `score_batch` (champion predictions) -> `drift_report` (Evidently data and
-  prediction drift) / `performance` (labelled rows) / `flagged_rate` (human flags) -> `decide` (policy with
+  prediction drift) / `ingest_feeds` (labels and flags files that arrived since the last run) ->
+  `performance` (labelled rows, late labels included) / `flagged_rate` (human flags) -> `decide` (policy with
   cooldown; every decision is an MLflow run) -> `archive_batch` -> `request_retrain` (emits the asset
   `retrainer://<name>/retrain-request` with the reasons; skipped when the policy does not fire). The batch
   is archived before the request, so the retrain it asks for trains on it. A batch a failed run left in
@@ -126,6 +127,12 @@ def build_monitor(cfg: ModelConfig) -> Any:
             return _run(monitor.drift, cfg, claim, scored)
 
         @task
+        def ingest_feeds(claim: dict[str, Any]) -> dict[str, Any]:
+            from retrainer import monitor
+
+            return _run(monitor.ingest_feeds, cfg, claim)
+
+        @task
         def performance(claim: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
             from retrainer import monitor
 
@@ -180,8 +187,11 @@ def build_monitor(cfg: ModelConfig) -> Any:
         validation = validate_batch(claim)
         scored = score_batch(claim, validation)
         drift = drift_report(claim, scored)
+        fed = ingest_feeds(claim)
+        validation >> fed  # a batch that fails the gate stops the run before anything is ingested
         perf = performance(claim, scored)
         flags = flagged_rate(claim, validation)
+        fed >> [perf, flags]  # late labels and flags that landed by now count in this run's signals
         decision = decide(claim, validation, scored, drift, perf, flags)
         archived = archive_batch(claim, decision)
         request_retrain(decision, archived)  # after the archive: the retrain must see this batch

@@ -51,13 +51,27 @@ class FeatureSpec(_Strict):
     nullable: bool = False
 
 
+class ImputeConfig(_Strict):
+    """How missing values of ``nullable`` features are filled before the estimator sees them (features
+    that are not nullable are never null: the quality gate rejects such batches)."""
+
+    numeric: Literal["median", "mean", "constant"] = "median"
+    numeric_fill: float = Field(0.0, description="the value used when numeric is 'constant'")
+    categorical: Literal["most_frequent", "constant"] = "constant"
+    categorical_fill: str = Field("missing", description="the category used when categorical is 'constant'")
+    add_indicator: bool = Field(False, description="also give the model a was-missing column per feature")
+
+
 class DataConfig(_Strict):
     time_column: str
     target: str
     features: list[FeatureSpec]
-    id_column: str | None = None
+    id_column: str | None = Field(
+        None, description="row id, unique across batches; the labels and flags feeds join on it"
+    )
     min_batch_rows: int = Field(1, ge=1)
     max_future: Duration = "1D"  # times later than now + this are quarantined (clock skew allowance)
+    impute: ImputeConfig = Field(default_factory=ImputeConfig)
 
     @field_validator("features", mode="before")
     @classmethod
@@ -75,6 +89,10 @@ class DataConfig(_Strict):
         for special in (self.time_column, self.target):
             if special in names:
                 raise ValueError(f"{special!r} is the time column or target and cannot also be a feature")
+        if self.id_column is not None and self.id_column in {*names, self.time_column, self.target}:
+            raise ValueError(
+                f"id_column {self.id_column!r} must be its own column, not a feature/time/target"
+            )
         return self
 
     @property
@@ -88,6 +106,10 @@ class DataConfig(_Strict):
     @property
     def categorical(self) -> list[str]:
         return [f.name for f in self.features if f.type == "categorical"]
+
+    @property
+    def nullable(self) -> set[str]:
+        return {f.name for f in self.features if f.nullable}
 
 
 class ModelSpec(_Strict):

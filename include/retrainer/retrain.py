@@ -63,6 +63,7 @@ def snapshot(cfg: ModelConfig, window: str | None = None, require: list[str] | N
 
     ``require``: batches that requested this retrain; they must be archived already (the monitor archives
     before it requests), otherwise this raises a retryable error rather than train without them."""
+    from retrainer.feeds import ingest
     from retrainer.snapshot import create_snapshot
     from retrainer.train import gather_window
 
@@ -70,6 +71,7 @@ def snapshot(cfg: ModelConfig, window: str | None = None, require: list[str] | N
     missing = [b for b in require or [] if b not in archived]
     if missing:
         raise LookupError(f"batches {missing} requested this retrain but are not in archive/{cfg.name}/ yet")
+    ingest(cfg, by="retrain", kinds=("labels",))  # labels that landed since the last monitor run count too
     df, sources = gather_window(cfg, root(cfg), window)
     snap = create_snapshot(
         df,
