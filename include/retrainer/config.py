@@ -274,6 +274,62 @@ class PromotionConfig(_Strict):
     rollback_batches: int = Field(
         0, ge=0, description="watch a new champion against the previous one on this many batches; 0: off"
     )
+    approval_timeout: str = Field(
+        "24H",
+        pattern=r"^[0-9]+[SMHD]$",
+        description="approval mode: how long a request waits for a person (e.g. 90S, 30M, 24H, 2D); "
+        "then the challenger is rejected and retired, recorded as a timeout",
+    )
+    approvers: list[str] = Field(
+        default_factory=list,
+        description="approval mode: Airflow user names who may answer; empty: anyone allowed to edit the DAG",
+    )
+
+    @property
+    def approval_timeout_seconds(self) -> int:
+        n, unit = int(self.approval_timeout[:-1]), self.approval_timeout[-1]
+        return n * {"S": 1, "M": 60, "H": 3600, "D": 86400}[unit]
+
+
+ALERT_EVENTS = (
+    "quarantine",  # a batch failed the data gate and was quarantined
+    "rejected",  # a retrained candidate failed validation (or was rejected / timed out in approval)
+    "promotion",  # a new champion
+    "rollback",  # the champion moved back (manually or automatically)
+    "approval_waiting",  # a challenger waits for a person
+    "stuck_batch",  # a claimed batch is not moving
+    "task_failed",  # any task of the model's DAGs failed for good
+)
+
+
+class AlertChannel(_Strict):
+    """Where alerts go: ``smtp`` (the SMTP provider, installed); ``slack`` / ``apprise`` need their Airflow
+    provider installed (optional extras)."""
+
+    type: Literal["smtp", "slack", "apprise"] = "smtp"
+    to: list[str] = Field(default_factory=list, description="smtp: recipients")
+    conn_id: str | None = Field(
+        None,
+        description="Airflow connection holding the server and credentials "
+        "(default smtp_default / slack_api_default / apprise_default)",
+    )
+    from_email: str | None = Field(None, description="smtp: sender; default: the connection's from_email")
+    channel: str | None = Field(None, description="slack: channel, e.g. #ml-alerts")
+
+    @model_validator(mode="after")
+    def _target(self) -> AlertChannel:
+        if self.type == "smtp" and not self.to:
+            raise ValueError("an smtp channel needs `to` (a list of addresses)")
+        return self
+
+
+class AlertsConfig(_Strict):
+    """Per-model alerts: which events go to which channels."""
+
+    channels: list[AlertChannel] = Field(default_factory=list, description="empty: no alerts")
+    events: list[Literal[ALERT_EVENTS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(ALERT_EVENTS), description="events to send; default: all"
+    )
 
 
 class BacktestConfig(_Strict):
@@ -314,6 +370,7 @@ class ModelConfig(_Strict):
     triggers: TriggerConfig = Field(default_factory=TriggerConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     backtest: BacktestConfig = Field(default_factory=BacktestConfig)
     source: str = Field("", exclude=True, description="file the config came from (set by load_config)")
 
