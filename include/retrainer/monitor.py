@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from retrainer import policy, quality, registry, settings, tracking
 from retrainer.exceptions import BatchError, DataValidationError, RetrainerError
-from retrainer.storage import DataRoot, read_batch
+from retrainer.storage import DataRoot, iter_chunks, read_batch, read_columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,11 +43,34 @@ def claim_batch(cfg: ModelConfig, run_id: str) -> dict[str, Any] | None:
     return claim.to_dict() if claim else None
 
 
-def _load(cfg: ModelConfig, claim: dict[str, Any]) -> pd.DataFrame:
+def _load(cfg: ModelConfig, claim: dict[str, Any], columns: list[str] | None = None) -> pd.DataFrame:
+    """The claimed batch, prepared; only ``columns`` (those it has) when given."""
     from retrainer.train import prepare
 
     _, path = root(cfg).locate(claim["batch"])
-    return prepare(cfg, read_batch(path))
+    return prepare(cfg, read_batch(path) if columns is None else read_columns(path, columns))
+
+
+def _read_rows(cfg: ModelConfig, claim: dict[str, Any], columns: list[str], positions: Any) -> pd.DataFrame:
+    """Rows at ``positions`` (in that order) of the batch's ``columns``, streamed in chunks."""
+    import numpy as np
+    import pandas as pd
+
+    from retrainer.train import prepare
+
+    _, path = root(cfg).locate(claim["batch"])
+    order = np.argsort(positions, kind="stable")
+    wanted = np.asarray(positions)[order]
+    parts, start = [], 0
+    for chunk in iter_chunks(path, columns):
+        lo, hi = np.searchsorted(wanted, [start, start + len(chunk)])
+        if hi > lo:
+            parts.append(chunk.iloc[wanted[lo:hi] - start])
+        start += len(chunk)
+    picked = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+    back = np.empty_like(order)
+    back[order] = np.arange(len(order))
+    return prepare(cfg, picked.iloc[back].reset_index(drop=True))
 
 
 # -- 2. quality gate ------------------------------------------------------------------------------------
@@ -66,7 +89,8 @@ def validate_batch(cfg: ModelConfig, claim: dict[str, Any], run_id: str = "") ->
             raise BatchError(
                 f"duplicate delivery: identical content was already processed as {duplicate.name}"
             )
-        df = read_batch(path)
+        # the columns the gate checks (and the target, to count labelled rows); the rest is not read
+        df = read_columns(path, [cfg.data.time_column, *cfg.data.feature_names, cfg.data.target])
         reference = _reference_frame(cfg)
         from retrainer.train import prepare
 
@@ -162,17 +186,34 @@ def _reference_predictions(cfg: ModelConfig, champ: registry.Champion) -> pd.Dat
 
 # -- 3. score ---------------------------------------------------------------------------------------
 def score_batch(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
-    """Predict the batch with the champion; predictions saved under ``predictions/<model>/``."""
+    """Predict the batch with the champion, chunk by chunk; predictions saved under ``predictions/<model>/``.
+
+    Only the time column and the features are read, :data:`retrainer.storage.CHUNK_ROWS` rows at a time,
+    so memory grows with the number of columns and the chunk size, not with the batch's rows.
+    """
+    import numpy as np
+    import pandas as pd
+
     from retrainer.models import load_run_model
-    from retrainer.train import predict
+    from retrainer.train import predict, prepare
 
     champ = registry.champion(cfg.name)
     if champ is None:
         log.warning("model %s has no champion yet: nothing to score with", cfg.name)
         return {"champion_version": None, "predictions": None}
-    df = _load(cfg, claim)
-    out = df[[cfg.data.time_column]].copy()
-    out["prediction"] = predict(cfg, load_run_model(champ.run_id), df)
+    model = load_run_model(champ.run_id)
+    _, path = root(cfg).locate(claim["batch"])
+    times, preds = [], []
+    for chunk in iter_chunks(path, [cfg.data.time_column, *cfg.data.feature_names]):
+        chunk = prepare(cfg, chunk)
+        times.append(chunk[cfg.data.time_column].to_numpy())
+        preds.append(np.asarray(predict(cfg, model, chunk)))
+    out = pd.DataFrame(
+        {
+            cfg.data.time_column: np.concatenate(times) if times else np.array([], "datetime64[ns]"),
+            "prediction": np.concatenate(preds) if preds else np.array([]),
+        }
+    )
     path = root(cfg).predictions / f"{_stem(claim['batch'])}.v{champ.version}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     out.to_parquet(path, index=False)
@@ -182,7 +223,11 @@ def score_batch(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
 
 # -- 4. signals -------------------------------------------------------------------------------------
 def drift(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
-    """Evidently data and prediction drift of the batch against the champion's training snapshot."""
+    """Evidently data and prediction drift of the batch against the champion's training snapshot.
+
+    Both sides are sampled to ``triggers.report_max_rows`` rows; ``sampled`` in the result says how many.
+    """
+    import numpy as np
     import pandas as pd
 
     from retrainer.drift import drift_report
@@ -191,10 +236,20 @@ def drift(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> di
     if champ is None or scored.get("predictions") is None:
         return {"data_drift_share": None, "prediction_drift": None, "drifted_columns": [], "report": None}
     ref = _reference_predictions(cfg, champ)
-    cur = _load(cfg, claim)
-    cur["prediction"] = pd.read_parquet(scored["predictions"])["prediction"].to_numpy()
+    predictions = pd.read_parquet(scored["predictions"], columns=["prediction"])["prediction"].to_numpy()
+    # the same rows drift_report would sample (pandas' seeded DataFrame.sample), read without loading
+    # the rest of the batch: the report's cost and memory stay at report_max_rows whatever the batch size
+    total, n = len(predictions), cfg.triggers.report_max_rows
+    positions = np.random.RandomState(0).choice(total, n, replace=False) if total > n else np.arange(total)
+    cur = _read_rows(cfg, claim, [cfg.data.time_column, *cfg.data.feature_names], positions)
+    cur["prediction"] = predictions[positions]
     html = root(cfg).reports / "evidently" / f"{_stem(claim['batch'])}.html"
-    return drift_report(cfg, ref, cur, html_path=html)
+    out = drift_report(cfg, ref, cur, html_path=html)
+    out["sampled"] = (
+        f"{out.get('current_rows', len(cur))} of {total} batch rows, "
+        f"{out.get('reference_rows', len(ref))} of {len(ref)} reference rows (seeded random sample)"
+    )
+    return out
 
 
 def performance(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
@@ -206,8 +261,8 @@ def performance(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any])
     champ = registry.champion(cfg.name)
     if champ is None or scored.get("predictions") is None:
         return {"metric": cfg.metric, "value": None, "reference": None, "labelled_rows": 0}
-    df = _load(cfg, claim)
-    df["prediction"] = pd.read_parquet(scored["predictions"])["prediction"].to_numpy()
+    df = _load(cfg, claim, [cfg.data.time_column, cfg.data.target])
+    df["prediction"] = pd.read_parquet(scored["predictions"], columns=["prediction"])["prediction"].to_numpy()
     lab = df[df[cfg.data.target].notna()] if cfg.data.target in df else df.iloc[0:0]
     values = metrics.compute(cfg.task, lab[cfg.data.target].to_numpy(), lab["prediction"].to_numpy())
     out = {
@@ -283,10 +338,10 @@ def _errors(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> 
 
     if cfg.triggers.error_detector is None or scored.get("predictions") is None:
         return None
-    df = _load(cfg, claim)
+    df = _load(cfg, claim, [cfg.data.time_column, cfg.data.target])
     if cfg.data.target not in df:
         return None
-    df["prediction"] = pd.read_parquet(scored["predictions"])["prediction"].to_numpy()
+    df["prediction"] = pd.read_parquet(scored["predictions"], columns=["prediction"])["prediction"].to_numpy()
     lab = df[df[cfg.data.target].notna()]
     return policy.error_stream(cfg.task, lab[cfg.data.target].to_numpy(), lab["prediction"].to_numpy())
 
