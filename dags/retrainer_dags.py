@@ -17,6 +17,9 @@ For each model `<name>`:
   holdout) -> `register` (only if it passed) -> `promote` (alias `champion`, or `challenger` in the
   `shadow` / `approval` promotion modes; history recorded). Approval mode adds a human-in-the-loop
   `approval` task and `apply_approval`; shadow mode adds `shadow_score` to the monitor DAG.
+* **`<name>__maintenance`**: on the `retention.schedule` cron (no DAG when it is null): `gc` removes what
+  the model's `retention:` rules allow (old archived batches, unreferenced snapshots, old reports,
+  predictions and claim records), never what a registered version, a window or pending labels need.
 * **`<name>__rollback`**: manual only (Params: `version`, empty = the previous champion; `reason`): moves
   the `champion` alias back and records it in the history.
 
@@ -390,7 +393,29 @@ def build_rollback(cfg: ModelConfig) -> Any:
     return rollback_dag()
 
 
+def build_maintenance(cfg: ModelConfig) -> Any:
+    @dag(
+        dag_id=f"{cfg.name}__maintenance",
+        description=f"Retention for {cfg.name}: remove what no window, registered version or label needs",
+        schedule=CronTriggerTimetable(cfg.retention.schedule, timezone="UTC"),
+        **_common(cfg.name, "maintenance"),
+    )
+    def maintenance_dag() -> None:
+        @task
+        def gc() -> dict[str, Any]:
+            from retrainer.retention import collect
+
+            plan = _run(collect, cfg).to_dict()
+            return {"bytes": plan["bytes"], "removed": {k: len(v) for k, v in plan["remove"].items()}}
+
+        gc()
+
+    return maintenance_dag()
+
+
 for _cfg in load_all(settings.config_dir()):
     globals()[f"{_cfg.name}__monitor"] = build_monitor(_cfg)
     globals()[f"{_cfg.name}__retrain"] = build_retrain(_cfg)
     globals()[f"{_cfg.name}__rollback"] = build_rollback(_cfg)
+    if _cfg.retention.schedule:
+        globals()[f"{_cfg.name}__maintenance"] = build_maintenance(_cfg)

@@ -17,6 +17,8 @@ from retrainer.exceptions import BatchError, DataValidationError, RetrainerError
 from retrainer.storage import DataRoot, iter_chunks, read_batch, read_columns
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pandas as pd
 
     from retrainer.config import ModelConfig
@@ -51,14 +53,13 @@ def _load(cfg: ModelConfig, claim: dict[str, Any], columns: list[str] | None = N
     return prepare(cfg, read_batch(path) if columns is None else read_columns(path, columns))
 
 
-def _read_rows(cfg: ModelConfig, claim: dict[str, Any], columns: list[str], positions: Any) -> pd.DataFrame:
-    """Rows at ``positions`` (in that order) of the batch's ``columns``, streamed in chunks."""
+def _read_rows(cfg: ModelConfig, path: Path, columns: list[str], positions: Any) -> pd.DataFrame:
+    """Rows at ``positions`` (in that order) of a batch file's ``columns``, streamed in chunks."""
     import numpy as np
     import pandas as pd
 
     from retrainer.train import prepare
 
-    _, path = root(cfg).locate(claim["batch"])
     order = np.argsort(positions, kind="stable")
     wanted = np.asarray(positions)[order]
     parts, start = [], 0
@@ -191,34 +192,40 @@ def score_batch(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
     Only the time column and the features are read, :data:`retrainer.storage.CHUNK_ROWS` rows at a time,
     so memory grows with the number of columns and the chunk size, not with the batch's rows.
     """
-    import numpy as np
-    import pandas as pd
-
     from retrainer.models import load_run_model
-    from retrainer.train import predict, prepare
 
     champ = registry.champion(cfg.name)
     if champ is None:
         log.warning("model %s has no champion yet: nothing to score with", cfg.name)
         return {"champion_version": None, "predictions": None}
-    model = load_run_model(champ.run_id)
     _, path = root(cfg).locate(claim["batch"])
-    times, preds = [], []
-    for chunk in iter_chunks(path, [cfg.data.time_column, *cfg.data.feature_names]):
-        chunk = prepare(cfg, chunk)
-        times.append(chunk[cfg.data.time_column].to_numpy())
-        preds.append(np.asarray(predict(cfg, model, chunk)))
-    out = pd.DataFrame(
-        {
-            cfg.data.time_column: np.concatenate(times) if times else np.array([], "datetime64[ns]"),
-            "prediction": np.concatenate(preds) if preds else np.array([]),
-        }
-    )
+    out = _predict_file(cfg, load_run_model(champ.run_id), path)
     path = root(cfg).predictions / f"{_stem(claim['batch'])}.v{champ.version}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     out.to_parquet(path, index=False)
     log.info("scored %d rows of %s with champion v%s", len(out), claim["batch"], champ.version)
     return {"champion_version": champ.version, "predictions": str(path)}
+
+
+def _predict_file(cfg: ModelConfig, model: Any, path: Path) -> pd.DataFrame:
+    """Time column and predictions of a batch file, predicted :data:`~retrainer.storage.CHUNK_ROWS` rows
+    at a time."""
+    import numpy as np
+    import pandas as pd
+
+    from retrainer.train import predict, prepare
+
+    times, preds = [], []
+    for chunk in iter_chunks(path, [cfg.data.time_column, *cfg.data.feature_names]):
+        chunk = prepare(cfg, chunk)
+        times.append(chunk[cfg.data.time_column].to_numpy())
+        preds.append(np.asarray(predict(cfg, model, chunk)))
+    return pd.DataFrame(
+        {
+            cfg.data.time_column: np.concatenate(times) if times else np.array([], "datetime64[ns]"),
+            "prediction": np.concatenate(preds) if preds else np.array([]),
+        }
+    )
 
 
 # -- 4. signals -------------------------------------------------------------------------------------
@@ -227,24 +234,32 @@ def drift(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> di
 
     Both sides are sampled to ``triggers.report_max_rows`` rows; ``sampled`` in the result says how many.
     """
-    import numpy as np
     import pandas as pd
-
-    from retrainer.drift import drift_report
 
     champ = registry.champion(cfg.name)
     if champ is None or scored.get("predictions") is None:
         return {"data_drift_share": None, "prediction_drift": None, "drifted_columns": [], "report": None}
-    ref = _reference_predictions(cfg, champ)
+    _, path = root(cfg).locate(claim["batch"])
     predictions = pd.read_parquet(scored["predictions"], columns=["prediction"])["prediction"].to_numpy()
+    html = root(cfg).reports / "evidently" / f"{_stem(claim['batch'])}.html"
+    return _drift_of(cfg, _reference_predictions(cfg, champ), path, predictions, html)
+
+
+def _drift_of(
+    cfg: ModelConfig, ref: pd.DataFrame, path: Path, predictions: Any, html: Path | None
+) -> dict[str, Any]:
+    """Drift of a batch file (with its predictions) against the reference, on sampled rows."""
+    import numpy as np
+
+    from retrainer.drift import drift_report, drift_signals
+
     # the same rows drift_report would sample (pandas' seeded DataFrame.sample), read without loading
     # the rest of the batch: the report's cost and memory stay at report_max_rows whatever the batch size
     total, n = len(predictions), cfg.triggers.report_max_rows
     positions = np.random.RandomState(0).choice(total, n, replace=False) if total > n else np.arange(total)
-    cur = _read_rows(cfg, claim, [cfg.data.time_column, *cfg.data.feature_names], positions)
-    cur["prediction"] = predictions[positions]
-    html = root(cfg).reports / "evidently" / f"{_stem(claim['batch'])}.html"
-    out = drift_report(cfg, ref, cur, html_path=html)
+    cur = _read_rows(cfg, path, [cfg.data.time_column, *cfg.data.feature_names], positions)
+    cur["prediction"] = np.asarray(predictions)[positions]
+    out = drift_report(cfg, ref, cur, html_path=html) if html is not None else drift_signals(cfg, ref, cur)
     out["sampled"] = (
         f"{out.get('current_rows', len(cur))} of {total} batch rows, "
         f"{out.get('reference_rows', len(ref))} of {len(ref)} reference rows (seeded random sample)"
@@ -458,3 +473,105 @@ def archive_batch(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
     """Move the processed batch into ``archive/<model>/`` (a no-op if it is already there)."""
     dest = root(cfg).archive_batch(claim["batch"])
     return {"archived": str(dest)}
+
+
+# -- one batch without Airflow ------------------------------------------------------------------------
+def check_file(cfg: ModelConfig, path: Path, report_dir: Path | None = None) -> dict[str, Any]:
+    """Gate, score, signals and the policy's decision for one batch file against the current champion.
+
+    What ``retrainer check`` runs: the same functions as the monitor DAG, but nothing is claimed, moved,
+    quarantined or recorded in the decision log (the policy state is read, not written). With
+    ``report_dir`` the GX result, Data Docs and the Evidently report are written there.
+    """
+    import numpy as np
+
+    from retrainer import metrics
+    from retrainer.models import load_run_model
+    from retrainer.storage import sha256_file
+    from retrainer.train import prepare
+
+    stem = _stem(path.name)
+    df = read_columns(path, [cfg.data.time_column, *cfg.data.feature_names, cfg.data.target])
+    with contextlib.suppress(KeyError, ValueError, TypeError):  # GX names what cannot be prepared
+        df = prepare(cfg, df)
+    gate = quality.validate(
+        df,
+        quality.build_expectations(cfg, _reference_frame(cfg)),
+        name=f"{cfg.name}_check_{stem}",
+        docs_dir=None if report_dir is None else report_dir / "gx",
+        raise_on_failure=False,
+    )
+    out: dict[str, Any] = {
+        "model": cfg.name,
+        "file": str(path),
+        "rows": len(df),
+        "gate": {
+            "passed": gate["success"],
+            "failures": [quality.describe(f) for f in gate["failures"]],
+            "result": gate["result_path"],
+        },
+    }
+    if not gate["success"]:
+        out["verdict"] = "rejected by the quality gate (the monitor would quarantine it)"
+        return out
+    champ = registry.champion(cfg.name)
+    out["champion_version"] = champ.version if champ else None
+    drift_result: dict[str, Any] = {}
+    perf: dict[str, Any] = {"metric": cfg.metric, "value": None, "reference": None, "labelled_rows": 0}
+    errors = None
+    if champ is not None:
+        preds = _predict_file(cfg, load_run_model(champ.run_id), path)["prediction"].to_numpy()
+        html = None if report_dir is None else report_dir / "evidently" / f"{stem}.html"
+        drift_result = _drift_of(cfg, _reference_predictions(cfg, champ), path, preds, html)
+        if cfg.data.target in df:
+            mask = df[cfg.data.target].notna().to_numpy()
+            y, p = df[cfg.data.target].to_numpy()[mask], preds[mask]
+            values = metrics.compute(cfg.task, y, p)
+            perf = {
+                "metric": cfg.metric,
+                "value": values.get(cfg.metric),
+                "all": values,
+                "reference": champ.metrics.get(cfg.metric),
+                "labelled_rows": int(mask.sum()),
+            }
+            if cfg.triggers.error_detector is not None:
+                errors = policy.error_stream(cfg.task, y, np.asarray(p))
+    flags_file = root(cfg).flags_path(path)
+    flagged_rate = None
+    if flags_file.exists():
+        import pandas as pd
+
+        flags = pd.read_csv(flags_file)
+        key = "row" if "row" in flags else cfg.data.id_column
+        flagged_rate = int(flags[key].nunique()) / max(len(df), 1) if key in flags else None
+    signals = policy.Signals(
+        data_drift_share=drift_result.get("data_drift_share"),
+        drifted_columns=tuple(drift_result.get("drifted_columns") or ()),
+        prediction_drift=drift_result.get("prediction_drift"),
+        metric_name=perf.get("metric"),
+        metric_value=perf.get("value"),
+        metric_reference=perf.get("reference"),
+        lower_is_better=cfg.lower_is_better,
+        labelled_rows=int(perf.get("labelled_rows") or 0),
+        flagged_rate=flagged_rate,
+        has_champion=champ is not None,
+    )
+    state = policy_state(cfg, exclude_sha=sha256_file(path))
+    decision, _, signals = STEP(
+        signals,
+        cfg.triggers,
+        state,
+        errors=errors,
+        model_id=None if champ is None else f"v{champ.version}",
+    )
+    out.update(
+        {
+            "drift": {k: v for k, v in drift_result.items() if k != "column_drift"},
+            "column_drift": drift_result.get("column_drift"),
+            "performance": perf,
+            "flagged_rate": flagged_rate,
+            "decision": decision.to_dict(),
+            "verdict": decision.verdict,
+        }
+    )
+    return out

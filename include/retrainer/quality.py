@@ -252,7 +252,7 @@ def validate(
         actions.append(UpdateDataDocsAction(name="docs", site_names=["retrainer"]))
     frame = _gx_frame(df, expectations)
     gx_expectations = [_to_gx(e) for e in expectations]
-    result = _run_suite(ctx, name, gx_expectations, frame, "BOOLEAN_ONLY", [] if not actions else actions)
+    result = _run_suite(ctx, name, gx_expectations, frame, "BOOLEAN_ONLY", actions)
     payload = result.to_json_dict()
     failed_at = [i for i, r in enumerate(payload["results"]) if not r["success"]]
     if failed_at:  # second pass on the failed expectations only, with bounded evidence

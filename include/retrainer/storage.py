@@ -275,7 +275,9 @@ def read_columns(path: Path, columns: list[str]) -> pd.DataFrame:
     return read_batch(path, wanted)
 
 
-def iter_chunks(path: Path, columns: list[str] | None = None, rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+def iter_chunks(
+    path: Path, columns: list[str] | None = None, rows: int = CHUNK_ROWS
+) -> Iterator[pd.DataFrame]:
     """A batch in chunks of ``rows`` rows (only ``columns`` when given), in file order."""
     import pandas as pd
     import pyarrow.parquet as pq

@@ -104,7 +104,9 @@ def _colspec_type(dtype: str) -> str:
     return "string"
 
 
-def log_snapshot_input(name: str, snap: dict[str, Any], schema: dict[str, str], target: str, sample: Any) -> None:
+def log_snapshot_input(
+    name: str, snap: dict[str, Any], schema: dict[str, str], target: str, sample: Any
+) -> None:
     """Log a training snapshot to the active run as an MLflow dataset input, by reference.
 
     What MLflow records is the snapshot's location, its sha256 (the digest MLflow shows), its row count
