@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration test-e2e lint bench bench-backtest bench-freshness backtest-docs clean airflow stop chromium
+.PHONY: install demo test test-unit test-integration test-e2e lint bench bench-backtest bench-freshness bench-scale backtest-docs clean airflow stop chromium
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,9 @@ airflow: install  ## start Airflow + MLflow on loopback with the Retraining view
 
 stop:  ## stop what `make airflow` started (by recorded process group, never by name)
 	$(PY) scripts/airflow_stack.py stop --state .airflow
+
+bench-scale: install  ## 1M-row batch monitor, retrain on a long archive, policy-state read; ratios vs same-run baselines (~8 min)
+	$(PY) benchmarks/scale.py
 
 bench-freshness: install  ## freshness under the real scheduler: landing -> decision, landing -> new champion (~8 min)
 	$(PY) benchmarks/freshness.py
