@@ -8,9 +8,10 @@ For each model `<name>`:
   batch in `landing/<name>/` -> `validate_batch` (Great Expectations gate; a failing batch is quarantined
   with a `.reason.json`) -> `score_batch` (champion predictions) -> `drift_report` (Evidently data and
   prediction drift) / `performance` (labelled rows) / `flagged_rate` (human flags) -> `decide` (policy with
-  cooldown; every decision is an MLflow run) -> `request_retrain` (emits the asset
-  `retrainer://<name>/retrain-request` with the reasons; skipped when the policy does not fire) and
-  `archive_batch`.
+  cooldown; every decision is an MLflow run) -> `archive_batch` -> `request_retrain` (emits the asset
+  `retrainer://<name>/retrain-request` with the reasons; skipped when the policy does not fire). The batch
+  is archived before the request, so the retrain it asks for trains on it. A batch a failed run left in
+  `processing/` is resumed by the next run before newer batches.
 * **`<name>__retrain`**: runs on the config's cron *or* when that asset is updated, and on manual
   trigger (Params: `force`, `reason`, `window`). `resolve_trigger` -> `snapshot` (immutable, sha256)
   -> `gate_training_data` (GX) -> `train` (MLflow run) -> `evaluate` (vs champion on the most recent
@@ -23,6 +24,9 @@ For each model `<name>`:
 * **`<name>__rollback`**: manual only (Params: `version`, empty = the previous champion; `reason`): moves
   the `champion` alias back and records it in the history.
 
+A model whose config file is invalid gets no DAGs but a `<file>__invalid_config` DAG whose description
+and doc show the error; the other models are unaffected.
+
 All logic lives in the `retrainer` package; these tasks only wire it together.
 """
 
@@ -34,7 +38,7 @@ from typing import Any
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, PokeReturnValue, dag, task
 
 from retrainer import settings
-from retrainer.config import ModelConfig, load_all
+from retrainer.config import ModelConfig, load_valid
 
 DEFAULT_ARGS = {"owner": "retrainer", "retries": 1, "retry_delay": timedelta(seconds=30)}
 START = datetime(2024, 1, 1)
@@ -93,8 +97,17 @@ def build_monitor(cfg: ModelConfig) -> Any:
         )
         def wait_for_batch(**context: Any) -> PokeReturnValue:
             from retrainer.monitor import claim_batch
+            from retrainer.storage import DataRoot
 
-            claim = claim_batch(cfg, context["run_id"])
+            ti, dag_id = context["ti"], context["dag"].dag_id
+
+            def owner_alive(claim: Any) -> bool:  # a batch in processing is resumed once its run ended
+                try:
+                    return str(ti.get_dagrun_state(dag_id, claim.run_id)) in ("queued", "running")
+                except Exception:  # run unknown to Airflow (deleted, or claimed outside it): go by age
+                    return DataRoot._recent(claim)
+
+            claim = claim_batch(cfg, context["run_id"], owner_alive)
             return PokeReturnValue(is_done=claim is not None, xcom_value=claim)
 
         @task
@@ -142,7 +155,9 @@ def build_monitor(cfg: ModelConfig) -> Any:
             return _run(monitor.decide, cfg, claim, validation, scored, drift, perf, flags, context["run_id"])
 
         @task(outlets=[asset])
-        def request_retrain(decision: dict[str, Any], **context: Any) -> dict[str, Any]:
+        def request_retrain(
+            decision: dict[str, Any], archived: dict[str, Any], **context: Any
+        ) -> dict[str, Any]:
             from airflow.sdk.exceptions import AirflowSkipException
 
             if not decision["retrain"]:
@@ -171,8 +186,8 @@ def build_monitor(cfg: ModelConfig) -> Any:
         perf = performance(claim, scored)
         flags = flagged_rate(claim, validation)
         decision = decide(claim, validation, scored, drift, perf, flags)
-        request_retrain(decision)
-        archive_batch(claim, decision)
+        archived = archive_batch(claim, decision)
+        request_retrain(decision, archived)  # after the archive: the retrain must see this batch
         if cfg.promotion.mode == "shadow" or cfg.promotion.rollback_batches:
             _shadow_task(cfg)(claim, decision)
 
@@ -289,7 +304,7 @@ def build_retrain(cfg: ModelConfig) -> Any:
         def snapshot(trigger: dict[str, Any]) -> dict[str, Any]:
             from retrainer import retrain
 
-            return _run(retrain.snapshot, cfg, trigger["window"])
+            return _run(retrain.snapshot, cfg, trigger["window"], trigger.get("batches"))
 
         @task
         def gate_training_data(snap: dict[str, Any]) -> dict[str, Any]:
@@ -413,9 +428,41 @@ def build_maintenance(cfg: ModelConfig) -> Any:
     return maintenance_dag()
 
 
-for _cfg in load_all(settings.config_dir()):
+def build_invalid(stem: str, error: str) -> Any:
+    """A DAG that shows why a model's config is invalid (its real DAGs are not built until it is fixed)."""
+    import re
+
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", stem)[:200] or "unnamed"
+
+    @dag(
+        dag_id=f"{safe}__invalid_config",
+        description=f"INVALID CONFIG: {error.splitlines()[0][:180]}",
+        schedule=None,
+        start_date=START,
+        catchup=False,
+        default_args={**DEFAULT_ARGS, "retries": 0},
+        tags=["retrainer", safe, "invalid-config"],
+        doc_md=f"### The config of model `{safe}` is invalid\n\nFix the file; its DAGs come back on the next "
+        f"parse.\n\n```\n{error}\n```",
+    )
+    def invalid_dag() -> None:
+        @task
+        def config_error() -> None:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(error)
+
+        config_error()
+
+    return invalid_dag()
+
+
+_configs, _errors = load_valid(settings.config_dir())  # one broken file affects only its own model
+for _cfg in _configs:
     globals()[f"{_cfg.name}__monitor"] = build_monitor(_cfg)
     globals()[f"{_cfg.name}__retrain"] = build_retrain(_cfg)
     globals()[f"{_cfg.name}__rollback"] = build_rollback(_cfg)
     if _cfg.retention.schedule:
         globals()[f"{_cfg.name}__maintenance"] = build_maintenance(_cfg)
+for _stem, _error in _errors.items():
+    globals()[f"{_stem}__invalid_config"] = build_invalid(_stem, _error)

@@ -169,6 +169,12 @@ def _overview_body(rows: list[dict[str, Any]]) -> str:
         return '<p class="muted">No model configs found (include/models/*.yaml).</p>'
     trs = []
     for r in rows:
+        if r.get("config_error"):  # this model's config is invalid: say so, the others render as usual
+            trs.append(
+                f"<tr><td><b>{_e(r['name'])}</b><div class='sub'>{_badge('invalid config', 'bad')}</div></td>"
+                f"<td colspan='5' class='why'><pre>{_e(r['config_error'][:1500])}</pre></td></tr>"
+            )
+            continue
         ch, last, rt = r["champion"], r["last_check"], r["last_retrain"]
         champ = (
             f'<b>v{ch["version"]}</b><div class="sub">{_e(r["metric"])} {_num(ch["metric"])}</div>'
@@ -203,7 +209,8 @@ def _overview_body(rows: list[dict[str, Any]]) -> str:
 <td><a class="model" href="{PREFIX}/models/{quote(r["name"])}">{_e(r["name"])}</a>
 <div class="sub">{_e(r["task"])} · {r["checks"]} checks · {r["retrain_requests"]} requests
 {" · " + str(r["pending_batches"]) + " waiting" if r["pending_batches"] else ""}
-{" · " + str(r["quarantined"]) + " quarantined" if r["quarantined"] else ""}</div></td>
+{" · " + str(r["quarantined"]) + " quarantined" if r["quarantined"] else ""}
+{" · " + str(r["stuck"]) + " stuck in processing" if r.get("stuck") else ""}</div></td>
 <td>{champ}</td><td>{check}</td><td>{drift}</td><td>{retrain}</td><td>{chal}</td></tr>"""
         )
     return f"""
@@ -414,6 +421,10 @@ def _model_body(d: dict[str, Any]) -> str:
     quarantine = "".join(
         f"<li><b>{_e(q['batch'])}</b>: {_e(q['message'][:300])}</li>" for q in d["quarantined"]
     )
+    stuck = "".join(  # batches a monitor run left in processing/ (the next run resumes them)
+        f"<tr><td>{_e(b['batch'])}</td><td>{_when(b['since'])}</td><td class='mono'>{_e(b['claimed_by'])}</td></tr>"
+        for b in d.get("stuck", [])
+    )
     return f"""
 <p><a href="{PREFIX}/">← all models</a> · <a href="/dags/{name}__monitor" target="_top">monitor DAG</a> ·
 <a href="/dags/{name}__retrain" target="_top">retrain DAG</a> (trigger it there with Params: force, reason, window)</p>
@@ -433,7 +444,8 @@ def _model_body(d: dict[str, Any]) -> str:
 <div><h2>Promotion history</h2><table class="grid"><thead><tr><th>When</th><th>Action</th><th>Move</th><th>Why</th>
 <th>By</th></tr></thead><tbody>{history_rows or '<tr><td colspan="5" class="muted">none</td></tr>'}</tbody></table></div>
 </div>
-{f"<h2>Quarantine</h2><ul class='q'>{quarantine}</ul>" if quarantine else ""}"""
+{f"<h2>Quarantine</h2><ul class='q'>{quarantine}</ul>" if quarantine else ""}
+{f"<h2>Stuck in processing</h2><table class='grid'><thead><tr><th>Batch</th><th>Since</th><th>Claimed by run</th></tr></thead><tbody>{stuck}</tbody></table>" if stuck else ""}"""
 
 
 CSS = """

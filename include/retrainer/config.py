@@ -57,6 +57,7 @@ class DataConfig(_Strict):
     features: list[FeatureSpec]
     id_column: str | None = None
     min_batch_rows: int = Field(1, ge=1)
+    max_future: Duration = "1D"  # times later than now + this are quarantined (clock skew allowance)
 
     @field_validator("features", mode="before")
     @classmethod
@@ -431,8 +432,21 @@ def load_config(path: Path | str) -> ModelConfig:
 
 
 def load_all(folder: Path | str) -> list[ModelConfig]:
-    """Every ``*.yaml`` config in a folder, sorted by name."""
+    """Every ``*.yaml`` config in a folder, sorted by name; the first invalid one raises."""
     return [load_config(p) for p in sorted(Path(folder).glob("*.yaml"))]
+
+
+def load_valid(folder: Path | str) -> tuple[list[ModelConfig], dict[str, str]]:
+    """Every valid ``*.yaml`` config in a folder, and the error of each invalid one by file stem.
+
+    One broken file affects only its own model: the DAG factory and the overview load the rest."""
+    configs, errors = [], {}
+    for p in sorted(Path(folder).glob("*.yaml")):
+        try:
+            configs.append(load_config(p))
+        except ConfigError as exc:
+            errors[p.stem] = str(exc)
+    return configs, errors
 
 
 def find_config(name: str, folder: Path | str) -> ModelConfig:

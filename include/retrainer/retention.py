@@ -14,10 +14,11 @@ removes, per the model's ``retention:`` config:
 - stored predictions older than ``retention.predictions`` whose batch waits for no labels, and the
   predictions of batches removed from the archive; cached reference predictions of versions that are no
   longer champion or challenger;
-- claim records older than ``retention.records`` whose batch is no longer in landing or processing.
+- claim records older than ``retention.records`` whose batch is no longer in landing or processing (a
+  re-run of such an old run then claims a new batch instead of finding its old one).
 
-Never touched: landing, processing (in-flight and stuck batches), quarantine, and anything outside the
-data root. If the registry cannot be read, no snapshot is removed.
+Never touched: landing, processing (in-flight and stuck batches), claim locks, quarantine, and anything
+outside the data root. If the registry cannot be read, no snapshot is removed.
 """
 
 from __future__ import annotations
@@ -196,12 +197,15 @@ def collect(cfg: ModelConfig, *, dry_run: bool = False, now: float | None = None
             if dr.dir(stage).exists()
             for p in dr.dir(stage).iterdir()
         }
+        if dr.inflight.exists():  # a claimed batch's lock: its run may still be working on it
+            in_flight |= {p.name.removesuffix(".json") for p in dr.inflight.glob("*.json")}
         for p in sorted(dr.claims.glob("*.json")):
             try:
-                batch = json.loads(p.read_text()).get("batch")
+                record = json.loads(p.read_text())
             except (OSError, ValueError):
                 continue  # unreadable: leave it for a person
-            if batch in in_flight:
+            batch = record.get("batch")
+            if batch in in_flight or record.get("stage") == "processing":
                 continue
             if _age_hours(p, now) > duration_hours(ret.records):
                 plan.add("records", p, f"claim of {batch}, older than {ret.records}")

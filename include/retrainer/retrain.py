@@ -29,8 +29,12 @@ def resolve_trigger(
 ) -> dict[str, Any]:
     """Which path started this run and why: asset (trigger policy), schedule, or manual."""
     reasons: list[str] = []
-    for event in asset_events:
-        reasons.extend((event.get("extra") or {}).get("reasons", []))
+    batches: list[str] = []
+    for event in asset_events:  # the same event delivered twice counts once
+        extra = event.get("extra") or {}
+        reasons.extend(r for r in extra.get("reasons", []) if r not in reasons)
+        if extra.get("batch") and extra["batch"] not in batches:
+            batches.append(str(extra["batch"]))
     source = params.get("trigger_source") or ""
     if not source:
         if asset_events:
@@ -49,15 +53,23 @@ def resolve_trigger(
         "force": bool(params.get("force")),
         "window": params.get("window") or None,
         "run_type": run_type,
+        **({"batches": batches} if batches else {}),
     }
 
 
 # -- 2. snapshot ----------------------------------------------------------------------------------------
-def snapshot(cfg: ModelConfig, window: str | None = None) -> dict[str, Any]:
-    """Snapshot the labelled archived data inside the training window (content-addressed)."""
+def snapshot(cfg: ModelConfig, window: str | None = None, require: list[str] | None = None) -> dict[str, Any]:
+    """Snapshot the labelled archived data inside the training window (content-addressed).
+
+    ``require``: batches that requested this retrain; they must be archived already (the monitor archives
+    before it requests), otherwise this raises a retryable error rather than train without them."""
     from retrainer.snapshot import create_snapshot
     from retrainer.train import gather_window
 
+    archived = {p.name for p in root(cfg).archived()}
+    missing = [b for b in require or [] if b not in archived]
+    if missing:
+        raise LookupError(f"batches {missing} requested this retrain but are not in archive/{cfg.name}/ yet")
     df, sources = gather_window(cfg, root(cfg), window)
     snap = create_snapshot(
         df,
