@@ -24,6 +24,9 @@ For each model `<name>`:
   `approval` (human-in-the-loop; only the config's `promotion.approvers` when set; no answer within
   `promotion.approval_timeout`, default 24H, chooses Reject) -> `apply_approval` (promote, or retire and
   record who rejected or that it timed out). New retrain requests keep being recorded meanwhile.
+* **`<name>__maintenance`**: on the `retention.schedule` cron (no DAG when it is null): `gc` removes what
+  the model's `retention:` rules allow (old archived batches, unreferenced snapshots, old reports,
+  predictions and claim records), never what a registered version, a window or pending labels need.
 * **`<name>__rollback`**: manual only (Params: `version`, empty = the previous champion; `reason`): moves
   the `champion` alias back and records it in the history, with the Airflow user who triggered the run.
 
@@ -503,6 +506,26 @@ def build_rollback(cfg: ModelConfig) -> Any:
     return rollback_dag()
 
 
+def build_maintenance(cfg: ModelConfig) -> Any:
+    @dag(
+        dag_id=f"{cfg.name}__maintenance",
+        description=f"Retention for {cfg.name}: remove what no window, registered version or label needs",
+        schedule=CronTriggerTimetable(cfg.retention.schedule, timezone="UTC"),
+        **_common(cfg.name, "maintenance"),
+    )
+    def maintenance_dag() -> None:
+        @task
+        def gc() -> dict[str, Any]:
+            from retrainer.retention import collect
+
+            plan = _run(collect, cfg).to_dict()
+            return {"bytes": plan["bytes"], "removed": {k: len(v) for k, v in plan["remove"].items()}}
+
+        gc()
+
+    return maintenance_dag()
+
+
 def build_invalid(stem: str, error: str) -> Any:
     """A DAG that shows why a model's config is invalid (its real DAGs are not built until it is fixed)."""
     import re
@@ -539,5 +562,7 @@ for _cfg in _configs:
     globals()[f"{_cfg.name}__rollback"] = build_rollback(_cfg)
     if _cfg.promotion.mode == "approval":
         globals()[f"{_cfg.name}__approval"] = build_approval(_cfg)
+    if _cfg.retention.schedule:
+        globals()[f"{_cfg.name}__maintenance"] = build_maintenance(_cfg)
 for _stem, _error in _errors.items():
     globals()[f"{_stem}__invalid_config"] = build_invalid(_stem, _error)

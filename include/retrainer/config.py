@@ -359,6 +359,37 @@ class BacktestConfig(_Strict):
 RESERVED_POLICIES = {"never", "every_batch", "trigger", "baseline"}
 
 
+class RetentionConfig(_Strict):
+    """What ``retrainer gc`` (and the ``<model>__maintenance`` DAG) may remove. Never removed: batches in
+    landing, processing or quarantine, snapshots of registered versions, archived batches inside the
+    training window, and predictions the current champion or challenger uses."""
+
+    archive: Duration = Field(
+        "26W",
+        description="archived batches are kept while their newest row is within this (or the training "
+        "window, if longer) of the newest archived row",
+    )
+    label_wait: Duration = Field(
+        "8W", description="archived batches with unlabelled rows are kept this long (data time) for labels"
+    )
+    snapshots: Duration = Field(
+        "7D", description="snapshots no registered version uses are kept this long after they were written"
+    )
+    reports: Duration = Field("30D", description="GX and Evidently reports are kept this long")
+    predictions: Duration = Field(
+        "30D", description="stored batch predictions are kept this long, and while their labels are pending"
+    )
+    records: Duration = Field("30D", description="claim records of finished batches are kept this long")
+    schedule: str | None = Field(
+        "0 4 * * 0", description="cron of the <model>__maintenance DAG that runs gc; null for no DAG"
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return ModelConfig._cron(value)
+
+
 class ModelConfig(_Strict):
     name: str
     task: Literal["classification", "regression"]
@@ -372,6 +403,7 @@ class ModelConfig(_Strict):
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     backtest: BacktestConfig = Field(default_factory=BacktestConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     source: str = Field("", exclude=True, description="file the config came from (set by load_config)")
 
     @field_validator("name")

@@ -186,18 +186,19 @@ def train(
         )
         mlflow.log_metrics({f"holdout_{k}": v for k, v in scores.items() if v == v})  # skip NaN
         mlflow.log_metrics({f"train_{k}": v for k, v in train_scores.items() if v == v})
-        import mlflow.data
+        from retrainer.snapshot import read_manifest
 
-        dataset = mlflow.data.from_pandas(
-            df,
-            source=str(root(cfg).snapshots / snap["sha256"]),
-            targets=cfg.data.target,
-            name=f"{cfg.name}-{snap['sha256'][:12]}",
+        manifest = read_manifest(root(cfg).snapshots, snap["sha256"])
+        tracking.log_snapshot_input(  # by reference: hash, rows, schema, a sample (no scan of the data)
+            f"{cfg.name}-{snap['sha256'][:12]}",
+            {**snap, "path": str(root(cfg).snapshots / snap["sha256"]), "rows": len(df)},
+            manifest["schema"],
+            cfg.data.target,
+            df.sample(n=min(len(df), tracking.SAMPLE_ROWS), random_state=0).sort_index(),
         )
-        mlflow.log_input(dataset, context="training")
         mlflow.log_dict(snap, "snapshot.json")
         mlflow.log_dict(cfg.model_dump(mode="json"), "config.json")  # what `retrainer reproduce` replays
-        log_model(model, train_df[cfg.data.feature_names])
+        log_model(model, train_df[cfg.data.feature_names].head(5))  # signature from a sample
     log.info(
         "trained %s on %d rows; holdout (%d rows) %s",
         cfg.model.estimator,
