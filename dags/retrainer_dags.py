@@ -7,7 +7,8 @@ For each model `<name>`:
 * **`<name>__monitor`**: the trigger path. `wait_for_batch` (sensor, poke mode) claims the oldest
   batch in `landing/<name>/` -> `validate_batch` (Great Expectations gate; a failing batch is quarantined
   with a `.reason.json`) -> `score_batch` (champion predictions) -> `drift_report` (Evidently data and
-  prediction drift) / `performance` (labelled rows) / `flagged_rate` (human flags) -> `decide` (policy with
+  prediction drift) / `ingest_feeds` (labels and flags files that arrived since the last run) ->
+  `performance` (labelled rows, late labels included) / `flagged_rate` (human flags) -> `decide` (policy with
   cooldown; every decision is an MLflow run) -> `archive_batch` -> `request_retrain` (emits the asset
   `retrainer://<name>/retrain-request` with the reasons; skipped when the policy does not fire). The batch
   is archived before the request, so the retrain it asks for trains on it. A batch a failed run left in
@@ -23,6 +24,9 @@ For each model `<name>`:
   `approval` (human-in-the-loop; only the config's `promotion.approvers` when set; no answer within
   `promotion.approval_timeout`, default 24H, chooses Reject) -> `apply_approval` (promote, or retire and
   record who rejected or that it timed out). New retrain requests keep being recorded meanwhile.
+* **`<name>__maintenance`**: on the `retention.schedule` cron (no DAG when it is null): `gc` removes what
+  the model's `retention:` rules allow (old archived batches, unreferenced snapshots, old reports,
+  predictions and claim records), never what a registered version, a window or pending labels need.
 * **`<name>__rollback`**: manual only (Params: `version`, empty = the previous champion; `reason`): moves
   the `champion` alias back and records it in the history, with the Airflow user who triggered the run.
 
@@ -160,6 +164,12 @@ def build_monitor(cfg: ModelConfig) -> Any:
             return _run(monitor.drift, cfg, claim, scored)
 
         @task
+        def ingest_feeds(claim: dict[str, Any]) -> dict[str, Any]:
+            from retrainer import monitor
+
+            return _run(monitor.ingest_feeds, cfg, claim)
+
+        @task
         def performance(claim: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
             from retrainer import monitor
 
@@ -214,8 +224,11 @@ def build_monitor(cfg: ModelConfig) -> Any:
         validation = validate_batch(claim)
         scored = score_batch(claim, validation)
         drift = drift_report(claim, scored)
+        fed = ingest_feeds(claim)
+        validation >> fed  # a batch that fails the gate stops the run before anything is ingested
         perf = performance(claim, scored)
         flags = flagged_rate(claim, validation)
+        fed >> [perf, flags]  # late labels and flags that landed by now count in this run's signals
         decision = decide(claim, validation, scored, drift, perf, flags)
         archived = archive_batch(claim, decision)
         request_retrain(decision, archived)  # after the archive: the retrain must see this batch
@@ -493,6 +506,26 @@ def build_rollback(cfg: ModelConfig) -> Any:
     return rollback_dag()
 
 
+def build_maintenance(cfg: ModelConfig) -> Any:
+    @dag(
+        dag_id=f"{cfg.name}__maintenance",
+        description=f"Retention for {cfg.name}: remove what no window, registered version or label needs",
+        schedule=CronTriggerTimetable(cfg.retention.schedule, timezone="UTC"),
+        **_common(cfg.name, "maintenance"),
+    )
+    def maintenance_dag() -> None:
+        @task
+        def gc() -> dict[str, Any]:
+            from retrainer.retention import collect
+
+            plan = _run(collect, cfg).to_dict()
+            return {"bytes": plan["bytes"], "removed": {k: len(v) for k, v in plan["remove"].items()}}
+
+        gc()
+
+    return maintenance_dag()
+
+
 def build_invalid(stem: str, error: str) -> Any:
     """A DAG that shows why a model's config is invalid (its real DAGs are not built until it is fixed)."""
     import re
@@ -529,5 +562,7 @@ for _cfg in _configs:
     globals()[f"{_cfg.name}__rollback"] = build_rollback(_cfg)
     if _cfg.promotion.mode == "approval":
         globals()[f"{_cfg.name}__approval"] = build_approval(_cfg)
+    if _cfg.retention.schedule:
+        globals()[f"{_cfg.name}__maintenance"] = build_maintenance(_cfg)
 for _stem, _error in _errors.items():
     globals()[f"{_stem}__invalid_config"] = build_invalid(_stem, _error)

@@ -77,6 +77,7 @@ def snapshot(cfg: ModelConfig, window: str | None = None, require: list[str] | N
 
     ``require``: batches that requested this retrain; they must be archived already (the monitor archives
     before it requests), otherwise this raises a retryable error rather than train without them."""
+    from retrainer.feeds import ingest
     from retrainer.snapshot import create_snapshot
     from retrainer.train import gather_window
 
@@ -84,6 +85,7 @@ def snapshot(cfg: ModelConfig, window: str | None = None, require: list[str] | N
     missing = [b for b in require or [] if b not in archived]
     if missing:
         raise LookupError(f"batches {missing} requested this retrain but are not in archive/{cfg.name}/ yet")
+    ingest(cfg, by="retrain", kinds=("labels",))  # labels that landed since the last monitor run count too
     df, sources = gather_window(cfg, root(cfg), window)
     snap = create_snapshot(
         df,
@@ -184,18 +186,19 @@ def train(
         )
         mlflow.log_metrics({f"holdout_{k}": v for k, v in scores.items() if v == v})  # skip NaN
         mlflow.log_metrics({f"train_{k}": v for k, v in train_scores.items() if v == v})
-        import mlflow.data
+        from retrainer.snapshot import read_manifest
 
-        dataset = mlflow.data.from_pandas(
-            df,
-            source=str(root(cfg).snapshots / snap["sha256"]),
-            targets=cfg.data.target,
-            name=f"{cfg.name}-{snap['sha256'][:12]}",
+        manifest = read_manifest(root(cfg).snapshots, snap["sha256"])
+        tracking.log_snapshot_input(  # by reference: hash, rows, schema, a sample (no scan of the data)
+            f"{cfg.name}-{snap['sha256'][:12]}",
+            {**snap, "path": str(root(cfg).snapshots / snap["sha256"]), "rows": len(df)},
+            manifest["schema"],
+            cfg.data.target,
+            df.sample(n=min(len(df), tracking.SAMPLE_ROWS), random_state=0).sort_index(),
         )
-        mlflow.log_input(dataset, context="training")
         mlflow.log_dict(snap, "snapshot.json")
         mlflow.log_dict(cfg.model_dump(mode="json"), "config.json")  # what `retrainer reproduce` replays
-        log_model(model, train_df[cfg.data.feature_names])
+        log_model(model, train_df[cfg.data.feature_names].head(5))  # signature from a sample
     log.info(
         "trained %s on %d rows; holdout (%d rows) %s",
         cfg.model.estimator,
