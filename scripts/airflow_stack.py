@@ -401,7 +401,10 @@ class ProdStack(Stack):
         keys = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
         return {k: env[k] for k in (*keys, "RETRAINER_DATA_ROOT")}
 
-    def password(self) -> str:
+    def password(self, user: str = USER) -> str:
+        """The FAB admin's password (the twin creates no other users)."""
+        if user != USER:
+            raise KeyError(f"the production twin has no user {user!r}")
         return self.secrets()["AIRFLOW_ADMIN_PASSWORD"]
 
     # -- lifecycle ---------------------------------------------------------------------------------------
