@@ -85,11 +85,66 @@ def rainfall() -> pd.DataFrame:
     return df
 
 
-DATASETS = {"bikeshare": bikeshare, "rainfall": rainfall}
+NYSE_LAGS = 5
+
+
+def nyse() -> pd.DataFrame:
+    """New York Stock Exchange daily trading, 1962-12-03 .. 1986-12-31 (ISLP's ``NYSE``).
+
+    6,051 trading days; target ``log_volume`` (detrended log trading volume, as ISLP ships it). Features:
+    the day of the week and the previous ``NYSE_LAGS`` days' log volume, Dow Jones return and log
+    volatility (all known before the day's volume is: a one-day-ahead forecast, as in ISLP's lab); the
+    first ``NYSE_LAGS`` days have no full history and are dropped. The volume process changes over the decades
+    (regime shifts around 1970 and 1980 in ISLP's description), a slow concept drift.
+    """
+    from importlib.resources import as_file, files
+
+    import pandas as pd
+
+    with as_file(files("ISLP").joinpath("data", "NYSE.csv")) as path:
+        raw = pd.read_csv(path)
+    df = pd.DataFrame(
+        {
+            "timestamp": pd.to_datetime(raw["date"]),
+            "day_of_week": raw["day_of_week"].astype(str),
+        }
+    )
+    for k in range(1, NYSE_LAGS + 1):
+        df[f"log_volume_lag{k}"] = raw["log_volume"].shift(k).astype(float)
+        df[f"DJ_return_lag{k}"] = raw["DJ_return"].shift(k).astype(float)
+        df[f"log_volatility_lag{k}"] = raw["log_volatility"].shift(k).astype(float)
+    df["log_volume"] = raw["log_volume"].astype(float)
+    return df.iloc[NYSE_LAGS:].sort_values("timestamp", kind="mergesort").reset_index(drop=True)
+
+
+TRUMP_POLLSTERS = ("ipsos", "rasmussen", "you_gov", "gallup", "morning_consult")
+
+
+def trump_approval() -> pd.DataFrame:
+    """Daily approval rating of President Trump, 2017-03-01 .. 2019-11-26 (river's ``TrumpApproval``).
+
+    1,001 days; target ``five_thirty_eight`` (FiveThirtyEight's aggregate), features the individual
+    pollsters' latest numbers (river ships the file; river's own loader is not needed). The pollsters'
+    house effects and the aggregate's weights drift over time.
+    """
+    from importlib.resources import as_file, files
+
+    import pandas as pd
+
+    with as_file(files("river").joinpath("datasets", "trump_approval.csv.gz")) as path:
+        raw = pd.read_csv(path)
+    df = pd.DataFrame({"timestamp": raw["ordinal_date"].map(pd.Timestamp.fromordinal)})
+    for c in TRUMP_POLLSTERS:
+        df[c] = raw[c].astype(float)
+    df["five_thirty_eight"] = raw["five_thirty_eight"].astype(float)
+    return df.sort_values("timestamp", kind="mergesort").reset_index(drop=True)
+
+
+DATASETS = {"bikeshare": bikeshare, "rainfall": rainfall, "nyse": nyse, "trump_approval": trump_approval}
 
 
 def load(name: str) -> pd.DataFrame:
-    """A shipped dataset by name (``bikeshare`` or ``rainfall``)."""
+    """A shipped dataset by name (``bikeshare``, ``rainfall``, ``nyse`` or ``trump_approval``)."""
     from retrainer.exceptions import BatchError
 
     if name not in DATASETS:
