@@ -85,36 +85,29 @@ def rainfall() -> pd.DataFrame:
     return df
 
 
-NYSE_LAGS = 5
+def co2() -> pd.DataFrame:
+    """Weekly atmospheric CO2 at Mauna Loa, 1958-03-29 .. 2001-12-29 (statsmodels' ``co2``).
 
-
-def nyse() -> pd.DataFrame:
-    """New York Stock Exchange daily trading, 1962-12-03 .. 1986-12-31 (ISLP's ``NYSE``).
-
-    6,051 trading days; target ``log_volume`` (detrended log trading volume, as ISLP ships it). Features:
-    the day of the week and the previous ``NYSE_LAGS`` days' log volume, Dow Jones return and log
-    volatility (all known before the day's volume is: a one-day-ahead forecast, as in ISLP's lab); the
-    first ``NYSE_LAGS`` days have no full history and are dropped. The volume process changes over the decades
-    (regime shifts around 1970 and 1980 in ISLP's description), a slow concept drift.
+    2,284 weeks; target ``co2`` (ppm), 59 weeks without a measurement (unlabelled rows). Features: the
+    position in the year (``year_sin``, ``year_cos``) and the month. A model of the seasonal cycle must
+    be retrained to follow the rising trend: concept drift with a strong seasonal pattern.
     """
-    from importlib.resources import as_file, files
-
+    import numpy as np
     import pandas as pd
+    from statsmodels.datasets import co2 as sm_co2
 
-    with as_file(files("ISLP").joinpath("data", "NYSE.csv")) as path:
-        raw = pd.read_csv(path)
-    df = pd.DataFrame(
+    raw = sm_co2.load_pandas().data  # read from the csv inside the package, no download
+    t = pd.DatetimeIndex(raw.index)
+    angle = 2 * np.pi * (t.dayofyear.to_numpy() - 1) / 365.25
+    return pd.DataFrame(
         {
-            "timestamp": pd.to_datetime(raw["date"]),
-            "day_of_week": raw["day_of_week"].astype(str),
+            "timestamp": t,
+            "year_sin": np.sin(angle),
+            "year_cos": np.cos(angle),
+            "month": t.month.astype(int),
+            "co2": raw["co2"].to_numpy(dtype=float),
         }
-    )
-    for k in range(1, NYSE_LAGS + 1):
-        df[f"log_volume_lag{k}"] = raw["log_volume"].shift(k).astype(float)
-        df[f"DJ_return_lag{k}"] = raw["DJ_return"].shift(k).astype(float)
-        df[f"log_volatility_lag{k}"] = raw["log_volatility"].shift(k).astype(float)
-    df["log_volume"] = raw["log_volume"].astype(float)
-    return df.iloc[NYSE_LAGS:].sort_values("timestamp", kind="mergesort").reset_index(drop=True)
+    ).reset_index(drop=True)
 
 
 TRUMP_POLLSTERS = ("ipsos", "rasmussen", "you_gov", "gallup", "morning_consult")
@@ -140,11 +133,11 @@ def trump_approval() -> pd.DataFrame:
     return df.sort_values("timestamp", kind="mergesort").reset_index(drop=True)
 
 
-DATASETS = {"bikeshare": bikeshare, "rainfall": rainfall, "nyse": nyse, "trump_approval": trump_approval}
+DATASETS = {"bikeshare": bikeshare, "rainfall": rainfall, "co2": co2, "trump_approval": trump_approval}
 
 
 def load(name: str) -> pd.DataFrame:
-    """A shipped dataset by name (``bikeshare``, ``rainfall``, ``nyse`` or ``trump_approval``)."""
+    """A shipped dataset by name (``bikeshare``, ``rainfall``, ``co2`` or ``trump_approval``)."""
     from retrainer.exceptions import BatchError
 
     if name not in DATASETS:
