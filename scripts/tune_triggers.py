@@ -45,8 +45,12 @@ VARIANTS: dict[str, dict] = {
     "pd_ctl3_cd2": {**OFF, "prediction_drift": PD, "performance": ctl(3.0), "cooldown_batches": 2},
     "pd_ctl2_cd3": {**OFF, "prediction_drift": PD, "performance": ctl(2.0), "cooldown_batches": 3},
     "pd_ctl3_cd3": {**OFF, "prediction_drift": PD, "performance": ctl(3.0), "cooldown_batches": 3},
+    "ctl15_cd2": {**OFF, "performance": ctl(1.5), "cooldown_batches": 2},
+    "ctl2_cd1": {**OFF, "performance": ctl(2.0), "cooldown_batches": 1},
     "ctl2_cd2": {**OFF, "performance": ctl(2.0), "cooldown_batches": 2},
+    "ctl3_cd2": {**OFF, "performance": ctl(3.0), "cooldown_batches": 2},
     "ctl3_cd3": {**OFF, "performance": ctl(3.0), "cooldown_batches": 3},
+    "ctl2est_cd2": {**OFF, "performance": ctl(2.0, use_estimate=True), "cooldown_batches": 2},
     "pd_ctl2est_cd2": {
         **OFF,
         "prediction_drift": PD,
