@@ -151,11 +151,14 @@ class DLE:
         import numpy as np
         from sklearn.ensemble import HistGradientBoostingRegressor
 
+        from threadpoolctl import threadpool_limits
+
         design = _encode(cls._design(x, y_pred), categorical)
         err = np.asarray(y_true, dtype=float) - np.asarray(y_pred, dtype=float)
         kw = {"max_iter": 100, "learning_rate": 0.1, "min_samples_leaf": 10, "random_state": 0}
-        sq = HistGradientBoostingRegressor(**kw).fit(design, err**2)
-        ab = HistGradientBoostingRegressor(**kw).fit(design, np.abs(err))
+        with threadpool_limits(1):  # a few hundred rows: threads only contend for shared cores
+            sq = HistGradientBoostingRegressor(**kw).fit(design, err**2)
+            ab = HistGradientBoostingRegressor(**kw).fit(design, np.abs(err))
         return cls(sq, ab)
 
     def estimate(self, x: pd.DataFrame, y_pred: np.ndarray, categorical: list[str]) -> dict[str, float]:
@@ -163,9 +166,12 @@ class DLE:
 
         if len(x) == 0:
             return {}
+        from threadpoolctl import threadpool_limits
+
         design = _encode(self._design(x, y_pred), categorical)
-        sq = np.maximum(0.0, self.squared.predict(design))
-        ab = np.maximum(0.0, self.absolute.predict(design))
+        with threadpool_limits(1):
+            sq = np.maximum(0.0, self.squared.predict(design))
+            ab = np.maximum(0.0, self.absolute.predict(design))
         return {"rmse": float(np.sqrt(np.mean(sq))), "mae": float(np.mean(ab))}
 
 

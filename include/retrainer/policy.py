@@ -15,7 +15,7 @@ import pickle
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from retrainer.config import TRIGGER_SIGNALS
+from retrainer.config import TRIGGER_SIGNALS, PerformanceTrigger
 from retrainer.metrics import worse_by, worse_by_units
 
 if TYPE_CHECKING:
@@ -154,7 +154,8 @@ def evaluate_signals(
 
 
 def _labelled_enough(s: Signals, t: TriggerConfig) -> bool:
-    return s.labelled_rows >= (t.performance.min_labelled_rows if t.performance else 1)
+    p = _watch(t)
+    return s.labelled_rows >= (p.min_labelled_rows if p else 1)
 
 
 def degradation(s: Signals, t: TriggerConfig) -> tuple[float | None, str]:
@@ -364,9 +365,14 @@ def noise(log: tuple[tuple[str, float], ...], window: int) -> tuple[float | None
     return max(sigma, 1e-3 * scale), len(diffs)  # a floor: identical batches must not make any change fire
 
 
+def _watch(t: TriggerConfig) -> PerformanceTrigger | None:
+    """How the metric is watched: ``performance``, or its defaults when only ``cost`` needs the metric."""
+    return t.performance or (PerformanceTrigger() if t.cost is not None else None)
+
+
 def calibrate(signals: Signals, t: TriggerConfig, state: PolicyState, model_id: str | None) -> Signals:
     """The control-chart numbers for this batch (baselines and noise), from the state before it."""
-    p = t.performance
+    p = _watch(t)
     if p is None:
         return signals
     same = state.baseline_model == model_id
@@ -392,7 +398,7 @@ def calibrate(signals: Signals, t: TriggerConfig, state: PolicyState, model_id: 
 
 def remember(state: PolicyState, signals: Signals, t: TriggerConfig, model_id: str | None) -> PolicyState:
     """Append this batch's realised / estimated metric to the logs and the champion's baseline."""
-    p = t.performance
+    p = _watch(t)
     if p is None or model_id is None:
         return state
     same = state.baseline_model == model_id
