@@ -122,9 +122,7 @@ def main() -> None:
         print(f"\n{name}")
         for (stream, delay), r in reports.items():
             a, b = case(r, "first", name), case(r, "second", name)
-            print(
-                f"  {stream:<15} delay {delay}: {a[0]:7.1%} / {a[1]:4.0%}  |  {b[0]:7.1%} / {b[1]:4.0%}"
-            )
+            print(f"  {stream:<15} delay {delay}: {a[0]:7.1%} / {a[1]:4.0%}  |  {b[0]:7.1%} / {b[1]:4.0%}")
 
 
 if __name__ == "__main__":

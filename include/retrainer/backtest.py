@@ -311,9 +311,9 @@ def _trigger_step(
         y, p = batch_j[cfg.data.target].to_numpy()[lab], preds[j][1][lab]
         proba = preds[j][2]
         if len(y):
-            value = metrics.compute(
-                cfg.task, y, p, None if proba is None else proba[lab], preds[j][3]
-            ).get(metric)
+            value = metrics.compute(cfg.task, y, p, None if proba is None else proba[lab], preds[j][3]).get(
+                metric
+            )
             signals = replace(
                 signals,
                 metric_value=value,
@@ -498,9 +498,7 @@ def halves(cfg: ModelConfig, summaries: dict[str, dict[str, Any]], warmup: int) 
     out: dict[str, Any] = {}
     for label, (lo, hi) in {"first": (0, mid), "second": (mid, n)}.items():
         part = slice_summaries(summaries, lo, hi, warmup)
-        rows = {
-            name: versus_frontier(cfg, part, name) for name, s in part.items() if s["kind"] == "trigger"
-        }
+        rows = {name: versus_frontier(cfg, part, name) for name, s in part.items() if s["kind"] == "trigger"}
         out[label] = {
             "batches": [lo, hi],
             "every_batch_retrains": part["every_batch"]["retrains"],
@@ -661,7 +659,9 @@ def format_table(report: dict[str, Any]) -> str:
             + (
                 "better than the frontier, CI excludes 0"
                 if g["above_frontier_ci_excludes_0"]
-                else ("above the frontier, CI includes 0" if g["above_frontier"] else "NOT above the frontier")
+                else (
+                    "above the frontier, CI includes 0" if g["above_frontier"] else "NOT above the frontier"
+                )
             ),
             f"  vs every_batch {tv['every_batch_mean']:.4f}: gap {tv['gap_to_every_batch']:+.4f} "
             f"({tv['relative_gap_to_every_batch']:+.1%}); recovered >= {g['recovered_at_least']:.0%}: "

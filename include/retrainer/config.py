@@ -155,7 +155,6 @@ class PerformanceTrigger(_Strict):
     baseline_batches: int = Field(1, ge=1, description="control mode: batches that set a champion's baseline")
     noise_batches: int = Field(26, ge=3, description="control mode: recent batches the noise is measured on")
     min_noise_points: int = Field(3, ge=1, description="control mode: differences needed before using it")
-    metric: str | None = Field(None, description="metric watched; default validation.metric")
     use_estimate: bool = Field(
         False,
         description="also judge the estimated metric (CBPE / DLE) of each new batch before its labels arrive",
@@ -360,9 +359,7 @@ class ModelConfig(_Strict):
     @model_validator(mode="after")
     def _metrics_fit_task(self) -> ModelConfig:
         allowed = METRICS[self.task]
-        perf = self.triggers.performance
-        watched = [self.validation.metric, *self.validation.floors, perf.metric if perf else None]
-        bad = [m for m in watched if m and m not in allowed]
+        bad = [m for m in [self.validation.metric, *self.validation.floors] if m and m not in allowed]
         if bad:
             raise ValueError(f"metrics {bad} do not apply to {self.task}; use {sorted(allowed)}")
         return self
@@ -402,9 +399,8 @@ class ModelConfig(_Strict):
 
     @property
     def trigger_metric(self) -> str:
-        """The metric the performance signal watches (``triggers.performance.metric`` or ``metric``)."""
-        perf = self.triggers.performance
-        return (perf.metric if perf and perf.metric else None) or self.metric
+        """The metric the performance and cost signals watch: the validation metric."""
+        return self.metric
 
     @property
     def fingerprint(self) -> str:

@@ -59,9 +59,7 @@ def expected_macro_f1(pred_index: np.ndarray, proba: np.ndarray) -> float:
     """Macro F1: the expected one-vs-rest F1 of every class, averaged (as :func:`metrics.compute`)."""
     import numpy as np
 
-    return float(
-        np.mean([expected_f1_binary(pred_index == j, proba[:, j]) for j in range(proba.shape[1])])
-    )
+    return float(np.mean([expected_f1_binary(pred_index == j, proba[:, j]) for j in range(proba.shape[1])]))
 
 
 def expected_roc_auc_binary(p_true: np.ndarray, score: np.ndarray) -> float:
@@ -150,7 +148,6 @@ class DLE:
     def fit(cls, x: pd.DataFrame, y_true: np.ndarray, y_pred: np.ndarray, categorical: list[str]) -> DLE:
         import numpy as np
         from sklearn.ensemble import HistGradientBoostingRegressor
-
         from threadpoolctl import threadpool_limits
 
         design = _encode(cls._design(x, y_pred), categorical)
@@ -184,7 +181,9 @@ def _encode(x: pd.DataFrame, categorical: list[str]) -> pd.DataFrame:
     out = pd.DataFrame(index=x.index)
     for c in x.columns:
         if c in categorical:
-            out[c] = [float(zlib.crc32(str(v).encode()) % 1000) if pd.notna(v) else float("nan") for v in x[c]]
+            out[c] = [
+                float(zlib.crc32(str(v).encode()) % 1000) if pd.notna(v) else float("nan") for v in x[c]
+            ]
         else:
             out[c] = pd.to_numeric(x[c], errors="coerce").astype(float)
     return out

@@ -82,9 +82,7 @@ def probability_metrics(y_true: np.ndarray, proba: np.ndarray, classes: Any) -> 
     cols = [j for j in range(len(classes)) if 0 < present[j] < len(y_true)]
     if cols:  # one-vs-rest, macro over the classes present in the batch
         out["roc_auc"] = float(np.mean([skm.roc_auc_score(onehot[:, j], proba[:, j]) for j in cols]))
-        out["pr_auc"] = float(
-            np.mean([skm.average_precision_score(onehot[:, j], proba[:, j]) for j in cols])
-        )
+        out["pr_auc"] = float(np.mean([skm.average_precision_score(onehot[:, j], proba[:, j]) for j in cols]))
     return out
 
 

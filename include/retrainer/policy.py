@@ -13,6 +13,7 @@ import base64
 import copy
 import pickle
 from dataclasses import asdict, dataclass, field, replace
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from retrainer.config import TRIGGER_SIGNALS, PerformanceTrigger
@@ -122,9 +123,7 @@ class Decision:
         return "suppressed" if self.suppressed_by else "no_retrain"
 
 
-def evaluate_signals(
-    s: Signals, t: TriggerConfig, details: dict[str, float] | None = None
-) -> dict[str, str]:
+def evaluate_signals(s: Signals, t: TriggerConfig, details: dict[str, float] | None = None) -> dict[str, str]:
     """Signals that crossed their thresholds, each with a human-readable reason (the numbers behind the
     performance and cost signals go to ``details``)."""
     details = {} if details is None else details
@@ -355,7 +354,7 @@ def noise(log: tuple[tuple[str, float], ...], window: int) -> tuple[float | None
     import numpy as np
 
     recent = log[-window:]
-    diffs = [b[1] - a[1] for a, b in zip(recent, recent[1:], strict=False) if a[0] == b[0]]
+    diffs = [b[1] - a[1] for a, b in pairwise(recent) if a[0] == b[0]]
     if not diffs:
         return None, 0
     d = np.asarray(diffs, dtype=float)

@@ -80,7 +80,7 @@ def test_probability_metrics_selectable_and_scored_for_a_fitted_model():
                 "task": "regression",
                 "data": {"time_column": "ts", "target": "y", "features": ["a"]},
                 "model": {"estimator": "sklearn.linear_model.Ridge"},
-                "triggers": {"performance": {"metric": "roc_auc"}},
+                "validation": {"metric": "roc_auc"},
             }
         )
 

@@ -83,7 +83,10 @@ def test_cost_signal_records_the_numbers_behind_it():
     assert [d.retrain for d, _ in out] == [False, False, False, False, True]  # 6 <= 10 < 12
     d = out[4][0]
     assert d.fired == ["cost"] and d.details["retrain_cost"] == 10 and d.details["degradation_units"] == 2.0
-    assert "expected gain 12 = 2 rmse units (realised) x 2 per unit x 3 batches > retrain cost 10" in d.reasons[0]
+    assert (
+        "expected gain 12 = 2 rmse units (realised) x 2 per unit x 3 batches > retrain cost 10"
+        in d.reasons[0]
+    )
 
 
 # -- the cost-aware policy on a stream where the right answer is known -------------------------------------
