@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from retrainer import compare, metrics, policy
+from retrainer import compare, feeds, metrics, policy
 from retrainer.config import LOWER_IS_BETTER, duration_hours
 from retrainer.exceptions import BatchError, RetrainerError
 
@@ -304,23 +304,25 @@ def _trigger_step(
             signals = replace(signals, estimated_value=estimate, estimate_method=est.method)
     run.estimates.append(estimate)
     errors = None
-    j = i - replay.delay  # the batch whose labels arrive now
-    if j in preds and preds[j][0] == champion.id:  # judged only on the current champion's own predictions
+    j = feeds.due_batch(i, replay.delay)  # the batch whose labels arrive now
+    if j in preds:  # the live path's rule: only the current champion's own predictions are judged
         batch_j = replay.batches[j][1]
         lab = batch_j[cfg.data.target].notna().to_numpy()
         y, p = batch_j[cfg.data.target].to_numpy()[lab], preds[j][1][lab]
+        matured = feeds.Matured(replay.names[j], preds[j][0], y, p, batches_late=i - j)
+        perf = feeds.performance_signal(cfg, [matured], champion.id)
+        value = perf["value"]
         proba = preds[j][2]
-        if len(y):
-            value = metrics.compute(cfg.task, y, p, None if proba is None else proba[lab], preds[j][3]).get(
-                metric
-            )
+        if metric in metrics.PROBABILITY_METRICS and proba is not None and preds[j][0] == champion.id:
+            value = metrics.compute(cfg.task, y, p, proba[lab], preds[j][3]).get(metric)
+        if perf["labelled_rows"]:
             signals = replace(
                 signals,
                 metric_value=value,
                 metric_reference=champion.holdout_metrics.get(metric),
-                labelled_rows=len(y),
+                labelled_rows=perf["labelled_rows"],
             )
-            errors = policy.error_stream(cfg.task, y, p)
+            errors = perf["errors"]
     decision, new_state, _ = STEP(signals, t, state, errors=errors, model_id=champion.id)
     run.decisions.append({"batch": i, "retrain": decision.retrain, **decision.details})
     for name in decision.fired:
