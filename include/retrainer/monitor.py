@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -590,6 +591,31 @@ def _errors(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> 
     return policy.error_stream(cfg.task, lab[cfg.data.target].to_numpy(), lab["prediction"].to_numpy())
 
 
+def _estimate(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
+    """The champion's estimated metrics on the whole batch, labels or not (CBPE / DLE fitted on its
+    holdout: the newest ``training.holdout`` of its snapshot); empty when it cannot be estimated."""
+    from retrainer.estimation import fit_estimator
+    from retrainer.models import load_run_model
+    from retrainer.train import split_holdout
+
+    champ = _champion(cfg, claim)
+    if cfg.triggers.estimation is None or champ is None or scored.get("predictions") is None:
+        return {}
+    try:
+        reference = _reference_frame(cfg, champ)
+        if reference is None:
+            return {}
+        _, holdout = split_holdout(cfg, reference)
+        model = load_run_model(champ.run_id)
+        est = fit_estimator(cfg, model, holdout)
+        if est is None:
+            return {}
+        return {"method": est.method, **est.estimate(cfg, model, _load(cfg, claim))}
+    except (RetrainerError, ValueError) as exc:  # an estimate is advisory: never block the decision
+        log.warning("no performance estimate for %s: %s", claim["batch"], exc)
+        return {}
+
+
 def decide(
     cfg: ModelConfig,
     claim: dict[str, Any],
@@ -615,6 +641,11 @@ def decide(
         flagged_rate=flags.get("flagged_rate"),
         has_champion=scored.get("champion_version") is not None,
     )
+    estimate = _estimate(cfg, claim, scored)
+    if estimate.get(cfg.trigger_metric) is not None:
+        signals = replace(
+            signals, estimated_value=estimate[cfg.trigger_metric], estimate_method=estimate["method"]
+        )
     state, state_note, state_from = load_policy_state(cfg, exclude_sha=claim["sha256"])
     version = scored.get("champion_version")
     decision, new_state, signals = STEP(
@@ -664,6 +695,7 @@ def decide(
             f"batch_{cfg.metric}": signals.metric_value,
             "flagged_rate": signals.flagged_rate,
             "error_change": None if signals.error_change is None else float(signals.error_change),
+            f"estimated_{cfg.trigger_metric}": signals.estimated_value,
             "rows": validation.get("rows"),
             "labelled_rows": signals.labelled_rows,
             "late_labelled_rows": perf.get("late_labelled_rows"),  # labels feed: rows of earlier batches
@@ -677,6 +709,7 @@ def decide(
                 "drift": drift_result,
                 "performance": perf,
                 "flags": flags,
+                "estimate": estimate,
                 "state": {k: v for k, v in state.to_dict().items() if k != "detector"},
                 "state_note": state_note,
                 "state_from": state_from,
