@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration test-e2e lint bench bench-backtest bench-freshness bench-policy-state backtest-docs clean airflow stop chromium
+.PHONY: install demo test test-unit test-integration test-e2e lint bench bench-backtest bench-freshness bench-scale bench-scaleout bench-policy-state backtest-docs clean airflow airflow-prod stop env prod-deps chromium
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ install: $(STAMP)  ## create .venv with the pinned stack and the retrainer packa
 demo: install  ## replay Bikeshare 2011 through the real DAGs (Airflow + MLflow on SQLite)
 	$(PY) scripts/demo.py
 
-test: install chromium  ## the whole suite: unit, DAG integrity, integration, e2e (real scheduler + browser)
+test: install chromium prod-deps  ## the whole suite: unit, DAG integrity, integration, e2e (real scheduler + browser)
 	$(PY) -m pytest -q
 
 test-unit: install
@@ -28,13 +28,13 @@ test-unit: install
 test-integration: install
 	$(PY) -m pytest -q -m integration
 
-test-e2e: install chromium  ## the real Airflow components on loopback, and the Retraining view in Chromium
+test-e2e: install chromium prod-deps  ## the real Airflow components on loopback, and the Retraining view in Chromium
 	$(PY) -m pytest -q -m e2e
 
 lint: install
 	$(PY) -m ruff check include dags tests scripts plugins benchmarks && $(PY) -m ruff format --check include dags tests scripts plugins benchmarks
 
-bench: bench-backtest bench-freshness  ## every benchmark; each prints its time and the ratio to a baseline measured in the same run
+bench: bench-backtest bench-freshness bench-scaleout bench-policy-state  ## every benchmark; each prints its time and the ratio to a baseline measured in the same run
 
 bench-policy-state: install  ## reading the policy state after 100 vs 3,000 decisions: head pointer vs search (~2 min)
 	$(PY) benchmarks/policy_state.py
@@ -53,8 +53,32 @@ MLFLOW_PORT ?= 5000
 airflow: install  ## start Airflow + MLflow on loopback with the Retraining view (prints URLs and login)
 	$(PY) scripts/airflow_stack.py start --state .airflow --port $(AIRFLOW_PORT) --mlflow-port $(MLFLOW_PORT)
 
-stop:  ## stop what `make airflow` started (by recorded process group, never by name)
+# The production twin: Debian Postgres + Redis, Airflow on the CeleryExecutor with WORKERS Celery workers and
+# the FAB auth manager, an MLflow server on Postgres with proxied artifacts and basic auth; all on 127.0.0.1,
+# state in .airflow-prod/ (Postgres data in /tmp/retrainer-pg-*). Settings from deploy/*.env, like compose.
+PROD_STATE ?= .airflow-prod
+WORKERS ?= 2
+airflow-prod: install prod-deps  ## start the production twin on loopback (prints URLs and logins)
+	$(PY) scripts/airflow_stack.py start --prod --state $(PROD_STATE) --port $(AIRFLOW_PORT) --mlflow-port $(MLFLOW_PORT) --workers $(WORKERS)
+
+stop:  ## stop what `make airflow` / `make airflow-prod` started (by recorded process group, never by name)
 	$(PY) scripts/airflow_stack.py stop --state .airflow
+	$(PY) scripts/airflow_stack.py stop --state $(PROD_STATE)
+
+env: install  ## write .env for docker compose with fresh random secrets (refuses to overwrite one)
+	$(PY) -m retrainer.deploy env --out .env
+
+# Debian's PostgreSQL and Redis for the production twin (needs root for apt-get, as in CI)
+prod-deps:
+	@{ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v redis-server >/dev/null; } || { \
+	  if [ "$$(id -u)" = 0 ]; then (DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql redis-server || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql redis-server)); \
+	  else echo "postgresql/redis-server missing and not root: apt-get install -y postgresql redis-server"; exit 1; fi; }
+
+bench-scaleout: install prod-deps  ## 4 models x 10 batches through the production twin with 1 then 2 Celery workers
+	$(PY) benchmarks/scaleout.py
+
+bench-scale: install  ## 1M-row batch monitor, retrain on a long archive, policy-state read; ratios vs same-run baselines (~8 min)
+	$(PY) benchmarks/scale.py
 
 bench-freshness: install  ## freshness under the real scheduler: landing -> decision, landing -> new champion (~8 min)
 	$(PY) benchmarks/freshness.py
@@ -66,4 +90,4 @@ chromium:
 	  else echo "chromium missing and not root: the browser test will be skipped (apt-get install -y chromium)"; fi; }
 
 clean:  ## remove generated state (not the venv)
-	rm -rf .demo .test-artifacts .airflow data mlflow.db mlartifacts
+	rm -rf .demo .test-artifacts .airflow .airflow-prod data mlflow.db mlartifacts

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -74,6 +77,32 @@ class Stack:
 
     def env(self) -> dict[str, str]:
         """Environment shared by every component (and by the plugin inside the API server)."""
+        env = {
+            **os.environ,
+            # where this checkout's code and state are (the same for both profiles)
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "AIRFLOW__API__HOST": HOST,
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__WORKERS": "1",
+            # on stop, a task that ignores SIGTERM is killed after this (default 60 s)
+            "AIRFLOW__CORE__KILLED_TASK_CLEANUP_TIME": "5",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            "PYTHONWARNINGS": "ignore",
+            "PYTHONPATH": os.pathsep.join(
+                p for p in [str(REPO / "include"), os.environ.get("PYTHONPATH", "")] if p
+            ),
+            **self.profile_env(),
+        }
+        if self.config_dir:
+            env["RETRAINER_CONFIG_DIR"] = str(Path(self.config_dir).resolve())
+        env.update(self.extra_env)
+        return env
+
+    def profile_env(self) -> dict[str, str]:
+        """The demo profile: SQLite, LocalExecutor, the simple auth manager, MLflow on a SQLite file."""
         secret_file = self.state / "jwt_secret"
         if not secret_file.exists():
             self.state.mkdir(parents=True, exist_ok=True)
@@ -81,20 +110,12 @@ class Stack:
             secret_file.chmod(0o600)
         secret = secret_file.read_text().strip()
         env = {
-            **os.environ,
-            "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
-            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
             "AIRFLOW__API__BASE_URL": self.url,
-            "AIRFLOW__API__HOST": HOST,
-            "AIRFLOW__API__PORT": str(self.port),
-            "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__API_AUTH__JWT_SECRET": secret,  # one secret for every component
             "AIRFLOW__API__SECRET_KEY": secret,
             "AIRFLOW__CORE__AUTH_MANAGER": (
@@ -103,9 +124,6 @@ class Stack:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "passwords.json"),
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
-            # on stop, a task that ignores SIGTERM is killed after this (default 60 s)
-            "AIRFLOW__CORE__KILLED_TASK_CLEANUP_TIME": "5",
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "RETRAINER_DATA_ROOT": str(self.state / "data"),
             "MLFLOW_TRACKING_URI": f"sqlite:///{self.state / 'mlflow.db'}",
             "RETRAINER_ARTIFACT_ROOT": str(self.state / "mlartifacts"),
@@ -113,16 +131,9 @@ class Stack:
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # the server only shows runs: starts in ~20 s
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
             "GX_ANALYTICS_ENABLED": "False",
-            "PYTHONWARNINGS": "ignore",
-            "PYTHONPATH": os.pathsep.join(
-                p for p in [str(REPO / "include"), os.environ.get("PYTHONPATH", "")] if p
-            ),
         }
         if self.mlflow_url:
             env["RETRAINER_MLFLOW_UI_URL"] = self.mlflow_url
-        if self.config_dir:
-            env["RETRAINER_CONFIG_DIR"] = str(Path(self.config_dir).resolve())
-        env.update(self.extra_env)
         return env
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -135,11 +146,29 @@ class Stack:
                 [_bin("airflow"), "db", "migrate"], env=self.env(), stdout=log, stderr=log, check=True
             )
 
-    def _spawn(self, name: str, cmd: list[str]) -> None:
+    def _spawn(
+        self,
+        name: str,
+        cmd: list[str],
+        env: dict[str, str] | None = None,
+        stdin: bytes | None = None,
+        user: str | None = None,
+    ) -> None:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child for its lifetime
         self.procs[name] = subprocess.Popen(
-            cmd, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.state
+            cmd,
+            env=self.env() if env is None else env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=self.state if user is None else "/",
+            user=user,
         )
+        if stdin is not None:
+            assert self.procs[name].stdin is not None
+            self.procs[name].stdin.write(stdin)  # secrets reach the server on stdin, not on its command line
+            self.procs[name].stdin.close()
         log.close()
 
     def start(self, wait: float = 180) -> None:
@@ -213,27 +242,32 @@ class Stack:
         return pids
 
     # -- REST API v2 ------------------------------------------------------------------------------
-    def password(self) -> str:
-        """The simple auth manager's generated password for ``admin``."""
+    def password(self, user: str = USER) -> str:
+        """The simple auth manager's generated password for ``user`` (default ``admin``)."""
         path = self.home / "passwords.json"
         deadline = time.monotonic() + 30
         while not path.exists() and time.monotonic() < deadline:
             time.sleep(0.3)
-        return str(json.loads(path.read_text())[USER])
+        return str(json.loads(path.read_text())[user])
 
-    def token(self) -> str:
-        if not getattr(self, "_token", None):
-            body = {"username": USER, "password": self.password()}
-            self._token = self.request("POST", "/auth/token", body, auth=False)["access_token"]
-        return str(self._token)
+    def token(self, user: str = USER) -> str:
+        """A JWT for ``user`` from ``POST /auth/token`` (cached per user)."""
+        tokens = self.__dict__.setdefault("_tokens", {})
+        if user not in tokens:
+            body = {"username": user, "password": self.password(user)}
+            tokens[user] = self.request("POST", "/auth/token", body, auth=False)["access_token"]
+        return str(tokens[user])
 
-    def request(self, method: str, path: str, body: Any = None, *, auth: bool = True) -> Any:
-        """Call the API; returns parsed JSON; raises :class:`ApiError` (status + body) on HTTP errors."""
+    def request(
+        self, method: str, path: str, body: Any = None, *, auth: bool = True, user: str = USER
+    ) -> Any:
+        """Call the API as ``user``; returns parsed JSON; raises :class:`ApiError` (status + body) on
+        HTTP errors."""
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
         req.add_header("Content-Type", "application/json")
         if auth:
-            req.add_header("Authorization", f"Bearer {self.token()}")
+            req.add_header("Authorization", f"Bearer {self.token(user)}")
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
                 raw = r.read()
@@ -272,6 +306,273 @@ class Stack:
                 return run
             time.sleep(1)
         raise TimeoutError(f"{dag_id} run {run_id} not finished after {timeout:.0f}s; logs in {self.logs}")
+
+
+def _pg_bin() -> Path:
+    """Debian's PostgreSQL binaries (the newest installed major version), or ``RETRAINER_PG_BIN``."""
+    if os.environ.get("RETRAINER_PG_BIN"):
+        return Path(os.environ["RETRAINER_PG_BIN"])
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    if not found:
+        raise RuntimeError(
+            "PostgreSQL not found: `make airflow-prod` installs it (apt-get install postgresql)"
+        )
+    return found[-1].parent
+
+
+def _as_postgres() -> str | None:
+    """Postgres refuses to run as root: run its binaries as the ``postgres`` user when we are root."""
+    return "postgres" if os.geteuid() == 0 else None
+
+
+@dataclass
+class ProdStack(Stack):
+    """The production profile as plain processes on 127.0.0.1 (the native twin of docker-compose.yaml).
+
+    Postgres (databases ``airflow``, ``mlflow``, ``mlflow_auth``), Redis with a password, Airflow on the
+    CeleryExecutor with ``workers`` Celery workers and the FAB auth manager, and the MLflow tracking server
+    on Postgres with proxied artifacts and basic auth. The Airflow and MLflow settings are read from
+    ``deploy/airflow.env`` and ``deploy/mlflow.env`` (the files docker-compose.yaml loads); only addresses,
+    ports and paths differ. Secrets are generated once into ``<state>/secrets.env`` (mode 0600).
+    """
+
+    workers: int = 2
+    worker_concurrency: int = 4
+    pg_port: int = 0
+    redis_port: int = 0
+    health_port: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.mlflow_port = self.mlflow_port or free_port()
+        self.pg_port = self.pg_port or free_port()
+        self.redis_port = self.redis_port or free_port()
+        self.health_port = self.health_port or free_port()
+        # Postgres' files must be reachable by the postgres user: not under a root-only temp folder
+        key = hashlib.sha256(str(self.state).encode()).hexdigest()[:12]
+        self.pg_dir = Path(tempfile.gettempdir()) / f"retrainer-pg-{key}"
+
+    # -- configuration: deploy/*.env interpolated for loopback -----------------------------------------
+    def secrets(self) -> dict[str, str]:
+        from retrainer import deploy
+
+        path = self.state / "secrets.env"
+        if not path.exists():
+            self.state.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(f"{k}={v}\n" for k, v in deploy.generate_secrets().items()))
+            path.chmod(0o600)
+        return deploy.read_dotenv(path)
+
+    def addresses(self) -> dict[str, str]:
+        """The twin's values for the address variables of deploy/*.env (compose uses the service names)."""
+        return {
+            "POSTGRES_ADDR": f"{HOST}:{self.pg_port}",
+            "REDIS_ADDR": f"{HOST}:{self.redis_port}",
+            "AIRFLOW_API_SERVER_URL": self.url,
+            "AIRFLOW_PUBLIC_URL": self.url,
+            "MLFLOW_SERVER_URL": str(self.mlflow_url),
+            "MLFLOW_PUBLIC_URL": str(self.mlflow_url),
+            "MLFLOW_ARTIFACTS_DIR": str(self.state / "mlartifacts"),
+            "RETRAINER_DATA_ROOT": str(self.state / "data"),
+            "AIRFLOW_SCHEDULER_HEALTH_PORT": str(self.health_port),
+            "AIRFLOW_PARALLELISM": str(self.workers * self.worker_concurrency),
+            "AIRFLOW_WORKER_CONCURRENCY": str(self.worker_concurrency),
+        }
+
+    def _interp(self) -> dict[str, str]:
+        return {**self.secrets(), **self.addresses()}
+
+    def profile_env(self) -> dict[str, str]:
+        from retrainer import deploy
+
+        return deploy.read_env_file(deploy.AIRFLOW_ENV, self._interp())
+
+    def mlflow_env(self) -> dict[str, str]:
+        from retrainer import deploy
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW_TRACKING"))}
+        env.update(deploy.read_env_file(deploy.MLFLOW_ENV, self._interp()))
+        env["MLFLOW_AUTH_CONFIG_PATH"] = str(self.state / "mlflow-auth.ini")
+        return env
+
+    def client_env(self) -> dict[str, str]:
+        """What a client of this twin (a test, the benchmark) sets to use its MLflow server and data root."""
+        env = self.profile_env()
+        keys = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+        return {k: env[k] for k in (*keys, "RETRAINER_DATA_ROOT")}
+
+    def password(self) -> str:
+        return self.secrets()["AIRFLOW_ADMIN_PASSWORD"]
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def _pg_cmd(self, name: str, *args: str) -> list[str]:
+        return [str(_pg_bin() / name), *args]
+
+    def start_postgres(self) -> None:
+        fresh = not (self.pg_dir / "PG_VERSION").exists()
+        if fresh:
+            self.pg_dir.mkdir(mode=0o700, exist_ok=True)
+            if _as_postgres():
+                shutil.chown(self.pg_dir, "postgres", "postgres")
+            with open(self.logs / "postgres-init.log", "ab") as log:
+                subprocess.run(
+                    self._pg_cmd(
+                        "initdb", "-D", str(self.pg_dir), "-U", "postgres", "--auth-local=trust",
+                        "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8",
+                    ),
+                    user=_as_postgres(), cwd="/", stdout=log, stderr=log, check=True,
+                )  # fmt: skip
+        self._spawn(
+            "postgres",
+            self._pg_cmd(
+                "postgres", "-D", str(self.pg_dir), "-p", str(self.pg_port), "-k", str(self.pg_dir),
+                "-c", f"listen_addresses={HOST}", "-c", "max_connections=200", "-c", "fsync=off",
+            ),
+            env={"PATH": os.environ.get("PATH", ""), "LANG": "C.UTF-8"},
+            user=_as_postgres(),
+        )  # fmt: skip
+        wait_until("Postgres to accept connections", self._pg_ready, timeout=60, every=0.3)
+        if fresh:  # the same script the postgres image runs on an empty volume
+            env = {
+                **os.environ, **self.secrets(), "PGHOST": str(self.pg_dir), "PGPORT": str(self.pg_port),
+                "POSTGRES_USER": "postgres",
+            }  # fmt: skip
+            with open(self.logs / "postgres-init.log", "ab") as log:
+                subprocess.run(
+                    ["sh", str(REPO / "deploy" / "postgres-init.sh")],
+                    env=env,
+                    stdout=log,
+                    stderr=log,
+                    check=True,
+                )
+
+    def _pg_ready(self) -> bool:
+        r = subprocess.run(
+            [
+                str(_pg_bin() / "pg_isready"),
+                "-h",
+                str(self.pg_dir),
+                "-p",
+                str(self.pg_port),
+                "-U",
+                "postgres",
+            ],
+            capture_output=True,
+        )
+        return r.returncode == 0
+
+    def start_redis(self) -> None:
+        (self.state / "redis").mkdir(parents=True, exist_ok=True)
+        conf = (
+            f"bind {HOST}\nport {self.redis_port}\nrequirepass {self.secrets()['REDIS_PASSWORD']}\n"
+            f"dir {self.state / 'redis'}\nsave 3600 1\nappendonly no\nprotected-mode yes\n"
+        )
+        self._spawn(
+            "redis", [redis_server(), "-"], env={"PATH": os.environ.get("PATH", "")}, stdin=conf.encode()
+        )
+
+    def start_mlflow(self) -> None:
+        from retrainer import deploy
+
+        (self.state / "mlartifacts").mkdir(parents=True, exist_ok=True)
+        env = self.mlflow_env()
+        ini = Path(env["MLFLOW_AUTH_CONFIG_PATH"])
+        ini.write_text(deploy.mlflow_auth_ini(env))
+        ini.chmod(0o600)
+        self._spawn(
+            "mlflow",
+            [_bin("mlflow"), "server", "--app-name", "basic-auth", "--host", HOST,
+             "--port", str(self.mlflow_port), "--workers", "1"],
+            env=env,
+        )  # fmt: skip
+
+    def start_worker(self, i: int) -> None:
+        self._spawn(
+            f"worker-{i}",
+            [_bin("airflow"), "celery", "worker", "--skip-serve-logs", "--celery-hostname", f"worker-{i}@%h",
+             "--concurrency", str(self.worker_concurrency)],
+        )  # fmt: skip
+
+    def migrate(self) -> None:
+        """Migrate the metadata DB and create the FAB admin user (what compose's airflow-init does)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        env = self.env()
+        with open(self.logs / "db-migrate.log", "ab") as log:
+            subprocess.run([_bin("airflow"), "db", "migrate"], env=env, stdout=log, stderr=log, check=True)
+            users = subprocess.run(
+                [_bin("airflow"), "users", "list", "-o", "plain"], env=env, capture_output=True, text=True
+            ).stdout
+            if USER not in users.split():
+                subprocess.run(
+                    [_bin("airflow"), "users", "create", "--role", "Admin", "--username", USER,
+                     "--password", self.password(), "--firstname", "Retrainer", "--lastname", "Admin",
+                     "--email", f"{USER}@localhost"],
+                    env=env, stdout=log, stderr=log, check=True,
+                )  # fmt: skip
+
+    def start(self, wait: float = 240) -> None:
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        try:
+            self.start_postgres()
+            self.start_redis()
+            self.start_mlflow()
+            self.migrate()
+            af = _bin("airflow")
+            self._spawn("api-server", [af, "api-server", "--host", HOST, "--port", str(self.port)])
+            self._spawn("scheduler", [af, "scheduler", "--skip-serve-logs"])
+            self._spawn("dag-processor", [af, "dag-processor"])
+            self._spawn("triggerer", [af, "triggerer", "--skip-serve-logs"])
+            for i in range(1, self.workers + 1):
+                self.start_worker(i)
+            self._write_pids()
+            self.wait_http(f"{self.url}/api/v2/monitor/health", wait)
+            self.wait_http(f"{self.mlflow_url}/health", wait)
+        except BaseException:
+            self.stop()
+            raise
+        self.start_seconds = time.monotonic() - started
+
+    def restart(self, name: str) -> None:
+        """Stop one component (SIGTERM to its group, SIGKILL after a grace) and start it again."""
+        stop_groups({name: self.procs[name].pid})
+        self.procs[name].wait(timeout=10)
+        if name == "postgres":
+            self._spawn_postgres_again()
+        elif name == "mlflow":
+            self.start_mlflow()
+        elif name.startswith("worker-"):
+            self.start_worker(int(name.split("-")[1]))
+        elif name == "scheduler":
+            self._spawn("scheduler", [_bin("airflow"), "scheduler", "--skip-serve-logs"])
+        else:
+            raise ValueError(f"no restart for {name}")
+        self._write_pids()
+
+    def _spawn_postgres_again(self) -> None:
+        self.start_postgres()  # the data folder exists: no initdb, no init script
+
+    def _write_pids(self) -> None:
+        super()._write_pids()
+        path = self.state / "stack.json"
+        payload = json.loads(path.read_text())
+        payload["profile"] = "production"
+        payload["postgres_dir"] = str(self.pg_dir)
+        path.write_text(json.dumps(payload, indent=2))
+
+    def destroy(self) -> None:
+        """Remove the Postgres data folder (outside the state folder); after :meth:`stop`."""
+        shutil.rmtree(self.pg_dir, ignore_errors=True)
+
+
+def redis_server() -> str:
+    found = shutil.which("redis-server")
+    if not found:
+        raise RuntimeError(
+            "redis-server not found: `make airflow-prod` installs it (apt-get install redis-server)"
+        )
+    return found
 
 
 def fast_config_dir(
@@ -317,15 +618,16 @@ def wait_until(
     raise error(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def seed_bikeshare(stack: Stack, history_weeks: int = 6) -> list[tuple[str, Any]]:
-    """Bikeshare history (the first ``history_weeks`` weeks) into archive/; returns the later weekly batches."""
+def seed_bikeshare(stack: Stack, history_weeks: int = 6, model: str = "bikeshare") -> list[tuple[str, Any]]:
+    """Bikeshare history (the first ``history_weeks`` weeks) into ``archive/<model>/``; returns the later
+    weekly batches."""
     import pandas as pd
 
     from retrainer.datasets import bikeshare, weekly_batches
     from retrainer.storage import DataRoot
 
     weeks = weekly_batches(bikeshare(), "timestamp")
-    dr = DataRoot(stack.state / "data", "bikeshare").ensure()
+    dr = DataRoot(stack.state / "data", model).ensure()
     history = pd.concat([w for _, w in weeks[:history_weeks]])
     dr.import_batch(history, f"{weeks[0][0]}-history.parquet", stage="archive")
     return weeks[history_weeks:]
@@ -384,7 +686,16 @@ def _pgid(proc_dir: Path) -> int | None:
         return None
 
 
-STOP_ORDER = ("scheduler", "triggerer", "dag-processor", "api-server", "mlflow")
+STOP_ORDER = (
+    "scheduler",
+    *(f"worker-{i}" for i in range(1, 9)),
+    "triggerer",
+    "dag-processor",
+    "api-server",
+    "mlflow",
+    "redis",
+    "postgres",
+)
 
 
 def stop_groups(pids: dict[str, int], grace: float = 8) -> None:
@@ -421,8 +732,19 @@ def _start(args: argparse.Namespace) -> int:
     if read_pids(state) and any(group_alive(p) for p in read_pids(state).values()):
         print(f"already running (see {state / 'stack.json'}); `make stop` first", file=sys.stderr)
         return 1
-    stack = Stack(state, port=args.port, mlflow_port=None if args.no_mlflow else args.mlflow_port)
-    print(f"Starting Airflow (api-server, scheduler, dag-processor, triggerer) in {state} ...", flush=True)
+    stack: Stack
+    if args.prod:
+        stack = ProdStack(state, port=args.port, mlflow_port=args.mlflow_port, workers=args.workers)
+        print(
+            f"Starting the production twin (Postgres, Redis, MLflow server, Airflow api-server, scheduler, "
+            f"dag-processor, triggerer, {args.workers} Celery workers) in {state} ...",
+            flush=True,
+        )
+    else:
+        stack = Stack(state, port=args.port, mlflow_port=None if args.no_mlflow else args.mlflow_port)
+        print(
+            f"Starting Airflow (api-server, scheduler, dag-processor, triggerer) in {state} ...", flush=True
+        )
     stopping = False
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -436,11 +758,19 @@ def _start(args: argparse.Namespace) -> int:
         stack.start()
         for dag_id in args.unpause:
             stack.unpause(dag_id)
+        password_file = stack.home / "passwords.json"
+        mlflow_login = ""
+        if isinstance(stack, ProdStack):
+            password_file = state / "secrets.env"
+            mlflow_login = (
+                f"   (log in as {stack.client_env()['MLFLOW_TRACKING_USERNAME']}, see {password_file})"
+            )
+            print(f"Started in {stack.start_seconds:.0f} s", flush=True)
         print(
             f"""
 Airflow UI      {stack.url}   (Retraining view: {stack.url}/plugin/retraining)
-  log in as     {USER} / {stack.password()}   (password file {stack.home / "passwords.json"})
-MLflow UI       {stack.mlflow_url or "(not started: --no-mlflow)"}
+  log in as     {USER} / {stack.password()}   (password file {password_file})
+MLflow UI       {stack.mlflow_url or "(not started: --no-mlflow)"}{mlflow_login}
 Data root       {state / "data"}   (drop batches into landing/<model>/)
 Logs            {stack.logs}/
 Stop with Ctrl-C or `make stop`.""",
@@ -484,6 +814,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-mlflow", action="store_true", help="do not start the MLflow tracking server")
     p.add_argument("--detach", action="store_true", help="return once up; stop later with `stop`")
     p.add_argument("--unpause", nargs="*", default=[], help="DAG ids to unpause once parsed")
+    p.add_argument(
+        "--prod",
+        action="store_true",
+        help="the production twin: Postgres, Redis, CeleryExecutor, FAB auth, MLflow server with auth",
+    )
+    p.add_argument("--workers", type=int, default=2, help="Celery workers of the production twin")
     p.set_defaults(func=_start)
     p = sub.add_parser("stop", help="stop every process group recorded by `start`")
     p.add_argument("--state", default=str(REPO / ".airflow"))
