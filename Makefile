@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration test-e2e lint bench bench-backtest bench-freshness bench-scaleout bench-policy-state backtest-docs clean airflow airflow-prod stop env prod-deps chromium
+.PHONY: install demo test test-unit test-integration test-e2e lint bench bench-backtest bench-freshness bench-scale bench-scaleout bench-policy-state backtest-docs clean airflow airflow-prod stop env prod-deps chromium
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -76,6 +76,9 @@ prod-deps:
 
 bench-scaleout: install prod-deps  ## 4 models x 10 batches through the production twin with 1 then 2 Celery workers
 	$(PY) benchmarks/scaleout.py
+
+bench-scale: install  ## 1M-row batch monitor, retrain on a long archive, policy-state read; ratios vs same-run baselines (~8 min)
+	$(PY) benchmarks/scale.py
 
 bench-freshness: install  ## freshness under the real scheduler: landing -> decision, landing -> new champion (~8 min)
 	$(PY) benchmarks/freshness.py

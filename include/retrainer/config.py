@@ -274,6 +274,62 @@ class PromotionConfig(_Strict):
     rollback_batches: int = Field(
         0, ge=0, description="watch a new champion against the previous one on this many batches; 0: off"
     )
+    approval_timeout: str = Field(
+        "24H",
+        pattern=r"^[0-9]+[SMHD]$",
+        description="approval mode: how long a request waits for a person (e.g. 90S, 30M, 24H, 2D); "
+        "then the challenger is rejected and retired, recorded as a timeout",
+    )
+    approvers: list[str] = Field(
+        default_factory=list,
+        description="approval mode: Airflow user names who may answer; empty: anyone allowed to edit the DAG",
+    )
+
+    @property
+    def approval_timeout_seconds(self) -> int:
+        n, unit = int(self.approval_timeout[:-1]), self.approval_timeout[-1]
+        return n * {"S": 1, "M": 60, "H": 3600, "D": 86400}[unit]
+
+
+ALERT_EVENTS = (
+    "quarantine",  # a batch failed the data gate and was quarantined
+    "rejected",  # a retrained candidate failed validation (or was rejected / timed out in approval)
+    "promotion",  # a new champion
+    "rollback",  # the champion moved back (manually or automatically)
+    "approval_waiting",  # a challenger waits for a person
+    "stuck_batch",  # a claimed batch is not moving
+    "task_failed",  # any task of the model's DAGs failed for good
+)
+
+
+class AlertChannel(_Strict):
+    """Where alerts go: ``smtp`` (the SMTP provider, installed); ``slack`` / ``apprise`` need their Airflow
+    provider installed (optional extras)."""
+
+    type: Literal["smtp", "slack", "apprise"] = "smtp"
+    to: list[str] = Field(default_factory=list, description="smtp: recipients")
+    conn_id: str | None = Field(
+        None,
+        description="Airflow connection holding the server and credentials "
+        "(default smtp_default / slack_api_default / apprise_default)",
+    )
+    from_email: str | None = Field(None, description="smtp: sender; default: the connection's from_email")
+    channel: str | None = Field(None, description="slack: channel, e.g. #ml-alerts")
+
+    @model_validator(mode="after")
+    def _target(self) -> AlertChannel:
+        if self.type == "smtp" and not self.to:
+            raise ValueError("an smtp channel needs `to` (a list of addresses)")
+        return self
+
+
+class AlertsConfig(_Strict):
+    """Per-model alerts: which events go to which channels."""
+
+    channels: list[AlertChannel] = Field(default_factory=list, description="empty: no alerts")
+    events: list[Literal[ALERT_EVENTS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(ALERT_EVENTS), description="events to send; default: all"
+    )
 
 
 class BacktestConfig(_Strict):
@@ -303,6 +359,37 @@ class BacktestConfig(_Strict):
 RESERVED_POLICIES = {"never", "every_batch", "trigger", "baseline"}
 
 
+class RetentionConfig(_Strict):
+    """What ``retrainer gc`` (and the ``<model>__maintenance`` DAG) may remove. Never removed: batches in
+    landing, processing or quarantine, snapshots of registered versions, archived batches inside the
+    training window, and predictions the current champion or challenger uses."""
+
+    archive: Duration = Field(
+        "26W",
+        description="archived batches are kept while their newest row is within this (or the training "
+        "window, if longer) of the newest archived row",
+    )
+    label_wait: Duration = Field(
+        "8W", description="archived batches with unlabelled rows are kept this long (data time) for labels"
+    )
+    snapshots: Duration = Field(
+        "7D", description="snapshots no registered version uses are kept this long after they were written"
+    )
+    reports: Duration = Field("30D", description="GX and Evidently reports are kept this long")
+    predictions: Duration = Field(
+        "30D", description="stored batch predictions are kept this long, and while their labels are pending"
+    )
+    records: Duration = Field("30D", description="claim records of finished batches are kept this long")
+    schedule: str | None = Field(
+        "0 4 * * 0", description="cron of the <model>__maintenance DAG that runs gc; null for no DAG"
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return ModelConfig._cron(value)
+
+
 class ModelConfig(_Strict):
     name: str
     task: Literal["classification", "regression"]
@@ -314,7 +401,9 @@ class ModelConfig(_Strict):
     triggers: TriggerConfig = Field(default_factory=TriggerConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     backtest: BacktestConfig = Field(default_factory=BacktestConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     source: str = Field("", exclude=True, description="file the config came from (set by load_config)")
 
     @field_validator("name")

@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 from retrainer import policy, quality, registry, settings, tracking
 from retrainer.exceptions import BatchError, DataValidationError, PolicyStateError, RetrainerError
-from retrainer.storage import Claim, DataRoot, read_batch, write_json
+from retrainer.storage import Claim, DataRoot, iter_chunks, read_batch, read_columns, write_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     import pandas as pd
 
@@ -82,11 +83,33 @@ def _champion(cfg: ModelConfig, claim: dict[str, Any]) -> registry.Champion | No
     return None if version is None else registry.champion_version(cfg.name, int(version))
 
 
-def _load(cfg: ModelConfig, claim: dict[str, Any]) -> pd.DataFrame:
+def _load(cfg: ModelConfig, claim: dict[str, Any], columns: list[str] | None = None) -> pd.DataFrame:
+    """The claimed batch, prepared; only ``columns`` (those it has) when given."""
     from retrainer.train import prepare
 
     _, path = root(cfg).path_of(claim)
-    return prepare(cfg, read_batch(path))
+    return prepare(cfg, read_batch(path) if columns is None else read_columns(path, columns))
+
+
+def _read_rows(cfg: ModelConfig, path: Path, columns: list[str], positions: Any) -> pd.DataFrame:
+    """Rows at ``positions`` (in that order) of a batch file's ``columns``, streamed in chunks."""
+    import numpy as np
+    import pandas as pd
+
+    from retrainer.train import prepare
+
+    order = np.argsort(positions, kind="stable")
+    wanted = np.asarray(positions)[order]
+    parts, start = [], 0
+    for chunk in iter_chunks(path, columns):
+        lo, hi = np.searchsorted(wanted, [start, start + len(chunk)])
+        if hi > lo:
+            parts.append(chunk.iloc[wanted[lo:hi] - start])
+        start += len(chunk)
+    picked = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+    back = np.empty_like(order)
+    back[order] = np.arange(len(order))
+    return prepare(cfg, picked.iloc[back].reset_index(drop=True))
 
 
 def record_quarantines(cfg: ModelConfig) -> list[str]:
@@ -191,7 +214,8 @@ def validate_batch(cfg: ModelConfig, claim: dict[str, Any], run_id: str = "") ->
             raise BatchError(
                 f"duplicate delivery: identical content was already processed as {duplicate.name}"
             )
-        df = read_batch(path)
+        # the columns the gate checks (and the target, to count labelled rows); the rest is not read
+        df = read_columns(path, [cfg.data.time_column, *cfg.data.feature_names, cfg.data.target])
         check_time_column(cfg, df, batch)
         reference = _reference_frame(cfg, _champion(cfg, claim))
         from retrainer.train import prepare
@@ -300,17 +324,19 @@ def _reference_predictions(cfg: ModelConfig, champ: registry.Champion) -> pd.Dat
 
 # -- 3. score ---------------------------------------------------------------------------------------
 def score_batch(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
-    """Predict the batch with the champion; predictions saved under ``predictions/<model>/``."""
+    """Predict the batch with the champion, chunk by chunk; predictions saved under ``predictions/<model>/``.
+
+    Only the time column and the features are read, :data:`retrainer.storage.CHUNK_ROWS` rows at a time,
+    so memory grows with the number of columns and the chunk size, not with the batch's rows.
+    """
     from retrainer.models import load_run_model
-    from retrainer.train import predict
 
     champ = _champion(cfg, claim)
     if champ is None:
         log.warning("model %s has no champion yet: nothing to score with", cfg.name)
         return {"champion_version": None, "predictions": None}
-    df = _load(cfg, claim)
-    out = df[[cfg.data.time_column]].copy()
-    out["prediction"] = predict(cfg, load_run_model(champ.run_id), df)
+    _, path = root(cfg).path_of(claim)
+    out = _predict_file(cfg, load_run_model(champ.run_id), path)
     path = root(cfg).predictions / f"{_stem(claim['batch'])}.v{champ.version}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     out.to_parquet(path, index=False)
@@ -318,21 +344,65 @@ def score_batch(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
     return {"champion_version": champ.version, "predictions": str(path)}
 
 
-# -- 4. signals -------------------------------------------------------------------------------------
-def drift(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
-    """Evidently data and prediction drift of the batch against the champion's training snapshot."""
+def _predict_file(cfg: ModelConfig, model: Any, path: Path) -> pd.DataFrame:
+    """Time column and predictions of a batch file, predicted :data:`~retrainer.storage.CHUNK_ROWS` rows
+    at a time."""
+    import numpy as np
     import pandas as pd
 
-    from retrainer.drift import drift_report
+    from retrainer.train import predict, prepare
+
+    times, preds = [], []
+    for chunk in iter_chunks(path, [cfg.data.time_column, *cfg.data.feature_names]):
+        chunk = prepare(cfg, chunk)
+        times.append(chunk[cfg.data.time_column].to_numpy())
+        preds.append(np.asarray(predict(cfg, model, chunk)))
+    return pd.DataFrame(
+        {
+            cfg.data.time_column: np.concatenate(times) if times else np.array([], "datetime64[ns]"),
+            "prediction": np.concatenate(preds) if preds else np.array([]),
+        }
+    )
+
+
+# -- 4. signals -------------------------------------------------------------------------------------
+def drift(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
+    """Evidently data and prediction drift of the batch against the champion's training snapshot.
+
+    Both sides are sampled to ``triggers.report_max_rows`` rows; ``sampled`` in the result says how many.
+    """
+    import pandas as pd
 
     champ = _champion(cfg, claim)
     if champ is None or scored.get("predictions") is None:
         return {"data_drift_share": None, "prediction_drift": None, "drifted_columns": [], "report": None}
-    ref = _reference_predictions(cfg, champ)
-    cur = _load(cfg, claim)
-    cur["prediction"] = pd.read_parquet(scored["predictions"])["prediction"].to_numpy()
+    _, path = root(cfg).path_of(claim)
+    predictions = pd.read_parquet(scored["predictions"], columns=["prediction"])["prediction"].to_numpy()
     html = root(cfg).reports / "evidently" / f"{_stem(claim['batch'])}.html"
-    return {**drift_report(cfg, ref, cur, html_path=html), "champion_version": champ.version}
+    out = _drift_of(cfg, _reference_predictions(cfg, champ), path, predictions, html)
+    return {**out, "champion_version": champ.version}
+
+
+def _drift_of(
+    cfg: ModelConfig, ref: pd.DataFrame, path: Path, predictions: Any, html: Path | None
+) -> dict[str, Any]:
+    """Drift of a batch file (with its predictions) against the reference, on sampled rows."""
+    import numpy as np
+
+    from retrainer.drift import drift_report, drift_signals
+
+    # the same rows drift_report would sample (pandas' seeded DataFrame.sample), read without loading
+    # the rest of the batch: the report's cost and memory stay at report_max_rows whatever the batch size
+    total, n = len(predictions), cfg.triggers.report_max_rows
+    positions = np.random.RandomState(0).choice(total, n, replace=False) if total > n else np.arange(total)
+    cur = _read_rows(cfg, path, [cfg.data.time_column, *cfg.data.feature_names], positions)
+    cur["prediction"] = np.asarray(predictions)[positions]
+    out = drift_report(cfg, ref, cur, html_path=html) if html is not None else drift_signals(cfg, ref, cur)
+    out["sampled"] = (
+        f"{out.get('current_rows', len(cur))} of {total} batch rows, "
+        f"{out.get('reference_rows', len(ref))} of {len(ref)} reference rows (seeded random sample)"
+    )
+    return out
 
 
 def ingest_feeds(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
@@ -357,8 +427,9 @@ def performance(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any])
     if champ is None or scored.get("predictions") is None:
         return {"metric": cfg.metric, "value": None, "reference": None, "labelled_rows": 0}
     version = scored.get("champion_version", champ.version)
-    df = _load(cfg, claim)
-    df["prediction"] = pd.read_parquet(scored["predictions"])["prediction"].to_numpy()
+    cols = [cfg.data.time_column, cfg.data.target, *([cfg.data.id_column] if cfg.data.id_column else [])]
+    df = _load(cfg, claim, cols)
+    df["prediction"] = pd.read_parquet(scored["predictions"], columns=["prediction"])["prediction"].to_numpy()
     extra: dict[str, Any] = {}
     if cfg.data.id_column and cfg.data.id_column in df:
         matured, extra = feeds.label_step(cfg, claim, df, version)
@@ -511,10 +582,10 @@ def _errors(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> 
             for b, g in rows.groupby("batch", sort=False)
         ]
         return feeds.performance_signal(cfg, matured, f"v{version}")["errors"]
-    df = _load(cfg, claim)
+    df = _load(cfg, claim, [cfg.data.time_column, cfg.data.target])
     if cfg.data.target not in df:
         return None
-    df["prediction"] = pd.read_parquet(scored["predictions"])["prediction"].to_numpy()
+    df["prediction"] = pd.read_parquet(scored["predictions"], columns=["prediction"])["prediction"].to_numpy()
     lab = df[df[cfg.data.target].notna()]
     return policy.error_stream(cfg.task, lab[cfg.data.target].to_numpy(), lab["prediction"].to_numpy())
 
@@ -669,3 +740,105 @@ def archive_batch(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
 def stuck(cfg: ModelConfig) -> list[dict[str, Any]]:
     """Batches in processing longer than ``RETRAINER_STUCK_AFTER_MINUTES``: {batch, since, claimed_by}."""
     return root(cfg).stuck()
+
+
+# -- one batch without Airflow ------------------------------------------------------------------------
+def check_file(cfg: ModelConfig, path: Path, report_dir: Path | None = None) -> dict[str, Any]:
+    """Gate, score, signals and the policy's decision for one batch file against the current champion.
+
+    What ``retrainer check`` runs: the same functions as the monitor DAG, but nothing is claimed, moved,
+    quarantined or recorded in the decision log (the policy state is read, not written). With
+    ``report_dir`` the GX result, Data Docs and the Evidently report are written there.
+    """
+    import numpy as np
+
+    from retrainer import metrics
+    from retrainer.models import load_run_model
+    from retrainer.storage import sha256_file
+    from retrainer.train import prepare
+
+    stem = _stem(path.name)
+    df = read_columns(path, [cfg.data.time_column, *cfg.data.feature_names, cfg.data.target])
+    with contextlib.suppress(KeyError, ValueError, TypeError):  # GX names what cannot be prepared
+        df = prepare(cfg, df)
+    champ = registry.champion(cfg.name)
+    gate = quality.validate(
+        df,
+        quality.build_expectations(cfg, _reference_frame(cfg, champ)),
+        name=f"{cfg.name}_check_{stem}",
+        docs_dir=None if report_dir is None else report_dir / "gx",
+        raise_on_failure=False,
+    )
+    out: dict[str, Any] = {
+        "model": cfg.name,
+        "file": str(path),
+        "rows": len(df),
+        "gate": {
+            "passed": gate["success"],
+            "failures": [quality.describe(f) for f in gate["failures"]],
+            "result": gate["result_path"],
+        },
+    }
+    if not gate["success"]:
+        out["verdict"] = "rejected by the quality gate (the monitor would quarantine it)"
+        return out
+    out["champion_version"] = champ.version if champ else None
+    drift_result: dict[str, Any] = {}
+    perf: dict[str, Any] = {"metric": cfg.metric, "value": None, "reference": None, "labelled_rows": 0}
+    errors = None
+    if champ is not None:
+        preds = _predict_file(cfg, load_run_model(champ.run_id), path)["prediction"].to_numpy()
+        html = None if report_dir is None else report_dir / "evidently" / f"{stem}.html"
+        drift_result = _drift_of(cfg, _reference_predictions(cfg, champ), path, preds, html)
+        if cfg.data.target in df:
+            mask = df[cfg.data.target].notna().to_numpy()
+            y, p = df[cfg.data.target].to_numpy()[mask], preds[mask]
+            values = metrics.compute(cfg.task, y, p)
+            perf = {
+                "metric": cfg.metric,
+                "value": values.get(cfg.metric),
+                "all": values,
+                "reference": champ.metrics.get(cfg.metric),
+                "labelled_rows": int(mask.sum()),
+            }
+            if cfg.triggers.error_detector is not None:
+                errors = policy.error_stream(cfg.task, y, np.asarray(p))
+    flags_file = root(cfg).flags_path(path)
+    flagged_rate = None
+    if flags_file.exists():
+        import pandas as pd
+
+        flags = pd.read_csv(flags_file)
+        key = "row" if "row" in flags else cfg.data.id_column
+        flagged_rate = int(flags[key].nunique()) / max(len(df), 1) if key in flags else None
+    signals = policy.Signals(
+        data_drift_share=drift_result.get("data_drift_share"),
+        drifted_columns=tuple(drift_result.get("drifted_columns") or ()),
+        prediction_drift=drift_result.get("prediction_drift"),
+        metric_name=perf.get("metric"),
+        metric_value=perf.get("value"),
+        metric_reference=perf.get("reference"),
+        lower_is_better=cfg.lower_is_better,
+        labelled_rows=int(perf.get("labelled_rows") or 0),
+        flagged_rate=flagged_rate,
+        has_champion=champ is not None,
+    )
+    state = policy_state(cfg, exclude_sha=sha256_file(path))
+    decision, _, signals = STEP(
+        signals,
+        cfg.triggers,
+        state,
+        errors=errors,
+        model_id=None if champ is None else f"v{champ.version}",
+    )
+    out.update(
+        {
+            "drift": {k: v for k, v in drift_result.items() if k != "column_drift"},
+            "column_drift": drift_result.get("column_drift"),
+            "performance": perf,
+            "flagged_rate": flagged_rate,
+            "decision": decision.to_dict(),
+            "verdict": decision.verdict,
+        }
+    )
+    return out

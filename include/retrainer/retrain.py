@@ -25,9 +25,17 @@ log = logging.getLogger(__name__)
 
 # -- 1. trigger -----------------------------------------------------------------------------------------
 def resolve_trigger(
-    run_type: str, asset_events: list[dict[str, Any]], params: dict[str, Any]
+    run_type: str,
+    asset_events: list[dict[str, Any]],
+    params: dict[str, Any],
+    triggered_by: str | None = None,
 ) -> dict[str, Any]:
-    """Which path started this run and why: asset (trigger policy), schedule, or manual."""
+    """Which path started this run and why: asset (trigger policy), schedule, or manual.
+
+    The source comes from the run itself (its asset events and run type), never from a Param: a manual run
+    stays ``manual``. A manual run whose ``trigger_source`` Param names another path (a harness replaying
+    it) records that as a claim of the Airflow user who triggered it (``claimed_source``, ``triggered_by``).
+    """
     reasons: list[str] = []
     batches: list[str] = []
     for event in asset_events:  # the same event delivered twice counts once
@@ -35,14 +43,19 @@ def resolve_trigger(
         reasons.extend(r for r in extra.get("reasons", []) if r not in reasons)
         if extra.get("batch") and extra["batch"] not in batches:
             batches.append(str(extra["batch"]))
-    source = params.get("trigger_source") or ""
-    if not source:
-        if asset_events:
-            source = "asset"
-        elif run_type == "scheduled":
-            source = "schedule"
-        else:
-            source = "manual"
+    if asset_events or run_type == "asset_triggered":
+        source = "asset"
+    elif run_type == "scheduled":
+        source = "schedule"
+    else:
+        source = "manual"
+    out: dict[str, Any] = {}
+    if source == "manual":
+        out["triggered_by"] = triggered_by or "unknown"
+        claimed = params.get("trigger_source") or ""
+        if claimed and claimed != "manual":
+            out["claimed_source"] = claimed
+            reasons.insert(0, f"replays the {claimed} path (claimed by {out['triggered_by']})")
     if params.get("reason"):
         reasons.append(str(params["reason"]))
     if source == "schedule" and not reasons:
@@ -53,6 +66,7 @@ def resolve_trigger(
         "force": bool(params.get("force")),
         "window": params.get("window") or None,
         "run_type": run_type,
+        **out,
         **({"batches": batches} if batches else {}),
     }
 
@@ -152,6 +166,8 @@ def train(
                     "config_fingerprint": cfg.fingerprint,
                     "trigger_source": trigger["source"],
                     "trigger_reasons": trigger["reasons"],
+                    "triggered_by": trigger.get("triggered_by"),
+                    "claimed_source": trigger.get("claimed_source"),
                     "dag_run_id": dag_run_id,
                     "outcome": "pending",
                 }
@@ -170,18 +186,19 @@ def train(
         )
         mlflow.log_metrics({f"holdout_{k}": v for k, v in scores.items() if v == v})  # skip NaN
         mlflow.log_metrics({f"train_{k}": v for k, v in train_scores.items() if v == v})
-        import mlflow.data
+        from retrainer.snapshot import read_manifest
 
-        dataset = mlflow.data.from_pandas(
-            df,
-            source=str(root(cfg).snapshots / snap["sha256"]),
-            targets=cfg.data.target,
-            name=f"{cfg.name}-{snap['sha256'][:12]}",
+        manifest = read_manifest(root(cfg).snapshots, snap["sha256"])
+        tracking.log_snapshot_input(  # by reference: hash, rows, schema, a sample (no scan of the data)
+            f"{cfg.name}-{snap['sha256'][:12]}",
+            {**snap, "path": str(root(cfg).snapshots / snap["sha256"]), "rows": len(df)},
+            manifest["schema"],
+            cfg.data.target,
+            df.sample(n=min(len(df), tracking.SAMPLE_ROWS), random_state=0).sort_index(),
         )
-        mlflow.log_input(dataset, context="training")
         mlflow.log_dict(snap, "snapshot.json")
         mlflow.log_dict(cfg.model_dump(mode="json"), "config.json")  # what `retrainer reproduce` replays
-        log_model(model, train_df[cfg.data.feature_names])
+        log_model(model, train_df[cfg.data.feature_names].head(5))  # signature from a sample
     log.info(
         "trained %s on %d rows; holdout (%d rows) %s",
         cfg.model.estimator,

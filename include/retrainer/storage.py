@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from retrainer.exceptions import BatchError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     import pandas as pd
 
@@ -587,14 +587,57 @@ class DataRoot:
         return dest
 
 
-def read_batch(path: Path) -> pd.DataFrame:
-    """Read a CSV or Parquet batch; unreadable files raise :class:`BatchError` saying why."""
+def read_batch(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read a CSV or Parquet batch (all columns, or ``columns``); unreadable files raise
+    :class:`BatchError` saying why."""
     import pandas as pd
 
     try:
         if path.suffix == ".csv":
-            return pd.read_csv(path)
-        return pd.read_parquet(path)
+            return pd.read_csv(path, usecols=columns)
+        return pd.read_parquet(path, columns=columns)
+    except Exception as exc:  # pandas/pyarrow raise many types for a corrupt file
+        raise BatchError(f"cannot read {path.name}: {type(exc).__name__}: {exc}") from exc
+
+
+CHUNK_ROWS = 100_000  # rows per chunk when a task streams a batch: memory follows columns, not rows
+
+
+def batch_columns(path: Path) -> list[str]:
+    """The column names of a batch file, read from its header / Parquet footer only."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    try:
+        if path.suffix == ".csv":
+            return list(pd.read_csv(path, nrows=0).columns)
+        return list(pq.read_schema(path).names)
+    except Exception as exc:  # a corrupt file: say which
+        raise BatchError(f"cannot read {path.name}: {type(exc).__name__}: {exc}") from exc
+
+
+def read_columns(path: Path, columns: list[str]) -> pd.DataFrame:
+    """Only ``columns`` of a batch (those it has); Parquet reads nothing else from disk."""
+    present = set(batch_columns(path))
+    wanted = [c for c in dict.fromkeys(columns) if c in present]
+    return read_batch(path, wanted)
+
+
+def iter_chunks(
+    path: Path, columns: list[str] | None = None, rows: int = CHUNK_ROWS
+) -> Iterator[pd.DataFrame]:
+    """A batch in chunks of ``rows`` rows (only ``columns`` when given), in file order."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    try:
+        if path.suffix == ".csv":
+            yield from pd.read_csv(path, usecols=columns, chunksize=rows)
+            return
+        for rb in pq.ParquetFile(path).iter_batches(batch_size=rows, columns=columns):
+            yield rb.to_pandas()
+    except BatchError:
+        raise
     except Exception as exc:  # pandas/pyarrow raise many types for a corrupt file
         raise BatchError(f"cannot read {path.name}: {type(exc).__name__}: {exc}") from exc
 

@@ -27,7 +27,7 @@ def prepare(cfg: ModelConfig, df: pd.DataFrame) -> pd.DataFrame:
     """Parse the time column and give categorical features a string dtype (stable across CSV/Parquet)."""
     import pandas as pd
 
-    df = df.copy()
+    df = df.copy(deep=False)  # columns are replaced, never written in place: no need to copy the data
     df[cfg.data.time_column] = pd.to_datetime(df[cfg.data.time_column], utc=False)
     for c in cfg.data.categorical:
         if c in df:
