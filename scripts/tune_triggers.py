@@ -66,6 +66,19 @@ VARIANTS: dict[str, dict] = {
 }
 
 
+# the variants still in the running after bikeshare and rainfall (both delays): the rest ran there only
+# (their results are in .tune-cache/ and docs/backtest/tuning.md); the CPU budget is 2 shared cores
+SHORTLIST = (
+    "relative25_cd2",
+    "pd_ctl2_cd2",
+    "pd_ctl3_cd2",
+    "pd_ctl2_cd3",
+    "ctl15_cd2",
+    "ctl3_cd3",
+    "pd_ctl2est_cd2",
+)
+
+
 def run(stream: str, delay: int, variants: dict[str, dict]) -> dict:
     """The backtest report of one (stream, delay) with every variant as an alternative (cached)."""
     from retrainer import backtest
@@ -93,7 +106,8 @@ def case(report: dict, half: str, name: str) -> tuple[float, float]:
 
 def shortfall(rec: float, share: float) -> float:
     """How far a case is from >= 95% recovered at <= 25% share (0 = there)."""
-    return max(0.0, 0.95 - rec) + max(0.0, share - 0.25)
+    # clipped at 0: where every_batch barely beats never (rainfall's first half) the ratio explodes
+    return max(0.0, 0.95 - max(rec, 0.0)) + max(0.0, share - 0.25)
 
 
 def markdown(reports: dict, scores: list, names: list[str]) -> str:
@@ -153,10 +167,11 @@ def main() -> None:
     reports = {}
     for stream in args.streams:
         for delay in args.delays:
-            reports[(stream, delay)] = run(stream, delay, VARIANTS)
+            variants = VARIANTS if stream in ("bikeshare", "rainfall") else {n: VARIANTS[n] for n in SHORTLIST}
+            reports[(stream, delay)] = run(stream, delay, variants)
             print(f"done {stream} delay {delay}", file=sys.stderr, flush=True)
     scores = []
-    for name in VARIANTS:
+    for name in SHORTLIST:
         first = [case(r, "first", name) for r in reports.values()]
         met = sum(shortfall(*c) == 0 for c in first)
         worst = max(shortfall(*c) for c in first)

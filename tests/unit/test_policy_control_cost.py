@@ -140,3 +140,14 @@ def test_cost_aware_policy_retrains_exactly_when_the_gain_exceeds_the_cost(cost,
         assert done == []
         assert report["recovered_gain"]["trigger"] == pytest.approx(0.0)
     assert "trigger" in report["retrain_share"]
+
+
+def test_a_malformed_control_chart_log_is_refused_not_trusted():
+    from retrainer.exceptions import PolicyStateError
+
+    t = TriggerConfig(**{**OFF, "performance": {"mode": "control"}})
+    _, state = feed(t, [1.0, 1.1])
+    doc = state.to_dict()
+    for bad in ([["v1", "1.0"]], [[3, 1.0]], "v1", [["v1"]]):
+        with pytest.raises(PolicyStateError):
+            policy.PolicyState.from_dict({**doc, "metric_log": bad})
