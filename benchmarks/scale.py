@@ -306,31 +306,12 @@ def step_minimal_retrain(config: str, files: list[str]) -> dict[str, Any]:
 
 
 def step_seed_decisions(config: str, n: int) -> dict[str, Any]:
-    """``n`` recorded decisions in the monitor experiment, as ``decide`` writes them (tags + state)."""
-    from mlflow.entities import RunTag
+    """``n`` recorded decisions: ``n - 1`` decision runs, then one real ``decide`` (the policy-state
+    benchmark's seeding, shared)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from policy_state import seed
 
-    from retrainer import monitor, policy, tracking
-
-    cfg = _cfg(config)
-    c = tracking.client()
-    exp = tracking.experiment_id(cfg.name, "monitor")
-    t0 = int(time.time() * 1000)
-    for i in range(n):
-        run = c.create_run(exp, start_time=t0 + i, run_name=f"batch-{i:05d}")
-        tags = {
-            "kind": "monitor",
-            "batch": f"batch-{i:05d}.parquet",
-            "batch_sha256": f"{i:064x}",
-            "verdict": "retrain" if i % 17 == 0 else "no_retrain",
-            "policy_state": "1",
-        }
-        c.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in tracking.flat_tags(tags).items()])
-        c.log_dict(
-            run.info.run_id,
-            policy.PolicyState(batches_since_request=i % 17).to_dict(),
-            monitor.STATE_ARTIFACT,
-        )
-        c.set_terminated(run.info.run_id)
+    seed(_cfg(config), n)
     return {"seeded": n}
 
 
@@ -531,12 +512,10 @@ def bench_retrain(base: Path, batch_rows: int, window: int, lengths: list[int], 
 
 
 def bench_state(base: Path, counts: list[int], say: Any) -> dict[str, Any]:
-    _, env, config = make_root(base, "state", 4)
     out: dict[str, Any] = {}
-    seeded = 0
     for n in sorted(counts):
-        run_step(base, env, "seed_decisions", [config, n - seeded], ["retrainer.monitor", "mlflow"])
-        seeded = n
+        _, env, config = make_root(base, f"state-{n}", 4)
+        run_step(base, env, "seed_decisions", [config, n], ["retrainer.monitor", "mlflow"])
         res = run_step(base, env, "state_read", [config], ["retrainer.monitor", "mlflow"])
         out[str(n)] = res["result"]["median"]
         say(f"  policy state read with {n:5d} decisions: {1000 * res['result']['median']:.0f} ms")
