@@ -512,6 +512,14 @@ class DataRoot:
         ]
 
     @property
+    def typed(self) -> Path:
+        return self.state / "typed"
+
+    def typed_copy(self, sha256: str) -> Path:
+        """Where the gate keeps the validated, typed Parquet copy of the batch with this content."""
+        return self.typed / f"{sha256}.parquet"
+
+    @property
     def archive_index(self) -> Path:
         return self.state / "archive_index.json"
 
@@ -700,6 +708,15 @@ def _move_no_overwrite(src: Path, dest: Path) -> None:
             raise
         # the same file under both names: a move killed between link and unlink; finish it
     os.unlink(src)
+
+
+def write_parquet(path: Path, df: pd.DataFrame) -> Path:
+    """Write ``df`` as Parquet atomically (temporary name, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+    return path
 
 
 def _atomic_write(path: Path, text: str) -> None:
