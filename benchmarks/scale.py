@@ -78,7 +78,7 @@ def synth(n: int, start: str, days: float, seed: int) -> Any:
     import pandas as pd
 
     rng = np.random.default_rng(seed)
-    t = pd.Timestamp(start) + pd.to_timedelta(np.sort(rng.uniform(0, days * 86400, n)), unit="s")
+    t = pd.Timestamp(start) + pd.to_timedelta(np.sort(rng.integers(0, int(days * 86400), n)), unit="s")
     x = rng.normal(size=(n, len(NUMERIC)))
     df = pd.DataFrame(x, columns=NUMERIC)
     df.insert(0, "ts", t)
@@ -376,6 +376,7 @@ def environment(root: Path) -> dict[str, str]:
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "GX_ANALYTICS_ENABLED": "false",
         "RETRAINER_CONFIG_DIR": str(root / "models"),
+        "RETRAINER_SETTLE_SECONDS": "0",  # files are renamed into landing complete (delivery contract)
     }
 
 
@@ -403,12 +404,16 @@ def bench_monitor(base: Path, rows: int, train_rows: int, say: Any) -> dict[str,
     files = base / "files"
     files.mkdir()
     batch.to_parquet(files / "batch.parquet", index=False)
-    batch.to_csv(files / "batch.csv", index=False)
+    import pyarrow as pa
+    import pyarrow.csv
+
+    pyarrow.csv.write_csv(pa.Table.from_pandas(batch, preserve_index=False), files / "batch.csv")
     del batch, history
     out: dict[str, Any] = {"rows": rows, "features": len(NUMERIC) + len(CATEGORIES), "train_rows": train_rows}
     for fmt in ("parquet", "csv"):
         name = f"2025-02-03-{fmt}.{fmt}"
-        shutil.copy(files / f"batch.{fmt}", dr.landing / name)
+        shutil.copy(files / f"batch.{fmt}", dr.landing / f"{name}.part")
+        os.replace(dr.landing / f"{name}.part", dr.landing / name)  # delivered by rename, as producers must
         run_id = f"bench-{fmt}"
         stages: dict[str, Any] = {}
 
