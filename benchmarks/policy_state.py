@@ -73,7 +73,11 @@ def main() -> None:
     from retrainer.config import load_config
 
     cfg = load_config(REPO / "include" / "models" / "bikeshare.yaml")
-    results: dict[str, dict[int, float]] = {"head pointer": {}, "newest by search": {}, "all runs ascending": {}}
+    results: dict[str, dict[int, float]] = {
+        "head pointer": {},
+        "newest by search": {},
+        "all runs ascending": {},
+    }
     for n in SIZES:
         with tempfile.TemporaryDirectory() as tmp:
             os.environ.update(

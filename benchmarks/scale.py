@@ -4,7 +4,8 @@
 
 1. **Monitor on a 1M-row x 22-feature batch** (CSV and Parquet): every monitor task (claim, validate,
    score, drift, performance, flagged_rate, decide, archive) runs in its own process, as under Airflow;
-   each reports its time (libraries imported first, not counted) and its peak RSS (``ru_maxrss``).
+   each reports its time (libraries imported and the MLflow store opened first, not counted) and its peak RSS
+   (``VmHWM``).
    Baseline: the minimal work in one process: read the file once, predict once, a scipy KS / chi-squared
    loop over the 22 columns against the champion's training data. Also: the quality gate alone vs a
    plain 11-expectation GX suite on the same rows.
@@ -91,6 +92,10 @@ def synth(n: int, start: str, days: float, seed: int) -> Any:
 
 # -- child processes ----------------------------------------------------------------------------------------
 def _maxrss_mb() -> float:
+    """Peak RSS of this process: VmHWM (ru_maxrss would include the parent's size from before exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
@@ -348,14 +353,14 @@ EVIDENTLY = [
     "scipy.spatial",
 ]
 MONITOR_IMPORTS = {
-    "claim": ["retrainer.monitor"],
+    "claim": [*COMMON],
     "validate": [*COMMON, *GX],
     "score": [*COMMON, *MODEL],
     "drift": [*COMMON, *MODEL, *EVIDENTLY],
     "performance": [*COMMON, "retrainer.metrics", "sklearn.metrics"],
     "flagged_rate": ["retrainer.monitor", "pandas"],
     "decide": [*COMMON, "retrainer.policy", "river.drift"],
-    "archive": ["retrainer.monitor"],
+    "archive": [*COMMON],
 }
 HEAVY = [
     "retrainer.monitor",
