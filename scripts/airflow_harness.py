@@ -90,6 +90,25 @@ def _answer_hitl_polls_in_dag_test() -> None:
     InProcessTestSupervisor._handle_request = _handle_request  # type: ignore[method-assign]
 
 
+@functools.cache
+def _pass_exception_to_callbacks_in_dag_test() -> None:
+    """Give failure callbacks the task's exception under ``dag.test()`` as the real task runner does.
+
+    Airflow 3.2.2: the task runner's ``main()`` sets ``context["exception"] = error`` before ``finalize()``
+    runs the ``on_failure_callback``; ``dag.test()``'s in-process path (``run_task_in_process``) calls
+    ``finalize()`` without it, so a callback cannot say why the task failed. Do the same as ``main()``.
+    """
+    from airflow.sdk.execution_time import task_runner
+
+    original = task_runner.finalize
+
+    def finalize(ti: Any, state: Any, context: Any, log: Any, error: Any = None) -> Any:
+        context["exception"] = error
+        return original(ti, state, context, log, error)
+
+    task_runner.finalize = finalize
+
+
 def dagbag() -> Any:
     from airflow.dag_processing.dagbag import DagBag
 
@@ -117,6 +136,7 @@ def run_dag(dag_id: str, conf: dict[str, Any] | None = None, logical_date: Any =
 
     _speed_up_dag_test()
     _answer_hitl_polls_in_dag_test()
+    _pass_exception_to_callbacks_in_dag_test()
     dag = get_dag(dag_id)
     started = time.monotonic()
     dr = dag.test(run_conf=conf or {}, logical_date=logical_date)

@@ -432,47 +432,95 @@ def _drift_of(
     return out
 
 
+def ingest_feeds(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
+    """Take in the labels and flags files that landed since the last run (``landing/<model>/labels/``,
+    ``.../flags/``) before the performance and flag signals are computed. A no-op without files."""
+    from retrainer import feeds
+
+    return feeds.ingest(cfg, by=f"monitor:{claim['sha256']}")
+
+
 def performance(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
-    """The champion's metric on the batch's labelled rows against its own holdout metric."""
+    """The champion's metric on the labels that arrived by now, against its own holdout metric.
+
+    Without ``data.id_column``: the batch's own labelled rows. With it, also the labels feed: labels that
+    arrived late for earlier batches score those batches' stored predictions (recorded per batch with how
+    late they came), and labels delivered before their batch score it when it arrives."""
     import pandas as pd
 
-    from retrainer import metrics
+    from retrainer import feeds
 
     champ = _champion(cfg, claim)
     if champ is None or scored.get("predictions") is None:
         return {"metric": cfg.metric, "value": None, "reference": None, "labelled_rows": 0}
-    df = _load(cfg, claim, [cfg.data.time_column, cfg.data.target])
+    version = scored.get("champion_version", champ.version)
+    cols = [cfg.data.time_column, cfg.data.target, *([cfg.data.id_column] if cfg.data.id_column else [])]
+    df = _load(cfg, claim, cols)
     df["prediction"] = pd.read_parquet(scored["predictions"], columns=["prediction"])["prediction"].to_numpy()
-    lab = df[df[cfg.data.target].notna()] if cfg.data.target in df else df.iloc[0:0]
-    values = metrics.compute(cfg.task, lab[cfg.data.target].to_numpy(), lab["prediction"].to_numpy())
+    extra: dict[str, Any] = {}
+    if cfg.data.id_column and cfg.data.id_column in df:
+        matured, extra = feeds.label_step(cfg, claim, df, version)
+    else:
+        lab = df[df[cfg.data.target].notna()] if cfg.data.target in df else df.iloc[0:0]
+        matured = [
+            feeds.Matured(
+                claim["batch"], f"v{version}", lab[cfg.data.target].to_numpy(), lab["prediction"].to_numpy()
+            )
+        ]
+    signal = feeds.performance_signal(cfg, matured, f"v{version}")
     out = {
         "metric": cfg.metric,
-        "value": values.get(cfg.metric),
-        "all": values,
+        "value": signal["value"],
+        "all": signal["all"],
         "reference": champ.metrics.get(cfg.metric),
-        "labelled_rows": len(lab),
+        "labelled_rows": signal["labelled_rows"],
+        "scored_batches": signal["batches"],
+        **extra,
     }
-    log.info("performance on %d labelled rows: %s (champion holdout %s)", len(lab), values, out["reference"])
+    log.info(
+        "performance on %d labelled rows (%d late): %s (champion holdout %s)",
+        out["labelled_rows"],
+        out.get("late_labelled_rows", 0),
+        signal["all"],
+        out["reference"],
+    )
     return out
 
 
 def flagged_rate(cfg: ModelConfig, claim: dict[str, Any], validation: dict[str, Any]) -> dict[str, Any]:
-    """Share of the batch's predictions that people flagged (sidecar ``<batch>.flags.csv``)."""
+    """Share of the batch's predictions that people flagged: the sidecar ``<batch>.flags.csv`` and, with
+    ``data.id_column``, the flags feed (late flags count towards the batch they refer to)."""
     import pandas as pd
+
+    from retrainer import feeds
 
     dr = root(cfg)
     _, path = dr.path_of(claim)
     flags_file = dr.flags_path(path)
     rows = max(int(validation.get("rows", 0)), 1)
-    if not flags_file.exists():
+    id_col = cfg.data.id_column
+    flags = pd.read_csv(flags_file) if flags_file.exists() else None
+    key = None
+    if flags is not None:
+        key = "row" if "row" in flags else (id_col if id_col in flags else None)
+        if key is None:
+            raise BatchError(
+                f"{flags_file.name}: needs a 'row' column (0-based row in the batch)"
+                + (f" or '{id_col}'" if id_col else "")
+            )
+    if id_col:
+        current = _load(cfg, claim)
+        if id_col in current:
+            side: set[str] = set()
+            if flags is not None and key == "row":
+                ids = feeds.normalise_ids(current[id_col])
+                side = {ids[int(r)] for r in flags["row"].dropna() if 0 <= int(r) < len(ids)}
+            elif flags is not None:
+                side = set(feeds.normalise_ids(flags[key].dropna()))
+            out = feeds.flag_step(cfg, claim, current, side)
+            return {**out, "flags_file": str(flags_file) if flags is not None else None}
+    if flags is None:
         return {"flagged_rate": None, "flagged": 0, "flags_file": None}
-    flags = pd.read_csv(flags_file)
-    key = "row" if "row" in flags else (cfg.data.id_column if cfg.data.id_column in flags else None)
-    if key is None:
-        raise BatchError(
-            f"{flags_file.name}: needs a 'row' column (0-based row in the batch)"
-            + (f" or '{cfg.data.id_column}'" if cfg.data.id_column else "")
-        )
     n = int(flags[key].nunique())
     return {"flagged_rate": n / rows, "flagged": n, "flags_file": str(flags_file)}
 
@@ -545,11 +593,22 @@ def policy_state(cfg: ModelConfig, exclude_sha: str | None = None) -> policy.Pol
 
 
 def _errors(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> Any:
-    """Per-row errors of the champion on the batch's labelled rows (for the change detector)."""
+    """Per-row errors of the champion on the labels of this step (for the change detector)."""
     import pandas as pd
+
+    from retrainer import feeds
 
     if cfg.triggers.error_detector is None or scored.get("predictions") is None:
         return None
+    version = scored.get("champion_version")
+    step = feeds.FeedStore(cfg, "labels").step_path(claim["sha256"])
+    if cfg.data.id_column and step.exists():  # the labels the performance task scored (feeds included)
+        rows = pd.read_parquet(step)
+        matured = [
+            feeds.Matured(str(b), g["predicted_by"].iloc[0], g["y"].to_numpy(), g["prediction"].to_numpy())
+            for b, g in rows.groupby("batch", sort=False)
+        ]
+        return feeds.performance_signal(cfg, matured, f"v{version}")["errors"]
     df = _load(cfg, claim, [cfg.data.time_column, cfg.data.target])
     if cfg.data.target not in df:
         return None
@@ -618,6 +677,7 @@ def decide(
                     "suppressed_by": decision.suppressed_by,
                     "champion_version": scored.get("champion_version"),
                     "drifted_columns": drift_result.get("drifted_columns"),
+                    "no_data_columns": drift_result.get("no_data_columns") or None,  # all null in batch
                     "policy_state": "1",
                     "policy_state_from": state_from,
                     "policy_state_note": state_note,
@@ -633,6 +693,7 @@ def decide(
             "error_change": None if signals.error_change is None else float(signals.error_change),
             "rows": validation.get("rows"),
             "labelled_rows": signals.labelled_rows,
+            "late_labelled_rows": perf.get("late_labelled_rows"),  # labels feed: rows of earlier batches
             "retrain_requested": float(decision.retrain),
         }
         mlflow.log_metrics({k: float(v) for k, v in values.items() if v is not None})

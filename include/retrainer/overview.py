@@ -130,6 +130,8 @@ def retrains(cfg: ModelConfig, limit: int = 500) -> list[dict[str, Any]]:
             {
                 "at": _iso(r.info.start_time),
                 "trigger_source": t.get(f"{tracking.TAG}trigger_source"),
+                "triggered_by": t.get(f"{tracking.TAG}triggered_by"),
+                "claimed_source": t.get(f"{tracking.TAG}claimed_source"),
                 "reasons": _json_tag(t, "trigger_reasons", []),
                 "outcome": t.get(f"{tracking.TAG}outcome", r.info.status.lower()),
                 "failed_checks": validation.get("failed_checks", []) if isinstance(validation, dict) else [],

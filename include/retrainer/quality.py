@@ -100,6 +100,10 @@ def build_expectations(
     if require_target:
         exps.append(Expectation("exists", cfg.data.target))
         exps.append(Expectation("not_null", cfg.data.target))
+    elif cfg.data.id_column:  # a batch: late labels and flags join on its row ids
+        exps.append(Expectation("exists", cfg.data.id_column))
+        exps.append(Expectation("not_null", cfg.data.id_column))
+        exps.append(Expectation("unique", cfg.data.id_column))
     return exps
 
 
@@ -118,6 +122,8 @@ def _to_gx(e: Expectation) -> Any:
         return gxe.ExpectColumnValuesToBeBetween(column=e.column, **e.kwargs)
     if e.kind == "in_set":
         return gxe.ExpectColumnValuesToBeInSet(column=e.column, **e.kwargs)
+    if e.kind == "unique":
+        return gxe.ExpectColumnValuesToBeUnique(column=e.column)
     raise ValueError(f"unknown expectation kind {e.kind}")
 
 

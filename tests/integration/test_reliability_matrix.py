@@ -194,7 +194,88 @@ def _bad_inputs(world: World) -> list[tuple[str, str, Any, list[str]]]:
     unparseable.iloc[2, unparseable.columns.get_loc("timestamp")] = "half past noon"
     parquet = base.to_parquet(index=False)
     archived = world.dr.archive / "2011-00-history.parquet"
-    return [("empty file", "2011-20-empty.csv", b"", ["2011-20-empty.csv", "cannot read"]), ("header only", "2011-20-header.csv", text.splitlines()[0].encode() + b"\n", ["2011-20-header.csv", "row count"]), ("wrong delimiter", "2011-20-semicolon.csv", base.to_csv(index=False, sep=";").encode(), ["2011-20-semicolon.csv", "'hum'"]), ("wrong encoding", "2011-20-utf16.csv", text.encode("utf-16"), ["2011-20-utf16.csv", "cannot read", "utf-8"]), ("missing column", "2011-20-nohum.csv", base.drop(columns=["hum"]).to_csv(index=False).encode(), ["2011-20-nohum.csv", "'hum'", "missing"]), ("column renamed", "2011-20-renamed.csv", base.rename(columns={"hum": "humidity"}).to_csv(index=False).encode(), ["2011-20-renamed.csv", "'hum'"]), ("wrong dtype", "2011-20-dtype.csv", base.assign(temp="warm").to_csv(index=False).encode(), ["2011-20-dtype.csv", "'temp'"]), ("all-null feature", "2011-20-nullhum.csv", base.assign(hum=None).to_csv(index=False).encode(), ["2011-20-nullhum.csv", "'hum'", "null"]), ("out-of-range values", "2011-20-range.csv", base.assign(temp=5.0).to_csv(index=False).encode(), ["2011-20-range.csv", "'temp'", "between"]), ("unseen category", "2011-20-category.csv", base.assign(weathersit="tornado").to_csv(index=False).encode(), ["2011-20-category.csv", "'weathersit'", "tornado"]), ("unparseable timestamp", "2011-20-badtime.csv", unparseable.to_csv(index=False).encode(), ["2011-20-badtime.csv", "'timestamp'", "cannot be parsed"]), ("far-future timestamp", "2011-20-future.csv", future.to_csv(index=False).encode(), ["2011-20-future.csv", "'timestamp'", "future"]), ("duplicate batch", "2011-20-resent.parquet", archived.read_bytes(), ["2011-20-resent.parquet", "duplicate", "2011-00-history.parquet"]), ("truncated file", "2011-20-truncated.parquet", parquet[:len(parquet) // 2], ["2011-20-truncated.parquet", "cannot read"]), ("extra column", "2011-20-extra.csv", wide.to_csv(index=False).encode(), [])]
+    return [
+        ("empty file", "2011-20-empty.csv", b"", ["2011-20-empty.csv", "cannot read"]),
+        (
+            "header only",
+            "2011-20-header.csv",
+            text.splitlines()[0].encode() + b"\n",
+            ["2011-20-header.csv", "row count"],
+        ),
+        (
+            "wrong delimiter",
+            "2011-20-semicolon.csv",
+            base.to_csv(index=False, sep=";").encode(),
+            ["2011-20-semicolon.csv", "'hum'"],
+        ),
+        (
+            "wrong encoding",
+            "2011-20-utf16.csv",
+            text.encode("utf-16"),
+            ["2011-20-utf16.csv", "cannot read", "utf-8"],
+        ),
+        (
+            "missing column",
+            "2011-20-nohum.csv",
+            base.drop(columns=["hum"]).to_csv(index=False).encode(),
+            ["2011-20-nohum.csv", "'hum'", "missing"],
+        ),
+        (
+            "column renamed",
+            "2011-20-renamed.csv",
+            base.rename(columns={"hum": "humidity"}).to_csv(index=False).encode(),
+            ["2011-20-renamed.csv", "'hum'"],
+        ),
+        (
+            "wrong dtype",
+            "2011-20-dtype.csv",
+            base.assign(temp="warm").to_csv(index=False).encode(),
+            ["2011-20-dtype.csv", "'temp'"],
+        ),
+        (
+            "all-null feature",
+            "2011-20-nullhum.csv",
+            base.assign(hum=None).to_csv(index=False).encode(),
+            ["2011-20-nullhum.csv", "'hum'", "null"],
+        ),
+        (
+            "out-of-range values",
+            "2011-20-range.csv",
+            base.assign(temp=5.0).to_csv(index=False).encode(),
+            ["2011-20-range.csv", "'temp'", "between"],
+        ),
+        (
+            "unseen category",
+            "2011-20-category.csv",
+            base.assign(weathersit="tornado").to_csv(index=False).encode(),
+            ["2011-20-category.csv", "'weathersit'", "tornado"],
+        ),
+        (
+            "unparseable timestamp",
+            "2011-20-badtime.csv",
+            unparseable.to_csv(index=False).encode(),
+            ["2011-20-badtime.csv", "'timestamp'", "cannot be parsed"],
+        ),
+        (
+            "far-future timestamp",
+            "2011-20-future.csv",
+            future.to_csv(index=False).encode(),
+            ["2011-20-future.csv", "'timestamp'", "future"],
+        ),
+        (
+            "duplicate batch",
+            "2011-20-resent.parquet",
+            archived.read_bytes(),
+            ["2011-20-resent.parquet", "duplicate", "2011-00-history.parquet"],
+        ),
+        (
+            "truncated file",
+            "2011-20-truncated.parquet",
+            parquet[: len(parquet) // 2],
+            ["2011-20-truncated.parquet", "cannot read"],
+        ),
+        ("extra column", "2011-20-extra.csv", wide.to_csv(index=False).encode(), []),
+    ]
 
 
 def test_bad_inputs_through_the_monitor_dag(world: World) -> None:
