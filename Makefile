@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration test-e2e lint bench bench-backtest bench-freshness bench-scaleout backtest-docs clean airflow airflow-prod stop env prod-deps chromium
+.PHONY: install demo test test-unit test-integration test-e2e lint bench bench-backtest bench-freshness bench-scale bench-scaleout bench-policy-state backtest-docs clean airflow airflow-prod stop env prod-deps chromium
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,10 @@ test-e2e: install chromium prod-deps  ## the real Airflow components on loopback
 lint: install
 	$(PY) -m ruff check include dags tests scripts plugins benchmarks && $(PY) -m ruff format --check include dags tests scripts plugins benchmarks
 
-bench: bench-backtest bench-freshness bench-scaleout  ## every benchmark; each prints its time and the ratio to a baseline measured in the same run
+bench: bench-backtest bench-freshness bench-scaleout bench-policy-state  ## every benchmark; each prints its time and the ratio to a baseline measured in the same run
+
+bench-policy-state: install  ## reading the policy state after 100 vs 3,000 decisions: head pointer vs search (~2 min)
+	$(PY) benchmarks/policy_state.py
 
 bench-backtest: install  ## backtest speed: 130 weekly batches vs an every_batch-only replay (~20 s)
 	PYTHONPATH=include $(PY) benchmarks/backtest_speed.py
@@ -73,6 +76,9 @@ prod-deps:
 
 bench-scaleout: install prod-deps  ## 4 models x 10 batches through the production twin with 1 then 2 Celery workers
 	$(PY) benchmarks/scaleout.py
+
+bench-scale: install  ## 1M-row batch monitor, retrain on a long archive, policy-state read; ratios vs same-run baselines (~8 min)
+	$(PY) benchmarks/scale.py
 
 bench-freshness: install  ## freshness under the real scheduler: landing -> decision, landing -> new champion (~8 min)
 	$(PY) benchmarks/freshness.py

@@ -7,18 +7,34 @@ For each model `<name>`:
 * **`<name>__monitor`**: the trigger path. `wait_for_batch` (sensor, poke mode) claims the oldest
   batch in `landing/<name>/` -> `validate_batch` (Great Expectations gate; a failing batch is quarantined
   with a `.reason.json`) -> `score_batch` (champion predictions) -> `drift_report` (Evidently data and
-  prediction drift) / `performance` (labelled rows) / `flagged_rate` (human flags) -> `decide` (policy with
-  cooldown; every decision is an MLflow run) -> `request_retrain` (emits the asset
-  `retrainer://<name>/retrain-request` with the reasons; skipped when the policy does not fire) and
-  `archive_batch`.
+  prediction drift) / `ingest_feeds` (labels and flags files that arrived since the last run) ->
+  `performance` (labelled rows, late labels included) / `flagged_rate` (human flags) -> `decide` (policy with
+  cooldown; every decision is an MLflow run) -> `archive_batch` -> `request_retrain` (emits the asset
+  `retrainer://<name>/retrain-request` with the reasons; skipped when the policy does not fire). The batch
+  is archived before the request, so the retrain it asks for trains on it. A batch a failed run left in
+  `processing/` is resumed by the next run before newer batches.
 * **`<name>__retrain`**: runs on the config's cron *or* when that asset is updated, and on manual
   trigger (Params: `force`, `reason`, `window`). `resolve_trigger` -> `snapshot` (immutable, sha256)
   -> `gate_training_data` (GX) -> `train` (MLflow run) -> `evaluate` (vs champion on the most recent
   holdout) -> `register` (only if it passed) -> `promote` (alias `champion`, or `challenger` in the
-  `shadow` / `approval` promotion modes; history recorded). Approval mode adds a human-in-the-loop
-  `approval` task and `apply_approval`; shadow mode adds `shadow_score` to the monitor DAG.
+  `shadow` / `approval` promotion modes; history recorded). Approval mode adds `request_approval`, which
+  hands the challenger to `<name>__approval` and ends the run; shadow mode adds `shadow_score` to the
+  monitor DAG.
+* **`<name>__approval`** (approval mode only): runs when a challenger is staged. `pending_approval` ->
+  `approval` (human-in-the-loop; only the config's `promotion.approvers` when set; no answer within
+  `promotion.approval_timeout`, default 24H, chooses Reject) -> `apply_approval` (promote, or retire and
+  record who rejected or that it timed out). New retrain requests keep being recorded meanwhile.
+* **`<name>__maintenance`**: on the `retention.schedule` cron (no DAG when it is null): `gc` removes what
+  the model's `retention:` rules allow (old archived batches, unreferenced snapshots, old reports,
+  predictions and claim records), never what a registered version, a window or pending labels need.
 * **`<name>__rollback`**: manual only (Params: `version`, empty = the previous champion; `reason`): moves
-  the `champion` alias back and records it in the history.
+  the `champion` alias back and records it in the history, with the Airflow user who triggered the run.
+
+Alerts (the model config's `alerts:`) go out through Airflow notifiers: a failed task or a quarantined
+batch from every task's failure callback, the other events from the tasks that cause them.
+
+A model whose config file is invalid gets no DAGs but a `<file>__invalid_config` DAG whose description
+and doc show the error; the other models are unaffected.
 
 All logic lives in the `retrainer` package; these tasks only wire it together.
 """
@@ -31,7 +47,8 @@ from typing import Any
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, PokeReturnValue, dag, task
 
 from retrainer import settings
-from retrainer.config import ModelConfig, load_all
+from retrainer.alerts import FailureAlert
+from retrainer.config import ModelConfig, load_valid
 
 DEFAULT_ARGS = {"owner": "retrainer", "retries": 1, "retry_delay": timedelta(seconds=30)}
 START = datetime(2024, 1, 1)
@@ -52,6 +69,20 @@ def _common(name: str, kind: str) -> dict[str, Any]:
 
 def retrain_asset(name: str) -> Asset:
     return Asset(name=f"{name}__retrain_request", uri=f"retrainer://{name}/retrain-request")
+
+
+def approval_asset(name: str) -> Asset:
+    return Asset(name=f"{name}__approval_request", uri=f"retrainer://{name}/approval-request")
+
+
+def _alerting(cfg: ModelConfig, common: dict[str, Any]) -> dict[str, Any]:
+    """``common`` with the model's failure alert on every task (quarantine or task failure)."""
+    return {**common, "default_args": {**common["default_args"], "on_failure_callback": FailureAlert(cfg)}}
+
+
+def _user(context: Any) -> str:
+    """The Airflow user who triggered the run (None for the scheduler and the asset path)."""
+    return str(getattr(context["dag_run"], "triggering_user_name", None) or "unknown")
 
 
 def _run(fn: Any, *args: Any) -> Any:
@@ -75,7 +106,7 @@ def build_monitor(cfg: ModelConfig) -> Any:
         dag_id=f"{name}__monitor",
         description=f"Trigger path for {name}: gate, score, drift, performance, flags, decide",
         schedule="@continuous",  # each run waits for one batch; the next run starts when it ends
-        **_common(name, "monitor"),
+        **_alerting(cfg, _common(name, "monitor")),
     )
     def monitor_dag() -> None:
         @task.sensor(
@@ -90,8 +121,28 @@ def build_monitor(cfg: ModelConfig) -> Any:
         )
         def wait_for_batch(**context: Any) -> PokeReturnValue:
             from retrainer.monitor import claim_batch
+            from retrainer.storage import DataRoot
 
-            claim = claim_batch(cfg, context["run_id"])
+            ti, dag_id = context["ti"], context["dag"].dag_id
+
+            def owner_alive(claim: Any) -> bool:  # a batch in processing is resumed once its run ended
+                try:
+                    return str(ti.get_dagrun_state(dag_id, claim.run_id)) in ("queued", "running")
+                except Exception:  # run unknown to Airflow (deleted, or claimed outside it): go by age
+                    return DataRoot._recent(claim)
+
+            claim = claim_batch(cfg, context["run_id"], owner_alive)
+            if claim and claim.get("attempt", 1) > 1:  # a batch an earlier run left stuck in processing
+                from retrainer import alerts
+
+                alerts.send_from_task(
+                    cfg,
+                    "stuck_batch",
+                    f"batch {claim['batch']} was left in processing by run(s) "
+                    f"{', '.join(claim.get('previous_runs') or [])}; resumed by this run "
+                    f"(attempt {claim['attempt']})",
+                    context,
+                )
             return PokeReturnValue(is_done=claim is not None, xcom_value=claim)
 
         @task
@@ -111,6 +162,12 @@ def build_monitor(cfg: ModelConfig) -> Any:
             from retrainer import monitor
 
             return _run(monitor.drift, cfg, claim, scored)
+
+        @task
+        def ingest_feeds(claim: dict[str, Any]) -> dict[str, Any]:
+            from retrainer import monitor
+
+            return _run(monitor.ingest_feeds, cfg, claim)
 
         @task
         def performance(claim: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
@@ -139,7 +196,9 @@ def build_monitor(cfg: ModelConfig) -> Any:
             return _run(monitor.decide, cfg, claim, validation, scored, drift, perf, flags, context["run_id"])
 
         @task(outlets=[asset])
-        def request_retrain(decision: dict[str, Any], **context: Any) -> dict[str, Any]:
+        def request_retrain(
+            decision: dict[str, Any], archived: dict[str, Any], **context: Any
+        ) -> dict[str, Any]:
             from airflow.sdk.exceptions import AirflowSkipException
 
             if not decision["retrain"]:
@@ -165,11 +224,14 @@ def build_monitor(cfg: ModelConfig) -> Any:
         validation = validate_batch(claim)
         scored = score_batch(claim, validation)
         drift = drift_report(claim, scored)
+        fed = ingest_feeds(claim)
+        validation >> fed  # a batch that fails the gate stops the run before anything is ingested
         perf = performance(claim, scored)
         flags = flagged_rate(claim, validation)
+        fed >> [perf, flags]  # late labels and flags that landed by now count in this run's signals
         decision = decide(claim, validation, scored, drift, perf, flags)
-        request_retrain(decision)
-        archive_batch(claim, decision)
+        archived = archive_batch(claim, decision)
+        request_retrain(decision, archived)  # after the archive: the retrain must see this batch
         if cfg.promotion.mode == "shadow" or cfg.promotion.rollback_batches:
             _shadow_task(cfg)(claim, decision)
 
@@ -181,46 +243,90 @@ def _shadow_task(cfg: ModelConfig) -> Any:
     def shadow_score(claim: dict[str, Any], decision: dict[str, Any], **context: Any) -> dict[str, Any]:
         """Champion and challenger on the same labelled rows; promote or retire the challenger; watch a new
         champion against the previous one (automatic rollback)."""
-        from retrainer import promotion
+        from retrainer import alerts, promotion
 
-        return _run(promotion.shadow_score, cfg, claim, decision, context["run_id"])
+        out = _run(promotion.shadow_score, cfg, claim, decision, context["run_id"])
+        alerts.for_result(cfg, "shadow", out, context)
+        return out
 
     return shadow_score
 
 
-def _approval_tasks(cfg: ModelConfig, staged: Any) -> None:
-    """Approval mode: a human-in-the-loop task (Airflow 3.1+ HITL) between staging and promotion."""
+def _request_approval(cfg: ModelConfig, staged: Any) -> None:
+    """Approval mode: hand a staged challenger to the model's approval DAG and end this run, so that the
+    retrain DAG (one active run) keeps taking new requests while a person decides."""
+    asset = approval_asset(cfg.name)
+
+    @task(outlets=[asset])
+    def request_approval(staged: dict[str, Any], **context: Any) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        if staged.get("awaiting") != "approval":  # the first model, or a no-op, needs no approval
+            raise AirflowSkipException("nothing waits for approval")
+        extra = {"version": staged["version"], "retrain_run": context["run_id"]}
+        context["outlet_events"][asset].extra = extra
+        return extra
+
+    request_approval(staged)
+
+
+def build_approval(cfg: ModelConfig) -> Any:
+    """``<name>__approval``: asks a person about the current challenger (Airflow's human-in-the-loop
+    operator); no answer within ``promotion.approval_timeout`` rejects and retires it."""
     from airflow.providers.standard.operators.hitl import HITLOperator
 
-    @task.short_circuit
-    def awaiting_approval(staged: dict[str, Any]) -> bool:
-        return staged.get("awaiting") == "approval"  # the first model, or a no-op, needs no approval
+    name = cfg.name
+    timeout = timedelta(seconds=cfg.promotion.approval_timeout_seconds)
 
-    approval = HITLOperator(
-        task_id="approval",
-        subject=f"Promote {cfg.name} v{{{{ ti.xcom_pull(task_ids='promote')['version'] }}}} to champion?",
-        body=(
-            "Candidate **v{{ ti.xcom_pull(task_ids='promote')['version'] }}** of `" + cfg.name + "` passed "
-            "validation and holds the `challenger` alias.\n\n"
-            "* checks: {{ ti.xcom_pull(task_ids='evaluate')['checks'] }}\n"
-            "* candidate: {{ ti.xcom_pull(task_ids='evaluate')['candidate'] }}\n"
-            "* champion v{{ ti.xcom_pull(task_ids='evaluate')['champion_version'] }}: "
-            "{{ ti.xcom_pull(task_ids='evaluate')['champion'] }}\n\n"
-            "**Approve** moves `champion` to it; **Reject** retires it. Both are recorded in the history."
-        ),
-        options=["Approve", "Reject"],
-        multiple=False,
+    @dag(
+        dag_id=f"{name}__approval",
+        description=f"Approval of {name}'s challenger: promote or retire; rejected after {cfg.promotion.approval_timeout}",
+        schedule=approval_asset(name),
+        **_alerting(cfg, _common(name, "approval")),
     )
+    def approval_dag() -> None:
+        @task.short_circuit
+        def pending_approval(**context: Any) -> dict[str, Any] | None:
+            from retrainer import alerts, promotion
 
-    @task
-    def apply_approval(staged: dict[str, Any], response: dict[str, Any], **context: Any) -> dict[str, Any]:
-        from retrainer import promotion
+            pending = promotion.pending_approval(cfg)
+            if pending:  # a request answered meanwhile (or superseded and retired) leaves nothing to ask
+                alerts.for_result(cfg, "approval_waiting", pending, context)
+            return pending
 
-        return _run(promotion.apply_approval, cfg, staged, dict(response), f"dag_run:{context['run_id']}")
+        pending = pending_approval()
+        version = "{{ ti.xcom_pull(task_ids='pending_approval')['version'] }}"
+        approval = HITLOperator(
+            task_id="approval",
+            subject=f"Promote {name} v{version} to champion?",
+            body=(
+                f"Candidate **v{version}** of `{name}` passed validation and holds the `challenger` alias "
+                "(champion: v{{ ti.xcom_pull(task_ids='pending_approval')['champion_version'] }}).\n\n"
+                "Why it was staged: {{ ti.xcom_pull(task_ids='pending_approval')['reason'] }}\n\n"
+                "**Approve** moves `champion` to it; **Reject** retires it. Both are recorded in the history. "
+                f"Without an answer within {cfg.promotion.approval_timeout} it is rejected and retired."
+            ),
+            options=["Approve", "Reject"],
+            defaults=["Reject"],  # what a timeout chooses
+            multiple=False,
+            response_timeout=timeout,
+            assigned_users=[{"id": u, "name": u} for u in cfg.promotion.approvers] or None,
+        )
 
-    gate = awaiting_approval(staged)
-    gate >> approval
-    apply_approval(staged, approval.output)
+        @task
+        def apply_approval(
+            pending: dict[str, Any], response: dict[str, Any], **context: Any
+        ) -> dict[str, Any]:
+            from retrainer import alerts, promotion
+
+            out = _run(promotion.apply_approval, cfg, pending, dict(response), f"dag_run:{context['run_id']}")
+            alerts.for_result(cfg, "approval", out, context)
+            return out
+
+        pending >> approval
+        apply_approval(pending, approval.output)
+
+    return approval_dag()
 
 
 def build_retrain(cfg: ModelConfig) -> Any:
@@ -236,7 +342,7 @@ def build_retrain(cfg: ModelConfig) -> Any:
         dag_id=f"{name}__retrain",
         description=f"Retrain {name}: snapshot, gate, train, evaluate vs champion, register, promote",
         schedule=schedule,
-        **_common(name, "retrain"),
+        **_alerting(cfg, _common(name, "retrain")),
         params={
             "force": Param(
                 False,
@@ -263,7 +369,8 @@ def build_retrain(cfg: ModelConfig) -> Any:
                 type=["null", "string"],  # nullable: not a required field in the UI form
                 enum=["", "asset", "schedule", "manual", None],
                 title="Trigger source",
-                description="Leave empty: worked out from the run. Set by harnesses that replay a trigger.",
+                description="Leave empty: worked out from the run. A manual run that names another path is "
+                "recorded as manual, with this value as a claim of the user who triggered it.",
             ),
         },
     )
@@ -278,15 +385,14 @@ def build_retrain(cfg: ModelConfig) -> Any:
                 for e in evs
             ]
             dag_run = context["dag_run"]
-            return resolve(
-                str(getattr(dag_run.run_type, "value", dag_run.run_type)), events, dict(context["params"])
-            )
+            run_type = str(getattr(dag_run.run_type, "value", dag_run.run_type))
+            return resolve(run_type, events, dict(context["params"]), _user(context))
 
         @task
         def snapshot(trigger: dict[str, Any]) -> dict[str, Any]:
             from retrainer import retrain
 
-            return _run(retrain.snapshot, cfg, trigger["window"])
+            return _run(retrain.snapshot, cfg, trigger["window"], trigger.get("batches"))
 
         @task
         def gate_training_data(snap: dict[str, Any]) -> dict[str, Any]:
@@ -312,25 +418,32 @@ def build_retrain(cfg: ModelConfig) -> Any:
 
         @task
         def register(
-            snap: dict[str, Any], trained: dict[str, Any], evaluation: dict[str, Any], trigger: dict[str, Any]
+            snap: dict[str, Any],
+            trained: dict[str, Any],
+            evaluation: dict[str, Any],
+            trigger: dict[str, Any],
+            **context: Any,
         ) -> dict[str, Any]:
             from airflow.sdk.exceptions import AirflowSkipException
 
-            from retrainer import retrain
+            from retrainer import alerts, retrain
             from retrainer.exceptions import ModelRejected
 
             try:
                 return retrain.register(cfg, snap, trained, evaluation, trigger)
             except ModelRejected as exc:  # a rejection is a valid outcome, recorded on the MLflow run
+                alerts.send_from_task(cfg, "rejected", str(exc), context)
                 raise AirflowSkipException(str(exc)) from exc
 
         @task
         def promote(
             registered: dict[str, Any], evaluation: dict[str, Any], trigger: dict[str, Any], **context: Any
         ) -> dict[str, Any]:
-            from retrainer import retrain
+            from retrainer import alerts, retrain
 
-            return _run(retrain.promote, cfg, registered, evaluation, trigger, context["run_id"])
+            out = _run(retrain.promote, cfg, registered, evaluation, trigger, context["run_id"])
+            alerts.for_result(cfg, "promote", out, context)
+            return out
 
         trigger = resolve_trigger()
         snap = snapshot(trigger)
@@ -340,7 +453,7 @@ def build_retrain(cfg: ModelConfig) -> Any:
         registered = register(snap, trained, evaluation, trigger)
         staged = promote(registered, evaluation, trigger)
         if cfg.promotion.mode == "approval":
-            _approval_tasks(cfg, staged)
+            _request_approval(cfg, staged)
 
     return retrain_dag()
 
@@ -352,7 +465,7 @@ def build_rollback(cfg: ModelConfig) -> Any:
         dag_id=f"{name}__rollback",
         description=f"Manual: move {name}'s champion alias back to an earlier version (recorded in history)",
         schedule=None,
-        **_common(name, "rollback"),
+        **_alerting(cfg, _common(name, "rollback")),
         params={
             "version": Param(
                 None,
@@ -373,24 +486,83 @@ def build_rollback(cfg: ModelConfig) -> Any:
     def rollback_dag() -> None:
         @task
         def rollback(**context: Any) -> dict[str, Any]:
+            from retrainer import alerts
             from retrainer.promotion import rollback as do_rollback
 
             params = context["params"]
             version = params.get("version")
-            return _run(
+            out = _run(
                 do_rollback,
                 name,
                 int(version) if version is not None else None,
                 str(params.get("reason") or ""),
-                f"dag_run:{context['run_id']}",
+                f"{_user(context)} (dag_run:{context['run_id']})",  # the Airflow user who triggered it
             )
+            alerts.for_result(cfg, "rollback", out, context)
+            return out
 
         rollback()
 
     return rollback_dag()
 
 
-for _cfg in load_all(settings.config_dir()):
+def build_maintenance(cfg: ModelConfig) -> Any:
+    @dag(
+        dag_id=f"{cfg.name}__maintenance",
+        description=f"Retention for {cfg.name}: remove what no window, registered version or label needs",
+        schedule=CronTriggerTimetable(cfg.retention.schedule, timezone="UTC"),
+        **_common(cfg.name, "maintenance"),
+    )
+    def maintenance_dag() -> None:
+        @task
+        def gc() -> dict[str, Any]:
+            from retrainer.retention import collect
+
+            plan = _run(collect, cfg).to_dict()
+            return {"bytes": plan["bytes"], "removed": {k: len(v) for k, v in plan["remove"].items()}}
+
+        gc()
+
+    return maintenance_dag()
+
+
+def build_invalid(stem: str, error: str) -> Any:
+    """A DAG that shows why a model's config is invalid (its real DAGs are not built until it is fixed)."""
+    import re
+
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", stem)[:200] or "unnamed"
+
+    @dag(
+        dag_id=f"{safe}__invalid_config",
+        description=f"INVALID CONFIG: {error.splitlines()[0][:180]}",
+        schedule=None,
+        start_date=START,
+        catchup=False,
+        default_args={**DEFAULT_ARGS, "retries": 0},
+        tags=["retrainer", safe, "invalid-config"],
+        doc_md=f"### The config of model `{safe}` is invalid\n\nFix the file; its DAGs come back on the next "
+        f"parse.\n\n```\n{error}\n```",
+    )
+    def invalid_dag() -> None:
+        @task
+        def config_error() -> None:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(error)
+
+        config_error()
+
+    return invalid_dag()
+
+
+_configs, _errors = load_valid(settings.config_dir())  # one broken file affects only its own model
+for _cfg in _configs:
     globals()[f"{_cfg.name}__monitor"] = build_monitor(_cfg)
     globals()[f"{_cfg.name}__retrain"] = build_retrain(_cfg)
     globals()[f"{_cfg.name}__rollback"] = build_rollback(_cfg)
+    if _cfg.promotion.mode == "approval":
+        globals()[f"{_cfg.name}__approval"] = build_approval(_cfg)
+    if _cfg.retention.schedule:
+        globals()[f"{_cfg.name}__maintenance"] = build_maintenance(_cfg)
+for _stem, _error in _errors.items():
+    globals()[f"{_stem}__invalid_config"] = build_invalid(_stem, _error)

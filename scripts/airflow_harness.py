@@ -38,6 +38,8 @@ def configure(state: Path, *, unit_test_mode: bool = False) -> dict[str, str]:
         "GX_ANALYTICS_ENABLED": "False",
         "PYTHONWARNINGS": "ignore",
     }
+    # the demo and tests deliver batches by rename (the delivery contract): nothing needs to settle
+    env.setdefault("RETRAINER_SETTLE_SECONDS", os.environ.get("RETRAINER_SETTLE_SECONDS", "0"))
     os.environ.update(env)
     return env
 
@@ -88,6 +90,25 @@ def _answer_hitl_polls_in_dag_test() -> None:
     InProcessTestSupervisor._handle_request = _handle_request  # type: ignore[method-assign]
 
 
+@functools.cache
+def _pass_exception_to_callbacks_in_dag_test() -> None:
+    """Give failure callbacks the task's exception under ``dag.test()`` as the real task runner does.
+
+    Airflow 3.2.2: the task runner's ``main()`` sets ``context["exception"] = error`` before ``finalize()``
+    runs the ``on_failure_callback``; ``dag.test()``'s in-process path (``run_task_in_process``) calls
+    ``finalize()`` without it, so a callback cannot say why the task failed. Do the same as ``main()``.
+    """
+    from airflow.sdk.execution_time import task_runner
+
+    original = task_runner.finalize
+
+    def finalize(ti: Any, state: Any, context: Any, log: Any, error: Any = None) -> Any:
+        context["exception"] = error
+        return original(ti, state, context, log, error)
+
+    task_runner.finalize = finalize
+
+
 def dagbag() -> Any:
     from airflow.dag_processing.dagbag import DagBag
 
@@ -106,16 +127,19 @@ def get_dag(dag_id: str) -> Any:
     return _dags()[dag_id]
 
 
-def run_dag(dag_id: str, conf: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run one DAG run with ``dag.test()``; returns its state, run id, per-task states and XComs."""
+def run_dag(dag_id: str, conf: dict[str, Any] | None = None, logical_date: Any = None) -> dict[str, Any]:
+    """Run one DAG run with ``dag.test()``; returns its state, run id, per-task states and XComs.
+
+    Passing the ``logical_date`` of an earlier run re-runs that run (same run id, every task again)."""
     from airflow.models import TaskInstance
     from airflow.utils.session import create_session
 
     _speed_up_dag_test()
     _answer_hitl_polls_in_dag_test()
+    _pass_exception_to_callbacks_in_dag_test()
     dag = get_dag(dag_id)
     started = time.monotonic()
-    dr = dag.test(run_conf=conf or {}, logical_date=None)
+    dr = dag.test(run_conf=conf or {}, logical_date=logical_date)
     elapsed = time.monotonic() - started
     tasks: dict[str, dict[str, Any]] = {}
     with create_session() as session:
@@ -125,7 +149,14 @@ def run_dag(dag_id: str, conf: dict[str, Any] | None = None) -> dict[str, Any]:
                 (ti.end_date - ti.start_date).total_seconds() if ti.end_date and ti.start_date else None
             )
             tasks[ti.task_id] = {"state": str(ti.state), "duration": duration}
-    return {"dag_id": dag_id, "run_id": dr.run_id, "state": str(dr.state), "tasks": tasks, "seconds": elapsed}
+    return {
+        "dag_id": dag_id,
+        "run_id": dr.run_id,
+        "logical_date": dr.logical_date,
+        "state": str(dr.state),
+        "tasks": tasks,
+        "seconds": elapsed,
+    }
 
 
 def xcom(dag_id: str, run_id: str, task_id: str) -> Any:

@@ -242,27 +242,32 @@ class Stack:
         return pids
 
     # -- REST API v2 ------------------------------------------------------------------------------
-    def password(self) -> str:
-        """The simple auth manager's generated password for ``admin``."""
+    def password(self, user: str = USER) -> str:
+        """The simple auth manager's generated password for ``user`` (default ``admin``)."""
         path = self.home / "passwords.json"
         deadline = time.monotonic() + 30
         while not path.exists() and time.monotonic() < deadline:
             time.sleep(0.3)
-        return str(json.loads(path.read_text())[USER])
+        return str(json.loads(path.read_text())[user])
 
-    def token(self) -> str:
-        if not getattr(self, "_token", None):
-            body = {"username": USER, "password": self.password()}
-            self._token = self.request("POST", "/auth/token", body, auth=False)["access_token"]
-        return str(self._token)
+    def token(self, user: str = USER) -> str:
+        """A JWT for ``user`` from ``POST /auth/token`` (cached per user)."""
+        tokens = self.__dict__.setdefault("_tokens", {})
+        if user not in tokens:
+            body = {"username": user, "password": self.password(user)}
+            tokens[user] = self.request("POST", "/auth/token", body, auth=False)["access_token"]
+        return str(tokens[user])
 
-    def request(self, method: str, path: str, body: Any = None, *, auth: bool = True) -> Any:
-        """Call the API; returns parsed JSON; raises :class:`ApiError` (status + body) on HTTP errors."""
+    def request(
+        self, method: str, path: str, body: Any = None, *, auth: bool = True, user: str = USER
+    ) -> Any:
+        """Call the API as ``user``; returns parsed JSON; raises :class:`ApiError` (status + body) on
+        HTTP errors."""
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
         req.add_header("Content-Type", "application/json")
         if auth:
-            req.add_header("Authorization", f"Bearer {self.token()}")
+            req.add_header("Authorization", f"Bearer {self.token(user)}")
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
                 raw = r.read()
@@ -396,7 +401,10 @@ class ProdStack(Stack):
         keys = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
         return {k: env[k] for k in (*keys, "RETRAINER_DATA_ROOT")}
 
-    def password(self) -> str:
+    def password(self, user: str = USER) -> str:
+        """The FAB admin's password (from the twin's secrets); other users are created by whoever adds them."""
+        if user != USER:
+            raise KeyError(f"the twin knows the password of {USER!r} only, not {user!r}")
         return self.secrets()["AIRFLOW_ADMIN_PASSWORD"]
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -633,15 +641,16 @@ def wait_until(
     raise error(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def seed_bikeshare(stack: Stack, history_weeks: int = 6) -> list[tuple[str, Any]]:
-    """Bikeshare history (the first ``history_weeks`` weeks) into archive/; returns the later weekly batches."""
+def seed_bikeshare(stack: Stack, history_weeks: int = 6, model: str = "bikeshare") -> list[tuple[str, Any]]:
+    """Bikeshare history (the first ``history_weeks`` weeks) into ``archive/<model>/``; returns the later
+    weekly batches."""
     import pandas as pd
 
     from retrainer.datasets import bikeshare, weekly_batches
     from retrainer.storage import DataRoot
 
     weeks = weekly_batches(bikeshare(), "timestamp")
-    dr = DataRoot(stack.state / "data", "bikeshare").ensure()
+    dr = DataRoot(stack.state / "data", model).ensure()
     history = pd.concat([w for _, w in weeks[:history_weeks]])
     dr.import_batch(history, f"{weeks[0][0]}-history.parquet", stage="archive")
     return weeks[history_weeks:]

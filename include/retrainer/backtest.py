@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from retrainer import compare, metrics, policy
+from retrainer import compare, feeds, metrics, policy
 from retrainer.config import duration_hours
 from retrainer.exceptions import BatchError, RetrainerError
 
@@ -285,20 +285,21 @@ def _trigger_step(
         lower_is_better=cfg.lower_is_better,
     )
     errors = None
-    j = i - replay.delay  # the batch whose labels arrive now
-    if j in preds and preds[j][0] == champion.id:  # judged only on the current champion's own predictions
+    j = feeds.due_batch(i, replay.delay)  # the batch whose labels arrive now
+    if j in preds:  # the live path's rule: only the current champion's own predictions are judged
         batch_j = replay.batches[j][1]
         lab = batch_j[cfg.data.target].notna().to_numpy()
         y, p = batch_j[cfg.data.target].to_numpy()[lab], preds[j][1][lab]
-        if len(y):
-            value = metrics.compute(cfg.task, y, p).get(cfg.metric)
+        matured = feeds.Matured(replay.names[j], preds[j][0], y, p, batches_late=i - j)
+        perf = feeds.performance_signal(cfg, [matured], champion.id)
+        if perf["labelled_rows"]:
             signals = replace(
                 signals,
-                metric_value=value,
+                metric_value=perf["value"],
                 metric_reference=champion.holdout_metrics.get(cfg.metric),
-                labelled_rows=len(y),
+                labelled_rows=perf["labelled_rows"],
             )
-            errors = policy.error_stream(cfg.task, y, p)
+            errors = perf["errors"]
     decision, new_state, _ = STEP(signals, t, state, errors=errors, model_id=champion.id)
     for name in decision.fired:
         run.fired[name] = run.fired.get(name, 0) + 1

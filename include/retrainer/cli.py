@@ -148,6 +148,131 @@ def _reproduce(args: argparse.Namespace) -> int:
     return 0 if out["match"] else 1
 
 
+def _check(args: argparse.Namespace) -> int:
+    """Gate, score, signals and decision for one batch file against the current champion."""
+    import json
+
+    from retrainer.config import load_config
+    from retrainer.monitor import check_file
+
+    cfg = load_config(args.config)
+    path = Path(args.file)
+    if not path.is_file():
+        raise RetrainerError(f"{path}: no such batch file")
+    out = check_file(cfg, path, Path(args.report_dir) if args.report_dir else None)
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+        return 0 if out["gate"]["passed"] else 1
+    gate = out["gate"]
+    print(f"{cfg.name}: {path} ({out['rows']} rows)")
+    print(f"  quality gate: {'passed' if gate['passed'] else 'FAILED'}")
+    for line in gate["failures"]:
+        print(f"    - {line}")
+    if not gate["passed"]:
+        print(f"verdict: {out['verdict']}")
+        return 1
+    if out["champion_version"] is None:
+        print("  no champion yet: nothing to score with")
+    else:
+        d, perf = out["drift"], out["performance"]
+        print(f"  champion v{out['champion_version']}")
+        if d.get("data_drift_share") is not None:
+            print(
+                f"  data drift share {d['data_drift_share']:.2f} {d.get('drifted_columns') or ''}; "
+                f"prediction drift {d['prediction_drift']:.3f} ({d.get('sampled', '')})"
+            )
+        value = perf.get("value")
+        print(
+            f"  {perf['metric']} on {perf['labelled_rows']} labelled rows: "
+            + ("-" if value is None else f"{value:.4g}")
+            + f" (champion holdout {perf.get('reference')})"
+        )
+        if out["flagged_rate"] is not None:
+            print(f"  flagged rate {out['flagged_rate']:.3f}")
+    dec = out["decision"]
+    reasons = "; ".join(dec.get("reasons") or [])
+    print(f"verdict: {out['verdict']}" + (f": {reasons}" if reasons else ""))
+    return 0
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    """The retrain path once, without Airflow: snapshot, gate, train, evaluate, register, promote."""
+    import json
+
+    from retrainer import retrain
+    from retrainer.config import load_config
+    from retrainer.exceptions import ModelRejected
+
+    cfg = load_config(args.config)
+    trigger = retrain.resolve_trigger(
+        "manual", [], {"force": args.force, "reason": args.reason, "window": args.window}
+    )
+    snap = retrain.snapshot(cfg, trigger["window"])
+    retrain.gate(cfg, snap)
+    trained = retrain.train(cfg, snap, trigger, "cli")
+    evaluation = retrain.evaluate(cfg, snap, trained, trigger["force"])
+    out = {"snapshot": snap, "train": trained, "evaluation": evaluation, "registered": None, "promoted": None}
+    try:
+        registered = retrain.register(cfg, snap, trained, evaluation, trigger)
+    except ModelRejected:
+        registered = None
+    if registered is not None:
+        out["registered"] = registered
+        out["promoted"] = retrain.promote(cfg, registered, evaluation, trigger)
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+        return 0 if registered is not None else 1
+    m = cfg.metric
+    cand, champ = evaluation["candidate"].get(m), evaluation["champion"].get(m)
+    print(
+        f"{cfg.name}: snapshot {snap['sha256'][:12]} ({snap['rows']} rows from {len(snap['sources'])} batches); "
+        f"run {trained['run_id']}{' (reused)' if trained['reused'] else ''}"
+    )
+    print(
+        f"  {m}: candidate {cand:.4g}"
+        + ("" if champ is None else f" vs champion v{evaluation['champion_version']} {champ:.4g}")
+    )
+    if registered is None:
+        print("rejected: " + "; ".join(evaluation["failed_checks"]))
+        return 1
+    staged = out["promoted"]
+    print(
+        f"registered v{registered['version']}"
+        + ("" if registered["created"] else " (already registered)")
+        + (f", {staged['alias']}" if staged.get("alias") else "")
+    )
+    return 0
+
+
+def _gc(args: argparse.Namespace) -> int:
+    """Remove what the model's retention rules allow (archive, snapshots, reports, predictions, records)."""
+    import json
+
+    from retrainer import settings
+    from retrainer.config import find_config, load_config
+    from retrainer.retention import collect
+
+    cfg = (
+        load_config(args.model)
+        if args.model.endswith((".yaml", ".yml"))
+        else find_config(args.model, settings.config_dir())
+    )
+    plan = collect(cfg, dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=2))
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    for kind, entries in plan.remove.items():
+        print(f"{kind}: {verb} {len(entries)}")
+        for e in entries:
+            print(f"  {e['path']}  ({e['why']})")
+    kept = ", ".join(f"{k} {v}" for k, v in plan.kept.items())
+    print(
+        f"{cfg.name}: {verb} {sum(len(v) for v in plan.remove.values())} item(s), {plan.bytes / 1e6:.1f} MB; kept {kept}"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="retrainer", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -182,6 +307,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("version", type=int)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_reproduce)
+    p = sub.add_parser(
+        "check", help="gate, score, drift, performance and decision for one batch file (nothing recorded)"
+    )
+    p.add_argument("config")
+    p.add_argument("file", help="a CSV or Parquet batch")
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.add_argument("--report-dir", help="write the GX result, Data Docs and Evidently report here")
+    p.set_defaults(func=_check)
+
+    p = sub.add_parser("retrain", help="run the retrain path once: snapshot, gate, train, evaluate, register")
+    p.add_argument("config")
+    p.add_argument("--force", action="store_true", help="skip the comparison with the champion")
+    p.add_argument("--reason", default="", help="why (recorded in MLflow and the history)")
+    p.add_argument("--window", help="override the training window, e.g. 12W")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_retrain)
+
+    p = sub.add_parser("gc", help="remove what the retention rules allow (--dry-run lists it)")
+    p.add_argument("model", help="model name (config from RETRAINER_CONFIG_DIR) or a config file")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_gc)
+
     p = sub.add_parser(
         "backtest",
         help="replay a time-ordered dataset through the retraining policies (prequential, no Airflow/MLflow)",

@@ -51,12 +51,27 @@ class FeatureSpec(_Strict):
     nullable: bool = False
 
 
+class ImputeConfig(_Strict):
+    """How missing values of ``nullable`` features are filled before the estimator sees them (features
+    that are not nullable are never null: the quality gate rejects such batches)."""
+
+    numeric: Literal["median", "mean", "constant"] = "median"
+    numeric_fill: float = Field(0.0, description="the value used when numeric is 'constant'")
+    categorical: Literal["most_frequent", "constant"] = "constant"
+    categorical_fill: str = Field("missing", description="the category used when categorical is 'constant'")
+    add_indicator: bool = Field(False, description="also give the model a was-missing column per feature")
+
+
 class DataConfig(_Strict):
     time_column: str
     target: str
     features: list[FeatureSpec]
-    id_column: str | None = None
+    id_column: str | None = Field(
+        None, description="row id, unique across batches; the labels and flags feeds join on it"
+    )
     min_batch_rows: int = Field(1, ge=1)
+    max_future: Duration = "1D"  # times later than now + this are quarantined (clock skew allowance)
+    impute: ImputeConfig = Field(default_factory=ImputeConfig)
 
     @field_validator("features", mode="before")
     @classmethod
@@ -74,6 +89,10 @@ class DataConfig(_Strict):
         for special in (self.time_column, self.target):
             if special in names:
                 raise ValueError(f"{special!r} is the time column or target and cannot also be a feature")
+        if self.id_column is not None and self.id_column in {*names, self.time_column, self.target}:
+            raise ValueError(
+                f"id_column {self.id_column!r} must be its own column, not a feature/time/target"
+            )
         return self
 
     @property
@@ -87,6 +106,10 @@ class DataConfig(_Strict):
     @property
     def categorical(self) -> list[str]:
         return [f.name for f in self.features if f.type == "categorical"]
+
+    @property
+    def nullable(self) -> set[str]:
+        return {f.name for f in self.features if f.nullable}
 
 
 class ModelSpec(_Strict):
@@ -251,6 +274,62 @@ class PromotionConfig(_Strict):
     rollback_batches: int = Field(
         0, ge=0, description="watch a new champion against the previous one on this many batches; 0: off"
     )
+    approval_timeout: str = Field(
+        "24H",
+        pattern=r"^[0-9]+[SMHD]$",
+        description="approval mode: how long a request waits for a person (e.g. 90S, 30M, 24H, 2D); "
+        "then the challenger is rejected and retired, recorded as a timeout",
+    )
+    approvers: list[str] = Field(
+        default_factory=list,
+        description="approval mode: Airflow user names who may answer; empty: anyone allowed to edit the DAG",
+    )
+
+    @property
+    def approval_timeout_seconds(self) -> int:
+        n, unit = int(self.approval_timeout[:-1]), self.approval_timeout[-1]
+        return n * {"S": 1, "M": 60, "H": 3600, "D": 86400}[unit]
+
+
+ALERT_EVENTS = (
+    "quarantine",  # a batch failed the data gate and was quarantined
+    "rejected",  # a retrained candidate failed validation (or was rejected / timed out in approval)
+    "promotion",  # a new champion
+    "rollback",  # the champion moved back (manually or automatically)
+    "approval_waiting",  # a challenger waits for a person
+    "stuck_batch",  # a claimed batch is not moving
+    "task_failed",  # any task of the model's DAGs failed for good
+)
+
+
+class AlertChannel(_Strict):
+    """Where alerts go: ``smtp`` (the SMTP provider, installed); ``slack`` / ``apprise`` need their Airflow
+    provider installed (optional extras)."""
+
+    type: Literal["smtp", "slack", "apprise"] = "smtp"
+    to: list[str] = Field(default_factory=list, description="smtp: recipients")
+    conn_id: str | None = Field(
+        None,
+        description="Airflow connection holding the server and credentials "
+        "(default smtp_default / slack_api_default / apprise_default)",
+    )
+    from_email: str | None = Field(None, description="smtp: sender; default: the connection's from_email")
+    channel: str | None = Field(None, description="slack: channel, e.g. #ml-alerts")
+
+    @model_validator(mode="after")
+    def _target(self) -> AlertChannel:
+        if self.type == "smtp" and not self.to:
+            raise ValueError("an smtp channel needs `to` (a list of addresses)")
+        return self
+
+
+class AlertsConfig(_Strict):
+    """Per-model alerts: which events go to which channels."""
+
+    channels: list[AlertChannel] = Field(default_factory=list, description="empty: no alerts")
+    events: list[Literal[ALERT_EVENTS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(ALERT_EVENTS), description="events to send; default: all"
+    )
 
 
 class BacktestConfig(_Strict):
@@ -280,6 +359,37 @@ class BacktestConfig(_Strict):
 RESERVED_POLICIES = {"never", "every_batch", "trigger", "baseline"}
 
 
+class RetentionConfig(_Strict):
+    """What ``retrainer gc`` (and the ``<model>__maintenance`` DAG) may remove. Never removed: batches in
+    landing, processing or quarantine, snapshots of registered versions, archived batches inside the
+    training window, and predictions the current champion or challenger uses."""
+
+    archive: Duration = Field(
+        "26W",
+        description="archived batches are kept while their newest row is within this (or the training "
+        "window, if longer) of the newest archived row",
+    )
+    label_wait: Duration = Field(
+        "8W", description="archived batches with unlabelled rows are kept this long (data time) for labels"
+    )
+    snapshots: Duration = Field(
+        "7D", description="snapshots no registered version uses are kept this long after they were written"
+    )
+    reports: Duration = Field("30D", description="GX and Evidently reports are kept this long")
+    predictions: Duration = Field(
+        "30D", description="stored batch predictions are kept this long, and while their labels are pending"
+    )
+    records: Duration = Field("30D", description="claim records of finished batches are kept this long")
+    schedule: str | None = Field(
+        "0 4 * * 0", description="cron of the <model>__maintenance DAG that runs gc; null for no DAG"
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return ModelConfig._cron(value)
+
+
 class ModelConfig(_Strict):
     name: str
     task: Literal["classification", "regression"]
@@ -291,7 +401,9 @@ class ModelConfig(_Strict):
     triggers: TriggerConfig = Field(default_factory=TriggerConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     backtest: BacktestConfig = Field(default_factory=BacktestConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     source: str = Field("", exclude=True, description="file the config came from (set by load_config)")
 
     @field_validator("name")
@@ -399,8 +511,21 @@ def load_config(path: Path | str) -> ModelConfig:
 
 
 def load_all(folder: Path | str) -> list[ModelConfig]:
-    """Every ``*.yaml`` config in a folder, sorted by name."""
+    """Every ``*.yaml`` config in a folder, sorted by name; the first invalid one raises."""
     return [load_config(p) for p in sorted(Path(folder).glob("*.yaml"))]
+
+
+def load_valid(folder: Path | str) -> tuple[list[ModelConfig], dict[str, str]]:
+    """Every valid ``*.yaml`` config in a folder, and the error of each invalid one by file stem.
+
+    One broken file affects only its own model: the DAG factory and the overview load the rest."""
+    configs, errors = [], {}
+    for p in sorted(Path(folder).glob("*.yaml")):
+        try:
+            configs.append(load_config(p))
+        except ConfigError as exc:
+            errors[p.stem] = str(exc)
+    return configs, errors
 
 
 def find_config(name: str, folder: Path | str) -> ModelConfig:

@@ -55,15 +55,24 @@ def _sides(cfg: ModelConfig, reference: pd.DataFrame, current: pd.DataFrame) -> 
     )
 
 
-def effect_size(reference: pd.Series, current: pd.Series, kind: str, method: str) -> float:
+def no_data(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str]) -> list[str]:
+    """Columns with no value at all on one side (e.g. a sensor outage): no distance can be measured."""
+    return sorted(c for c in columns if not reference[c].notna().any() or not current[c].notna().any())
+
+
+def effect_size(reference: pd.Series, current: pd.Series, kind: str, method: str) -> float | None:
     """Evidently's normed Wasserstein (``wasserstein_distance / max(std(ref), 0.001)``) or Jensen-Shannon
-    distance (Sturges bins over both samples for numeric columns with > 20 values, else category shares)."""
+    distance (Sturges bins over both samples for numeric columns with > 20 values, else category shares).
+
+    None when either side has no values (an all-null column): "no data", not drift and not an error."""
     import numpy as np
     import pandas as pd
     from scipy import stats
     from scipy.spatial import distance
 
     ref, cur = reference.dropna(), current.dropna()
+    if ref.empty or cur.empty:
+        return None
     if method == "wasserstein" and kind == "numeric":
         ref_f, cur_f = ref.to_numpy(dtype=float), cur.to_numpy(dtype=float)
         return float(stats.wasserstein_distance(ref_f, cur_f) / max(float(np.std(ref_f)), 0.001))
@@ -106,7 +115,7 @@ def drift_signals(cfg: ModelConfig, reference: pd.DataFrame, current: pd.DataFra
     if not fast_path(cfg):
         return drift_report(cfg, reference, current)
     dd_cfg, pd_cfg, features, has_pred, ref, cur = _sides(cfg, reference, current)
-    column_drift: dict[str, float] = {}
+    column_drift: dict[str, float | None] = {}
     for c in cfg.data.numeric:
         column_drift[c] = effect_size(ref[c], cur[c], "numeric", dd_cfg.num_method)
     for c in cfg.data.categorical:
@@ -119,10 +128,12 @@ def drift_signals(cfg: ModelConfig, reference: pd.DataFrame, current: pd.DataFra
             prediction_drift = effect_size(
                 ref[PREDICTION].astype(str), cur[PREDICTION].astype(str), "categorical", dd_cfg.cat_method
             )
-    drifted = sorted(c for c, v in column_drift.items() if v >= dd_cfg.column_threshold)
+    drifted = sorted(c for c, v in column_drift.items() if v is not None and v >= dd_cfg.column_threshold)
+    empty = sorted(c for c, v in column_drift.items() if v is None)
     return {
-        "data_drift_share": len(drifted) / len(features) if features else 0.0,
+        "data_drift_share": _share(drifted, features, empty),
         "drifted_columns": drifted,
+        "no_data_columns": empty,
         "column_drift": {c: column_drift[c] for c in features},
         "prediction_drift": prediction_drift,
         "method": f"{dd_cfg.num_method}/{dd_cfg.cat_method}",
@@ -130,6 +141,14 @@ def drift_signals(cfg: ModelConfig, reference: pd.DataFrame, current: pd.DataFra
         "current_rows": len(cur),
         "report": None,
     }
+
+
+def _share(drifted: list[str], features: list[str], empty: list[str]) -> float | None:
+    """Share of drifted features among those with data on both sides (None when no feature had any)."""
+    measured = len(features) - len(empty)
+    if not features:
+        return 0.0
+    return len(drifted) / measured if measured else None
 
 
 def drift_report(
@@ -151,21 +170,46 @@ def drift_report(
     if reference is None or reference.empty:
         raise DriftCheckError("drift needs reference data (the champion's training snapshot); none given")
     dd_cfg, pd_cfg, features, has_pred, ref, cur = _sides(cfg, reference, current)
-    numeric = cfg.data.numeric + ([PREDICTION] if has_pred and cfg.task == "regression" else [])
-    categorical = cfg.data.categorical + ([PREDICTION] if has_pred and cfg.task == "classification" else [])
+    # a column with no value on one side is left out of the report (Evidently/scipy fail on it) and
+    # reported as "no data"; so is the prediction column if it is empty
+    empty = no_data(ref, cur, features + ([PREDICTION] if has_pred else []))
+    if PREDICTION in empty:
+        has_pred, empty = False, [c for c in empty if c != PREDICTION]
+    measured = [c for c in features if c not in empty]
+    keep = measured + ([PREDICTION] if has_pred else [])
+    ref, cur = ref[keep], cur[keep]
+    numeric = [c for c in cfg.data.numeric if c in measured]
+    numeric += [PREDICTION] if has_pred and cfg.task == "regression" else []
+    categorical = [c for c in cfg.data.categorical if c in measured]
+    categorical += [PREDICTION] if has_pred and cfg.task == "classification" else []
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
-    metrics: list[Any] = [
-        DataDriftPreset(
-            columns=features,
-            num_method=dd_cfg.num_method,
-            cat_method=dd_cfg.cat_method,
-            threshold=dd_cfg.column_threshold,
-            drift_share=dd_cfg.share,
+    metrics: list[Any] = []
+    if measured:  # an empty column list would mean "every column" to the preset
+        metrics.append(
+            DataDriftPreset(
+                columns=measured,
+                num_method=dd_cfg.num_method,
+                cat_method=dd_cfg.cat_method,
+                threshold=dd_cfg.column_threshold,
+                drift_share=dd_cfg.share,
+            )
         )
-    ]
     if has_pred:
         method = pd_cfg.method if cfg.task == "regression" else dd_cfg.cat_method
         metrics.append(ValueDrift(column=PREDICTION, method=method, threshold=pd_cfg.threshold))
+    if not metrics:  # nothing measurable on either side: no report, every feature is "no data"
+        log.warning("drift: no feature has data on both sides %s; no report", empty)
+        return {
+            "data_drift_share": _share([], features, empty),
+            "drifted_columns": [],
+            "no_data_columns": empty,
+            "column_drift": {c: None for c in features},
+            "prediction_drift": None,
+            "method": f"{dd_cfg.num_method}/{dd_cfg.cat_method}",
+            "reference_rows": len(ref),
+            "current_rows": len(cur),
+            "report": None,
+        }
     try:
         snapshot = Report(metrics).run(
             current_data=Dataset.from_pandas(cur, data_definition=definition),
@@ -173,7 +217,7 @@ def drift_report(
         )
     except Exception as exc:  # evidently raises assorted errors on degenerate data
         raise DriftCheckError(f"Evidently drift report failed: {type(exc).__name__}: {exc}") from exc
-    column_drift: dict[str, float] = {}
+    column_drift: dict[str, float | None] = {}
     prediction_drift = None
     for m in snapshot.dict()["metrics"]:
         conf = m["config"]
@@ -187,7 +231,7 @@ def drift_report(
     drifted = sorted(
         c
         for c, v in column_drift.items()
-        if (v < dd_cfg.column_threshold if p_value else v >= dd_cfg.column_threshold)
+        if v is not None and (v < dd_cfg.column_threshold if p_value else v >= dd_cfg.column_threshold)
     )
     if fast_path(cfg):  # the policy's numbers: the shared implementation (equal to Evidently's)
         fast = drift_signals(cfg, reference, current)
@@ -195,9 +239,10 @@ def drift_report(
         fast["evidently_prediction_drift"] = prediction_drift
         return _finish(fast, snapshot, html_path)
     out = {
-        "data_drift_share": len(drifted) / len(features) if features else 0.0,
+        "data_drift_share": _share(drifted, features, empty),
         "drifted_columns": drifted,
-        "column_drift": column_drift,
+        "no_data_columns": empty,
+        "column_drift": {c: column_drift.get(c) for c in features},
         "prediction_drift": prediction_drift,
         "method": f"{dd_cfg.num_method}/{dd_cfg.cat_method}",
         "reference_rows": len(ref),
@@ -213,10 +258,12 @@ def _finish(out: dict[str, Any], snapshot: Any, html_path: Path | None) -> dict[
         snapshot.save_html(str(html_path))
         out["report"] = str(html_path)
     drifted, prediction_drift = out["drifted_columns"], out["prediction_drift"]
+    share = out["data_drift_share"]
     log.info(
-        "drift: %.0f%% of features drifted %s; prediction drift %s",
-        100 * out["data_drift_share"],
+        "drift: %s of features drifted %s; prediction drift %s; no data: %s",
+        "-" if share is None else f"{100 * share:.0f}%",
         drifted,
         prediction_drift,
+        out.get("no_data_columns") or "none",
     )
     return out

@@ -44,3 +44,7 @@ class SnapshotIntegrityError(RetrainerError):
 
 class NoChampionError(RetrainerError):
     """The operation needs a champion model and the registry has none."""
+
+
+class PolicyStateError(RetrainerError):
+    """A stored policy state is not one we wrote (unknown format, tampered content): it is not used."""

@@ -44,11 +44,51 @@ def log_model(model: Any, example: pd.DataFrame) -> str:
     return info.model_uri
 
 
+# Types a model artifact may contain beyond skops' built-in safe list: scikit-learn, NumPy and SciPy only.
+# MLflow reads the skops trust list from the artifact's own MLmodel file, so whoever can write the artifact
+# store could extend it; this list is ours and is checked first.
+TRUSTED_MODULES = ("sklearn.", "numpy.", "scipy.")
+
+
+def check_artifact(model_dir: str) -> list[str]:
+    """Refuse a model directory that is not skops or whose skops file names a type outside
+    :data:`TRUSTED_MODULES`; returns the (trusted) non-default types it uses."""
+    import skops.io
+    import yaml
+
+    from retrainer.exceptions import RetrainerError
+
+    mlmodel = yaml.safe_load(open(os.path.join(model_dir, "MLmodel")).read())  # noqa: SIM115
+    fmt = ((mlmodel.get("flavors") or {}).get("sklearn") or {}).get("serialization_format")
+    path = os.path.join(model_dir, "model.skops")
+    if fmt != "skops" or not os.path.isfile(path):
+        raise RetrainerError(
+            f"model artifact {model_dir} is not in the skops format ({fmt!r}): refusing to load it"
+        )
+    try:
+        types = list(skops.io.get_untrusted_types(file=path))
+    except Exception as exc:  # a corrupt or crafted file
+        raise RetrainerError(f"model artifact {path} is not a readable skops file: {exc}") from exc
+    bad = sorted(t for t in types if not t.startswith(TRUSTED_MODULES))
+    if bad:
+        raise RetrainerError(
+            f"model artifact {path} contains types outside scikit-learn, NumPy and SciPy: {bad}; "
+            "refusing to load it (was the artifact store written by someone else?)"
+        )
+    return types
+
+
 @functools.lru_cache(maxsize=8)
 def load_run_model(run_id: str) -> Any:
-    """The scikit-learn model logged by a run (cached per process: runs are immutable)."""
-    import mlflow.sklearn
+    """The scikit-learn model logged by a run (cached per process: runs are immutable).
+
+    The artifact is checked (:func:`check_artifact`) before it is deserialised, and then loaded by skops
+    with exactly the types the check accepted."""
+    import mlflow.artifacts
+    import skops.io
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client()  # configure the tracking URI
-    return mlflow.sklearn.load_model(f"runs:/{run_id}/model")
+    local = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model")
+    trusted = check_artifact(local)
+    return skops.io.load(os.path.join(local, "model.skops"), trusted=trusted)

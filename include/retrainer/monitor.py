@@ -3,6 +3,12 @@
 Each function takes the model config plus small JSON (what the previous task returned) and returns small
 JSON, so Airflow's XCom carries paths and numbers, never frames or models. Every function is safe to run
 twice for the same batch: results are keyed by the batch's name and content hash.
+
+A run works on the one file it claimed (found through the claim, never by looking in ``landing/`` again)
+and with the one champion version it resolved when it claimed the batch (``claim["notes"]``), so a
+promotion during the run does not mix two models in one decision. The order is claim -> gate -> score ->
+signals -> decide -> archive -> request a retrain, so the batch that fires a retrain is in the archive the
+retrain snapshots.
 """
 
 from __future__ import annotations
@@ -10,13 +16,17 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from retrainer import policy, quality, registry, settings, tracking
-from retrainer.exceptions import BatchError, DataValidationError, RetrainerError
-from retrainer.storage import DataRoot, read_batch
+from retrainer.exceptions import BatchError, DataValidationError, PolicyStateError, RetrainerError
+from retrainer.storage import Claim, DataRoot, iter_chunks, read_batch, read_columns, write_json
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
     import pandas as pd
 
     from retrainer.config import ModelConfig
@@ -24,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 STEP = policy.step  # the policy entry point, shared with the backtest (retrainer.backtest.STEP)
 STATE_ARTIFACT = "policy_state.json"
+HEAD_TAG = f"{tracking.TAG}policy_head"  # monitor experiment tag: the newest decision (constant-time read)
 
 
 def root(cfg: ModelConfig) -> DataRoot:
@@ -35,39 +46,178 @@ def _stem(batch: str) -> str:
 
 
 # -- 1. claim -----------------------------------------------------------------------------------------
-def claim_batch(cfg: ModelConfig, run_id: str) -> dict[str, Any] | None:
-    """Claim the oldest landed batch for this run (the same run always gets the same batch back)."""
-    claim = root(cfg).claim(run_id)
-    if claim:
-        log.info("run %s claimed batch %s (sha256 %s)", run_id, claim.batch, claim.sha256[:12])
-    return claim.to_dict() if claim else None
+def claim_batch(
+    cfg: ModelConfig, run_id: str, owner_alive: Callable[[Claim], bool] | None = None
+) -> dict[str, Any] | None:
+    """Claim a batch for this run (the same run always gets the same batch back): a batch a dead run left
+    in processing first, then the oldest delivered one. Files that can never be batches are quarantined
+    and get a decision record. The run's champion version is resolved here, once, for every task."""
+    dr = root(cfg)
+    claim = dr.claim(run_id, owner_alive=owner_alive)
+    record_quarantines(cfg)
+    if claim is None:
+        return None
+    if "champion_version" not in claim.notes:
+        champ = registry.champion(cfg.name)
+        claim = dr.annotate(claim, champion_version=champ.version if champ else None)
+    log.info(
+        "run %s claimed batch %s (sha256 %s, attempt %d, champion v%s)",
+        run_id,
+        claim.batch,
+        claim.sha256[:12],
+        claim.attempt,
+        claim.notes.get("champion_version"),
+    )
+    return claim.to_dict()
 
 
-def _load(cfg: ModelConfig, claim: dict[str, Any]) -> pd.DataFrame:
+def _champion(cfg: ModelConfig, claim: dict[str, Any]) -> registry.Champion | None:
+    """The champion this run resolved at claim time (resolved and recorded now for an older claim)."""
+    notes = claim.get("notes") or {}
+    if "champion_version" not in notes:
+        champ = registry.champion(cfg.name)
+        if claim.get("run_id"):
+            root(cfg).annotate(claim, champion_version=champ.version if champ else None)
+        return champ
+    version = notes["champion_version"]
+    return None if version is None else registry.champion_version(cfg.name, int(version))
+
+
+def _load(cfg: ModelConfig, claim: dict[str, Any], columns: list[str] | None = None) -> pd.DataFrame:
+    """The claimed batch, prepared; only ``columns`` (those it has) when given."""
     from retrainer.train import prepare
 
-    _, path = root(cfg).locate(claim["batch"])
-    return prepare(cfg, read_batch(path))
+    _, path = root(cfg).path_of(claim)
+    return prepare(cfg, read_batch(path) if columns is None else read_columns(path, columns))
+
+
+def _read_rows(cfg: ModelConfig, path: Path, columns: list[str], positions: Any) -> pd.DataFrame:
+    """Rows at ``positions`` (in that order) of a batch file's ``columns``, streamed in chunks."""
+    import numpy as np
+    import pandas as pd
+
+    from retrainer.train import prepare
+
+    order = np.argsort(positions, kind="stable")
+    wanted = np.asarray(positions)[order]
+    parts, start = [], 0
+    for chunk in iter_chunks(path, columns):
+        lo, hi = np.searchsorted(wanted, [start, start + len(chunk)])
+        if hi > lo:
+            parts.append(chunk.iloc[wanted[lo:hi] - start])
+        start += len(chunk)
+    picked = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+    back = np.empty_like(order)
+    back[order] = np.arange(len(order))
+    return prepare(cfg, picked.iloc[back].reset_index(drop=True))
+
+
+def record_quarantines(cfg: ModelConfig) -> list[str]:
+    """One decision record (MLflow monitor run, verdict ``quarantined``) per quarantined file that has
+    none yet; returns the MLflow run ids written."""
+    dr = root(cfg)
+    out = []
+    for reason_file in dr.unrecorded_quarantines():
+        try:
+            reason = json.loads(reason_file.read_text())
+        except (OSError, ValueError):
+            continue
+        name = reason_file.name.removesuffix(".reason.json")
+        existing = tracking.find_runs(
+            cfg.name, "monitor", f"tags.`{tracking.TAG}quarantine_file` = '{name}'", max_results=1
+        )
+        run_id = (
+            existing[0].info.run_id
+            if existing
+            else _log_quarantine(
+                cfg,
+                {"batch": name, "sha256": reason.get("batch_sha256", "")},
+                str(reason.get("message") or reason.get("reason") or "quarantined"),
+                reason.get("failures") or [],
+                None,
+                str(reason.get("run_id", "")),
+            )
+        )
+        reason["decision_run"] = run_id
+        write_json(reason_file, reason)
+        dr.mark_recorded(reason_file)
+        out.append(run_id)
+    return out
 
 
 # -- 2. quality gate ------------------------------------------------------------------------------------
+def max_future(cfg: ModelConfig) -> timedelta:
+    from retrainer.config import duration_hours
+
+    return timedelta(hours=duration_hours(cfg.data.max_future))
+
+
+def check_time_column(cfg: ModelConfig, df: pd.DataFrame, file: str) -> None:
+    """Times must parse and must not lie further ahead than ``data.max_future``: raise
+    :class:`DataValidationError` naming the file, the column and example values otherwise."""
+    import pandas as pd
+
+    col = cfg.data.time_column
+    if col not in df:
+        return  # the GX gate names the missing column
+    raw = df[col]
+    parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="mixed")
+    bad = parsed.isna() & raw.notna()
+    if bad.any():
+        examples = [str(v) for v in raw[bad].head(3)]
+        raise DataValidationError(
+            f"{file}: column '{col}': {int(bad.sum())} value(s) cannot be parsed as times, e.g. {examples}",
+            [
+                {
+                    "expectation": "time_parseable",
+                    "column": col,
+                    "kwargs": {},
+                    "unexpected_count": int(bad.sum()),
+                    "partial_unexpected_list": examples,
+                }
+            ],
+        )
+    limit = pd.Timestamp(datetime.now(UTC) + max_future(cfg))
+    ahead = parsed > limit
+    if ahead.any():
+        examples = [str(v) for v in raw[ahead].head(3)]
+        raise DataValidationError(
+            f"{file}: column '{col}': {int(ahead.sum())} value(s) lie in the future, beyond now + "
+            f"data.max_future={cfg.data.max_future} (latest {parsed.max()}), e.g. {examples}",
+            [
+                {
+                    "expectation": "time_not_in_future",
+                    "column": col,
+                    "kwargs": {"max_future": cfg.data.max_future},
+                    "unexpected_count": int(ahead.sum()),
+                    "partial_unexpected_list": examples,
+                }
+            ],
+        )
+
+
 def validate_batch(cfg: ModelConfig, claim: dict[str, Any], run_id: str = "") -> dict[str, Any]:
-    """Gate the batch with GX against the champion's reference; quarantine and raise on failure."""
+    """Gate the batch with GX against the champion's reference; quarantine and raise on failure.
+
+    A re-run after the batch was archived validates the archived file again and never moves it (training
+    data stays in archive, and a file is not a duplicate of itself)."""
     dr = root(cfg)
     batch = claim["batch"]
-    stage, path = dr.locate(batch)
+    stage, path = dr.path_of(claim)
     if stage == "quarantine":  # a retry of a task that already quarantined this batch
-        reason = dr.quarantine_reason(batch) or {}
+        reason = dr.quarantine_reason(path.name) or {}
         raise DataValidationError(reason.get("message", f"{batch} was quarantined"), reason.get("failures"))
     docs_dir = dr.reports / "gx" / _stem(batch)
     try:
-        duplicate = dr.archived_with_hash(claim["sha256"], path.stat().st_size)
+        duplicate = dr.archived_with_hash(claim["sha256"], path.stat().st_size, exclude=path)
         if duplicate is not None:  # a re-delivery would count its rows twice in every training window
             raise BatchError(
                 f"duplicate delivery: identical content was already processed as {duplicate.name}"
             )
-        df = read_batch(path)
-        reference = _reference_frame(cfg)
+        # the columns the gate checks (and the target, to count labelled rows); the rest is not read
+        df = read_columns(path, [cfg.data.time_column, *cfg.data.feature_names, cfg.data.target])
+        check_time_column(cfg, df, batch)
+        reference = _reference_frame(cfg, _champion(cfg, claim))
         from retrainer.train import prepare
 
         # leave the frame as read if it cannot be prepared: GX names the missing or mistyped column
@@ -82,8 +232,12 @@ def validate_batch(cfg: ModelConfig, claim: dict[str, Any], run_id: str = "") ->
     except (DataValidationError, BatchError) as exc:
         failures = getattr(exc, "failures", [])
         message = f"batch {batch} of model {cfg.name} rejected: {exc}"
-        dest = dr.quarantine_batch(
-            batch,
+        if stage == "archive":  # a re-run: the batch passed once and is training data now
+            raise DataValidationError(
+                message + " (already archived: left in place)", failures, getattr(exc, "report", None)
+            ) from exc
+        dest = dr.quarantine_claim(
+            claim,
             {
                 "message": message,
                 "failures": failures,
@@ -91,13 +245,18 @@ def validate_batch(cfg: ModelConfig, claim: dict[str, Any], run_id: str = "") ->
                 "gx_result": getattr(exc, "report", None),
             },
         )
-        _log_quarantine(cfg, claim, message, failures, docs_dir, run_id)
+        record_quarantines(cfg)
         log.error("%s\nquarantined at %s", message, dest)
         raise DataValidationError(message, failures, getattr(exc, "report", None)) from exc
     labelled = int(df[cfg.data.target].notna().sum()) if cfg.data.target in df else 0
+    known = {cfg.data.time_column, cfg.data.target, cfg.data.id_column, *cfg.data.feature_names}
+    extra = sorted(str(c) for c in df.columns if c not in known)
+    if extra:  # accepted: the model reads only its configured columns
+        log.warning("%s: extra column(s) %s ignored (not in the config)", batch, extra)
     return {
         "batch": batch,
         "rows": len(df),
+        "extra_columns": extra,
         "labelled_rows": labelled,
         "gx_result": result["result_path"],
         "gx_docs": result["docs"],
@@ -106,34 +265,37 @@ def validate_batch(cfg: ModelConfig, claim: dict[str, Any], run_id: str = "") ->
 
 def _log_quarantine(
     cfg: ModelConfig, claim: dict[str, Any], message: str, failures: list[Any], docs_dir: Any, run_id: str
-) -> None:
+) -> str:
     import mlflow
 
     tracking.client()
-    with mlflow.start_run(experiment_id=tracking.experiment_id(cfg.name, "monitor"), run_name=claim["batch"]):
+    with mlflow.start_run(
+        experiment_id=tracking.experiment_id(cfg.name, "monitor"), run_name=claim["batch"]
+    ) as run:
         mlflow.set_tags(
             tracking.flat_tags(
                 {
                     "kind": "monitor",
                     "batch": claim["batch"],
-                    "batch_sha256": claim["sha256"],
+                    "batch_sha256": claim.get("sha256") or None,
+                    "quarantine_file": claim["batch"],
                     "verdict": "quarantined",
                     "reasons": [message[:4000]],
                     "dag_run_id": run_id,
                 }
             )
         )
-        mlflow.log_dict({"failures": failures}, "gx_failures.json")
-        if docs_dir.exists():
+        mlflow.log_dict({"failures": failures, "message": message}, "gx_failures.json")
+        if docs_dir is not None and docs_dir.exists():
             mlflow.log_artifacts(str(docs_dir), "gx")
+    return run.info.run_id
 
 
 # -- reference data -----------------------------------------------------------------------------------
-def _reference_frame(cfg: ModelConfig) -> pd.DataFrame | None:
+def _reference_frame(cfg: ModelConfig, champ: registry.Champion | None) -> pd.DataFrame | None:
     """The champion's training snapshot (hash-verified), or None before the first champion."""
     from retrainer.snapshot import load_snapshot
 
-    champ = registry.champion(cfg.name)
     if champ is None or not champ.snapshot_sha256:
         return None
     return load_snapshot(root(cfg).snapshots, champ.snapshot_sha256)
@@ -150,7 +312,7 @@ def _reference_predictions(cfg: ModelConfig, champ: registry.Champion) -> pd.Dat
     cache = dr.predictions / f"reference-v{champ.version}.parquet"
     if cache.exists():
         return pd.read_parquet(cache)
-    ref = _reference_frame(cfg)
+    ref = _reference_frame(cfg, champ)
     if ref is None:
         raise RetrainerError(f"champion v{champ.version} of {cfg.name} has no snapshot to use as reference")
     ref = ref.copy()
@@ -162,17 +324,19 @@ def _reference_predictions(cfg: ModelConfig, champ: registry.Champion) -> pd.Dat
 
 # -- 3. score ---------------------------------------------------------------------------------------
 def score_batch(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
-    """Predict the batch with the champion; predictions saved under ``predictions/<model>/``."""
-    from retrainer.models import load_run_model
-    from retrainer.train import predict
+    """Predict the batch with the champion, chunk by chunk; predictions saved under ``predictions/<model>/``.
 
-    champ = registry.champion(cfg.name)
+    Only the time column and the features are read, :data:`retrainer.storage.CHUNK_ROWS` rows at a time,
+    so memory grows with the number of columns and the chunk size, not with the batch's rows.
+    """
+    from retrainer.models import load_run_model
+
+    champ = _champion(cfg, claim)
     if champ is None:
         log.warning("model %s has no champion yet: nothing to score with", cfg.name)
         return {"champion_version": None, "predictions": None}
-    df = _load(cfg, claim)
-    out = df[[cfg.data.time_column]].copy()
-    out["prediction"] = predict(cfg, load_run_model(champ.run_id), df)
+    _, path = root(cfg).path_of(claim)
+    out = _predict_file(cfg, load_run_model(champ.run_id), path)
     path = root(cfg).predictions / f"{_stem(claim['batch'])}.v{champ.version}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     out.to_parquet(path, index=False)
@@ -180,113 +344,248 @@ def score_batch(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
     return {"champion_version": champ.version, "predictions": str(path)}
 
 
-# -- 4. signals -------------------------------------------------------------------------------------
-def drift(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
-    """Evidently data and prediction drift of the batch against the champion's training snapshot."""
+def _predict_file(cfg: ModelConfig, model: Any, path: Path) -> pd.DataFrame:
+    """Time column and predictions of a batch file, predicted :data:`~retrainer.storage.CHUNK_ROWS` rows
+    at a time."""
+    import numpy as np
     import pandas as pd
 
-    from retrainer.drift import drift_report
+    from retrainer.train import predict, prepare
 
-    champ = registry.champion(cfg.name)
+    times, preds = [], []
+    for chunk in iter_chunks(path, [cfg.data.time_column, *cfg.data.feature_names]):
+        chunk = prepare(cfg, chunk)
+        times.append(chunk[cfg.data.time_column].to_numpy())
+        preds.append(np.asarray(predict(cfg, model, chunk)))
+    return pd.DataFrame(
+        {
+            cfg.data.time_column: np.concatenate(times) if times else np.array([], "datetime64[ns]"),
+            "prediction": np.concatenate(preds) if preds else np.array([]),
+        }
+    )
+
+
+# -- 4. signals -------------------------------------------------------------------------------------
+def drift(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
+    """Evidently data and prediction drift of the batch against the champion's training snapshot.
+
+    Both sides are sampled to ``triggers.report_max_rows`` rows; ``sampled`` in the result says how many.
+    """
+    import pandas as pd
+
+    champ = _champion(cfg, claim)
     if champ is None or scored.get("predictions") is None:
         return {"data_drift_share": None, "prediction_drift": None, "drifted_columns": [], "report": None}
-    ref = _reference_predictions(cfg, champ)
-    cur = _load(cfg, claim)
-    cur["prediction"] = pd.read_parquet(scored["predictions"])["prediction"].to_numpy()
+    _, path = root(cfg).path_of(claim)
+    predictions = pd.read_parquet(scored["predictions"], columns=["prediction"])["prediction"].to_numpy()
     html = root(cfg).reports / "evidently" / f"{_stem(claim['batch'])}.html"
-    return drift_report(cfg, ref, cur, html_path=html)
+    out = _drift_of(cfg, _reference_predictions(cfg, champ), path, predictions, html)
+    return {**out, "champion_version": champ.version}
+
+
+def _drift_of(
+    cfg: ModelConfig, ref: pd.DataFrame, path: Path, predictions: Any, html: Path | None
+) -> dict[str, Any]:
+    """Drift of a batch file (with its predictions) against the reference, on sampled rows."""
+    import numpy as np
+
+    from retrainer.drift import drift_report, drift_signals
+
+    # the same rows drift_report would sample (pandas' seeded DataFrame.sample), read without loading
+    # the rest of the batch: the report's cost and memory stay at report_max_rows whatever the batch size
+    total, n = len(predictions), cfg.triggers.report_max_rows
+    positions = np.random.RandomState(0).choice(total, n, replace=False) if total > n else np.arange(total)
+    cur = _read_rows(cfg, path, [cfg.data.time_column, *cfg.data.feature_names], positions)
+    cur["prediction"] = np.asarray(predictions)[positions]
+    out = drift_report(cfg, ref, cur, html_path=html) if html is not None else drift_signals(cfg, ref, cur)
+    out["sampled"] = (
+        f"{out.get('current_rows', len(cur))} of {total} batch rows, "
+        f"{out.get('reference_rows', len(ref))} of {len(ref)} reference rows (seeded random sample)"
+    )
+    return out
+
+
+def ingest_feeds(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
+    """Take in the labels and flags files that landed since the last run (``landing/<model>/labels/``,
+    ``.../flags/``) before the performance and flag signals are computed. A no-op without files."""
+    from retrainer import feeds
+
+    return feeds.ingest(cfg, by=f"monitor:{claim['sha256']}")
 
 
 def performance(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
-    """The champion's metric on the batch's labelled rows against its own holdout metric."""
+    """The champion's metric on the labels that arrived by now, against its own holdout metric.
+
+    Without ``data.id_column``: the batch's own labelled rows. With it, also the labels feed: labels that
+    arrived late for earlier batches score those batches' stored predictions (recorded per batch with how
+    late they came), and labels delivered before their batch score it when it arrives."""
     import pandas as pd
 
-    from retrainer import metrics
+    from retrainer import feeds
 
-    champ = registry.champion(cfg.name)
+    champ = _champion(cfg, claim)
     if champ is None or scored.get("predictions") is None:
         return {"metric": cfg.metric, "value": None, "reference": None, "labelled_rows": 0}
-    df = _load(cfg, claim)
-    df["prediction"] = pd.read_parquet(scored["predictions"])["prediction"].to_numpy()
-    lab = df[df[cfg.data.target].notna()] if cfg.data.target in df else df.iloc[0:0]
-    values = metrics.compute(cfg.task, lab[cfg.data.target].to_numpy(), lab["prediction"].to_numpy())
+    version = scored.get("champion_version", champ.version)
+    cols = [cfg.data.time_column, cfg.data.target, *([cfg.data.id_column] if cfg.data.id_column else [])]
+    df = _load(cfg, claim, cols)
+    df["prediction"] = pd.read_parquet(scored["predictions"], columns=["prediction"])["prediction"].to_numpy()
+    extra: dict[str, Any] = {}
+    if cfg.data.id_column and cfg.data.id_column in df:
+        matured, extra = feeds.label_step(cfg, claim, df, version)
+    else:
+        lab = df[df[cfg.data.target].notna()] if cfg.data.target in df else df.iloc[0:0]
+        matured = [
+            feeds.Matured(
+                claim["batch"], f"v{version}", lab[cfg.data.target].to_numpy(), lab["prediction"].to_numpy()
+            )
+        ]
+    signal = feeds.performance_signal(cfg, matured, f"v{version}")
     out = {
         "metric": cfg.metric,
-        "value": values.get(cfg.metric),
-        "all": values,
+        "value": signal["value"],
+        "all": signal["all"],
         "reference": champ.metrics.get(cfg.metric),
-        "labelled_rows": len(lab),
+        "labelled_rows": signal["labelled_rows"],
+        "scored_batches": signal["batches"],
+        **extra,
     }
-    log.info("performance on %d labelled rows: %s (champion holdout %s)", len(lab), values, out["reference"])
+    log.info(
+        "performance on %d labelled rows (%d late): %s (champion holdout %s)",
+        out["labelled_rows"],
+        out.get("late_labelled_rows", 0),
+        signal["all"],
+        out["reference"],
+    )
     return out
 
 
 def flagged_rate(cfg: ModelConfig, claim: dict[str, Any], validation: dict[str, Any]) -> dict[str, Any]:
-    """Share of the batch's predictions that people flagged (sidecar ``<batch>.flags.csv``)."""
+    """Share of the batch's predictions that people flagged: the sidecar ``<batch>.flags.csv`` and, with
+    ``data.id_column``, the flags feed (late flags count towards the batch they refer to)."""
     import pandas as pd
 
+    from retrainer import feeds
+
     dr = root(cfg)
-    _, path = dr.locate(claim["batch"])
+    _, path = dr.path_of(claim)
     flags_file = dr.flags_path(path)
     rows = max(int(validation.get("rows", 0)), 1)
-    if not flags_file.exists():
+    id_col = cfg.data.id_column
+    flags = pd.read_csv(flags_file) if flags_file.exists() else None
+    key = None
+    if flags is not None:
+        key = "row" if "row" in flags else (id_col if id_col in flags else None)
+        if key is None:
+            raise BatchError(
+                f"{flags_file.name}: needs a 'row' column (0-based row in the batch)"
+                + (f" or '{id_col}'" if id_col else "")
+            )
+    if id_col:
+        current = _load(cfg, claim)
+        if id_col in current:
+            side: set[str] = set()
+            if flags is not None and key == "row":
+                ids = feeds.normalise_ids(current[id_col])
+                side = {ids[int(r)] for r in flags["row"].dropna() if 0 <= int(r) < len(ids)}
+            elif flags is not None:
+                side = set(feeds.normalise_ids(flags[key].dropna()))
+            out = feeds.flag_step(cfg, claim, current, side)
+            return {**out, "flags_file": str(flags_file) if flags is not None else None}
+    if flags is None:
         return {"flagged_rate": None, "flagged": 0, "flags_file": None}
-    flags = pd.read_csv(flags_file)
-    key = "row" if "row" in flags else (cfg.data.id_column if cfg.data.id_column in flags else None)
-    if key is None:
-        raise BatchError(
-            f"{flags_file.name}: needs a 'row' column (0-based row in the batch)"
-            + (f" or '{cfg.data.id_column}'" if cfg.data.id_column else "")
-        )
     n = int(flags[key].nunique())
     return {"flagged_rate": n / rows, "flagged": n, "flags_file": str(flags_file)}
 
 
 # -- 5. decide ------------------------------------------------------------------------------------
-def policy_state(cfg: ModelConfig, exclude_sha: str | None = None) -> policy.PolicyState:
-    """The policy's state after the last decided batch, read back from the MLflow decision log.
+def policy_head(cfg: ModelConfig) -> dict[str, Any] | None:
+    """The newest decision as the decide task recorded it on the monitor experiment (tag
+    ``retrainer.policy_head``): ``{run_id, batch_sha256, prev, decisions, retrain_requests}``."""
+    exp = tracking.client().get_experiment(tracking.experiment_id(cfg.name, "monitor"))
+    raw = exp.tags.get(HEAD_TAG)
+    if not raw:
+        return None
+    try:
+        head = json.loads(raw)
+    except ValueError:
+        return None
+    return head if isinstance(head, dict) and head.get("run_id") else None
 
-    Each monitor run stores the state after its decision (counters, hysteresis, follow-up, and the river
-    detector pickled) as ``policy_state.json``; the newest such run other than ``exclude_sha`` (a re-run of
-    the same batch) gives the state. Runs without the artifact (older versions) fall back to counting
-    batches since the last ``retrain`` verdict.
-    """
+
+def load_policy_state(
+    cfg: ModelConfig, exclude_sha: str | None = None
+) -> tuple[policy.PolicyState, str | None, str | None]:
+    """The policy's state after the newest decision other than a re-run of ``exclude_sha``:
+    (state, note, MLflow run it came from). Constant time whatever the history length: the head pointer
+    names the run; stores without a pointer take the newest decision with one ordered query.
+
+    The state is JSON checked field by field; a state that is not one we wrote (tampered, an older pickled
+    format) is rejected, the policy starts fresh and ``note`` says so (recorded with the decision). An
+    unreachable tracking store raises: deciding without the state would be wrong, the task retries."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
-    runs = tracking.find_runs(cfg.name, "monitor", "tags.`retrainer.kind` = 'monitor'")
-    decided = [
-        r
-        for r in runs
-        if r.data.tags.get("retrainer.batch_sha256") != exclude_sha
-        and r.data.tags.get("retrainer.verdict") != "quarantined"
-    ]
-    if decided and decided[-1].data.tags.get("retrainer.policy_state") == "1":
-        try:
-            stored = mlflow.artifacts.load_dict(f"{decided[-1].info.artifact_uri}/{STATE_ARTIFACT}")
-            return policy.PolicyState.from_dict(stored)
-        except Exception as exc:  # a missing/corrupt artifact must not stop the monitor: recount instead
-            log.warning(
-                "could not read %s of run %s (%s): recounting", STATE_ARTIFACT, decided[-1].info.run_id, exc
-            )
-    since: int | None = None
-    for r in decided:
-        if r.data.tags.get("retrainer.verdict") == "retrain":
-            since = 0
-        elif since is not None:
-            since += 1
-    return policy.PolicyState(batches_since_request=since)
+    head = policy_head(cfg)
+    if head is not None:
+        source = head.get("prev") if head.get("batch_sha256") == exclude_sha else head["run_id"]
+    else:
+        query = f"tags.`{tracking.TAG}policy_state` = '1'"
+        if exclude_sha:
+            query += f" and tags.`{tracking.TAG}batch_sha256` != '{exclude_sha}'"
+        newest = tracking.find_runs(
+            cfg.name, "monitor", query, max_results=1, order_by=["attributes.start_time DESC"]
+        )
+        source = newest[0].info.run_id if newest else None
+    if not source:
+        return policy.PolicyState(), None, None
+    try:
+        uri = tracking.client().get_run(source).info.artifact_uri
+        return (
+            policy.PolicyState.from_dict(mlflow.artifacts.load_dict(f"{uri}/{STATE_ARTIFACT}")),
+            None,
+            source,
+        )
+    except (PolicyStateError, ValueError, FileNotFoundError) as exc:
+        problem = str(exc)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        problem = str(exc)
+    note = (
+        f"stored policy state of decision run {source} rejected ({problem[:300]}): "
+        "starting fresh (no cooldown, hysteresis or detector history)"
+    )
+    log.warning(note)
+    return policy.PolicyState(), note, source
+
+
+def policy_state(cfg: ModelConfig, exclude_sha: str | None = None) -> policy.PolicyState:
+    """The policy's state after the newest decided batch (see :func:`load_policy_state`)."""
+    return load_policy_state(cfg, exclude_sha)[0]
 
 
 def _errors(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> Any:
-    """Per-row errors of the champion on the batch's labelled rows (for the change detector)."""
+    """Per-row errors of the champion on the labels of this step (for the change detector)."""
     import pandas as pd
+
+    from retrainer import feeds
 
     if cfg.triggers.error_detector is None or scored.get("predictions") is None:
         return None
-    df = _load(cfg, claim)
+    version = scored.get("champion_version")
+    step = feeds.FeedStore(cfg, "labels").step_path(claim["sha256"])
+    if cfg.data.id_column and step.exists():  # the labels the performance task scored (feeds included)
+        rows = pd.read_parquet(step)
+        matured = [
+            feeds.Matured(str(b), g["predicted_by"].iloc[0], g["y"].to_numpy(), g["prediction"].to_numpy())
+            for b, g in rows.groupby("batch", sort=False)
+        ]
+        return feeds.performance_signal(cfg, matured, f"v{version}")["errors"]
+    df = _load(cfg, claim, [cfg.data.time_column, cfg.data.target])
     if cfg.data.target not in df:
         return None
-    df["prediction"] = pd.read_parquet(scored["predictions"])["prediction"].to_numpy()
+    df["prediction"] = pd.read_parquet(scored["predictions"], columns=["prediction"])["prediction"].to_numpy()
     lab = df[df[cfg.data.target].notna()]
     return policy.error_stream(cfg.task, lab[cfg.data.target].to_numpy(), lab["prediction"].to_numpy())
 
@@ -316,7 +615,7 @@ def decide(
         flagged_rate=flags.get("flagged_rate"),
         has_champion=scored.get("champion_version") is not None,
     )
-    state = policy_state(cfg, exclude_sha=claim["sha256"])
+    state, state_note, state_from = load_policy_state(cfg, exclude_sha=claim["sha256"])
     version = scored.get("champion_version")
     decision, new_state, signals = STEP(
         signals,
@@ -330,6 +629,7 @@ def decide(
         cfg.name,
         "monitor",
         f"tags.`retrainer.batch_sha256` = '{claim['sha256']}' and tags.`retrainer.verdict` != 'quarantined'",
+        max_results=1,
     )
     run_kwargs = (
         {"run_id": existing[-1].info.run_id}
@@ -350,7 +650,10 @@ def decide(
                     "suppressed_by": decision.suppressed_by,
                     "champion_version": scored.get("champion_version"),
                     "drifted_columns": drift_result.get("drifted_columns"),
+                    "no_data_columns": drift_result.get("no_data_columns") or None,  # all null in batch
                     "policy_state": "1",
+                    "policy_state_from": state_from,
+                    "policy_state_note": state_note,
                 }
             )
         )
@@ -363,6 +666,7 @@ def decide(
             "error_change": None if signals.error_change is None else float(signals.error_change),
             "rows": validation.get("rows"),
             "labelled_rows": signals.labelled_rows,
+            "late_labelled_rows": perf.get("late_labelled_rows"),  # labels feed: rows of earlier batches
             "retrain_requested": float(decision.retrain),
         }
         mlflow.log_metrics({k: float(v) for k, v in values.items() if v is not None})
@@ -374,6 +678,8 @@ def decide(
                 "performance": perf,
                 "flags": flags,
                 "state": {k: v for k, v in state.to_dict().items() if k != "detector"},
+                "state_note": state_note,
+                "state_from": state_from,
             },
             "decision.json",
         )
@@ -381,6 +687,7 @@ def decide(
             mlflow.log_artifact(drift_result["report"], "evidently")
         if validation.get("gx_result"):
             mlflow.log_artifact(validation["gx_result"], "gx")
+    _advance_head(cfg, run.info.run_id, claim["sha256"], state_from, decision.retrain, bool(existing))
     out = {
         **decision.to_dict(),
         "verdict": decision.verdict,
@@ -398,8 +705,140 @@ def decide(
     return out
 
 
+def _advance_head(
+    cfg: ModelConfig, run_id: str, sha: str, prev: str | None, retrain: bool, rerun: bool
+) -> None:
+    """Point the head at this decision (one tag write, atomic). A re-run of an older batch leaves the
+    head alone; a re-run of the newest keeps its counts (adjusting the request count if it changed)."""
+    head = policy_head(cfg) or {"decisions": 0, "retrain_requests": 0}
+    if rerun and head.get("run_id") != run_id:
+        return
+    decisions, requests = int(head.get("decisions", 0)), int(head.get("retrain_requests", 0))
+    if rerun:
+        requests += int(retrain) - int(bool(head.get("retrain")))
+    else:
+        decisions, requests = decisions + 1, requests + int(retrain)
+    value = {
+        "run_id": run_id,
+        "batch_sha256": sha,
+        "prev": head.get("prev") if rerun else prev,
+        "retrain": retrain,
+        "decisions": decisions,
+        "retrain_requests": requests,
+    }
+    c = tracking.client()
+    c.set_experiment_tag(tracking.experiment_id(cfg.name, "monitor"), HEAD_TAG, json.dumps(value))
+
+
 # -- 6. archive -------------------------------------------------------------------------------------
 def archive_batch(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
-    """Move the processed batch into ``archive/<model>/`` (a no-op if it is already there)."""
-    dest = root(cfg).archive_batch(claim["batch"])
+    """Move the claimed batch into ``archive/<model>/`` (a no-op if it is already there)."""
+    dest = root(cfg).archive_claim(claim)
     return {"archived": str(dest)}
+
+
+def stuck(cfg: ModelConfig) -> list[dict[str, Any]]:
+    """Batches in processing longer than ``RETRAINER_STUCK_AFTER_MINUTES``: {batch, since, claimed_by}."""
+    return root(cfg).stuck()
+
+
+# -- one batch without Airflow ------------------------------------------------------------------------
+def check_file(cfg: ModelConfig, path: Path, report_dir: Path | None = None) -> dict[str, Any]:
+    """Gate, score, signals and the policy's decision for one batch file against the current champion.
+
+    What ``retrainer check`` runs: the same functions as the monitor DAG, but nothing is claimed, moved,
+    quarantined or recorded in the decision log (the policy state is read, not written). With
+    ``report_dir`` the GX result, Data Docs and the Evidently report are written there.
+    """
+    import numpy as np
+
+    from retrainer import metrics
+    from retrainer.models import load_run_model
+    from retrainer.storage import sha256_file
+    from retrainer.train import prepare
+
+    stem = _stem(path.name)
+    df = read_columns(path, [cfg.data.time_column, *cfg.data.feature_names, cfg.data.target])
+    with contextlib.suppress(KeyError, ValueError, TypeError):  # GX names what cannot be prepared
+        df = prepare(cfg, df)
+    champ = registry.champion(cfg.name)
+    gate = quality.validate(
+        df,
+        quality.build_expectations(cfg, _reference_frame(cfg, champ)),
+        name=f"{cfg.name}_check_{stem}",
+        docs_dir=None if report_dir is None else report_dir / "gx",
+        raise_on_failure=False,
+    )
+    out: dict[str, Any] = {
+        "model": cfg.name,
+        "file": str(path),
+        "rows": len(df),
+        "gate": {
+            "passed": gate["success"],
+            "failures": [quality.describe(f) for f in gate["failures"]],
+            "result": gate["result_path"],
+        },
+    }
+    if not gate["success"]:
+        out["verdict"] = "rejected by the quality gate (the monitor would quarantine it)"
+        return out
+    out["champion_version"] = champ.version if champ else None
+    drift_result: dict[str, Any] = {}
+    perf: dict[str, Any] = {"metric": cfg.metric, "value": None, "reference": None, "labelled_rows": 0}
+    errors = None
+    if champ is not None:
+        preds = _predict_file(cfg, load_run_model(champ.run_id), path)["prediction"].to_numpy()
+        html = None if report_dir is None else report_dir / "evidently" / f"{stem}.html"
+        drift_result = _drift_of(cfg, _reference_predictions(cfg, champ), path, preds, html)
+        if cfg.data.target in df:
+            mask = df[cfg.data.target].notna().to_numpy()
+            y, p = df[cfg.data.target].to_numpy()[mask], preds[mask]
+            values = metrics.compute(cfg.task, y, p)
+            perf = {
+                "metric": cfg.metric,
+                "value": values.get(cfg.metric),
+                "all": values,
+                "reference": champ.metrics.get(cfg.metric),
+                "labelled_rows": int(mask.sum()),
+            }
+            if cfg.triggers.error_detector is not None:
+                errors = policy.error_stream(cfg.task, y, np.asarray(p))
+    flags_file = root(cfg).flags_path(path)
+    flagged_rate = None
+    if flags_file.exists():
+        import pandas as pd
+
+        flags = pd.read_csv(flags_file)
+        key = "row" if "row" in flags else cfg.data.id_column
+        flagged_rate = int(flags[key].nunique()) / max(len(df), 1) if key in flags else None
+    signals = policy.Signals(
+        data_drift_share=drift_result.get("data_drift_share"),
+        drifted_columns=tuple(drift_result.get("drifted_columns") or ()),
+        prediction_drift=drift_result.get("prediction_drift"),
+        metric_name=perf.get("metric"),
+        metric_value=perf.get("value"),
+        metric_reference=perf.get("reference"),
+        lower_is_better=cfg.lower_is_better,
+        labelled_rows=int(perf.get("labelled_rows") or 0),
+        flagged_rate=flagged_rate,
+        has_champion=champ is not None,
+    )
+    state = policy_state(cfg, exclude_sha=sha256_file(path))
+    decision, _, signals = STEP(
+        signals,
+        cfg.triggers,
+        state,
+        errors=errors,
+        model_id=None if champ is None else f"v{champ.version}",
+    )
+    out.update(
+        {
+            "drift": {k: v for k, v in drift_result.items() if k != "column_drift"},
+            "column_drift": drift_result.get("column_drift"),
+            "performance": perf,
+            "flagged_rate": flagged_rate,
+            "decision": decision.to_dict(),
+            "verdict": decision.verdict,
+        }
+    )
+    return out

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from retrainer import registry, settings, tracking
-from retrainer.config import find_config, load_all
+from retrainer.config import find_config, load_valid
 from retrainer.storage import DataRoot
 
 if TYPE_CHECKING:
@@ -39,14 +39,26 @@ def _json_tag(tags: dict[str, str], key: str, default: Any = None) -> Any:
         return raw
 
 
-def _runs(model: str, purpose: str) -> tuple[str | None, list[Run]]:
-    """(experiment id, runs oldest first) of ``retrainer/<model>/<purpose>``; nothing is created."""
+def _runs(model: str, purpose: str, limit: int = 500) -> tuple[str | None, list[Run]]:
+    """(experiment id, the newest ``limit`` runs oldest first) of ``retrainer/<model>/<purpose>``; nothing
+    is created. Reading the newest first keeps the page current however long the history grows."""
     c = tracking.client()
     exp = c.get_experiment_by_name(f"retrainer/{model}/{purpose}")
     if exp is None:
         return None, []
-    runs = c.search_runs([exp.experiment_id], max_results=5000, order_by=["attributes.start_time ASC"])
-    return exp.experiment_id, list(runs)
+    runs = c.search_runs([exp.experiment_id], max_results=limit, order_by=["attributes.start_time DESC"])
+    return exp.experiment_id, list(reversed(list(runs)))
+
+
+def _head(model: str) -> dict[str, Any] | None:
+    """The decide task's pointer to the newest decision, with running counts (None before the first)."""
+    exp = tracking.client().get_experiment_by_name(f"retrainer/{model}/monitor")
+    raw = exp.tags.get(f"{tracking.TAG}policy_head") if exp is not None else None
+    try:
+        head = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return head if isinstance(head, dict) else None
 
 
 def drift_level(share: float | None, cfg: ModelConfig) -> str:
@@ -72,9 +84,10 @@ def _report_paths(dr: DataRoot, batch: str) -> dict[str, str | None]:
     }
 
 
-def checks(cfg: ModelConfig) -> list[dict[str, Any]]:
-    """One dict per monitor decision (oldest first): batch, verdict, reasons, signals, links."""
-    exp_id, runs = _runs(cfg.name, "monitor")
+def checks(cfg: ModelConfig, limit: int = 500) -> list[dict[str, Any]]:
+    """One dict per monitor decision (the newest ``limit``, oldest first): batch, verdict, reasons,
+    signals, links."""
+    exp_id, runs = _runs(cfg.name, "monitor", limit)
     dr = DataRoot(settings.data_root(), cfg.name)
     out = []
     for r in runs:
@@ -105,9 +118,9 @@ def checks(cfg: ModelConfig) -> list[dict[str, Any]]:
     return out
 
 
-def retrains(cfg: ModelConfig) -> list[dict[str, Any]]:
-    """One dict per training run (oldest first): when, why, outcome, registered version."""
-    exp_id, runs = _runs(cfg.name, "train")
+def retrains(cfg: ModelConfig, limit: int = 500) -> list[dict[str, Any]]:
+    """One dict per training run (the newest ``limit``, oldest first): when, why, outcome, version."""
+    exp_id, runs = _runs(cfg.name, "train", limit)
     out = []
     for r in runs:
         t = r.data.tags
@@ -117,6 +130,8 @@ def retrains(cfg: ModelConfig) -> list[dict[str, Any]]:
             {
                 "at": _iso(r.info.start_time),
                 "trigger_source": t.get(f"{tracking.TAG}trigger_source"),
+                "triggered_by": t.get(f"{tracking.TAG}triggered_by"),
+                "claimed_source": t.get(f"{tracking.TAG}claimed_source"),
                 "reasons": _json_tag(t, "trigger_reasons", []),
                 "outcome": t.get(f"{tracking.TAG}outcome", r.info.status.lower()),
                 "failed_checks": validation.get("failed_checks", []) if isinstance(validation, dict) else [],
@@ -178,7 +193,7 @@ def quarantined(cfg: ModelConfig) -> list[dict[str, Any]]:
         out.append(
             {
                 "batch": reason_file.name.removesuffix(".reason.json"),
-                "message": str(reason.get("message", "")),
+                "message": str(reason.get("message") or reason.get("reason") or ""),
             }
         )
     return out
@@ -200,6 +215,8 @@ def summary(cfg: ModelConfig) -> dict[str, Any]:
     last_scored = next((c for c in reversed(log) if c["data_drift_share"] is not None), None)
     history = registry.history(cfg.name)
     promotions = [e for e in history if e.get("alias") == registry.CHAMPION]
+    head = _head(cfg.name)
+    quarantines = len(quarantined(cfg))
     return {
         "name": cfg.name,
         "task": cfg.task,
@@ -224,16 +241,52 @@ def summary(cfg: ModelConfig) -> dict[str, Any]:
         "drift_level": drift_level(last_scored["data_drift_share"] if last_scored else None, cfg),
         "drift_share": last_scored["data_drift_share"] if last_scored else None,
         "last_retrain": trains[-1] if trains else None,
-        "checks": len(log),
-        "retrain_requests": sum(1 for c in log if c["verdict"] == "retrain"),
+        "checks": head["decisions"] + quarantines if head else len(log),
+        "retrain_requests": head["retrain_requests"]
+        if head
+        else sum(1 for c in log if c["verdict"] == "retrain"),
         "pending_batches": pending(cfg),
-        "quarantined": len(quarantined(cfg)),
+        "quarantined": quarantines,
+        "stuck": len(stuck(cfg)),
+        "config_error": None,
+    }
+
+
+def stuck(cfg: ModelConfig) -> list[dict[str, Any]]:
+    """Batches in ``processing/`` longer than ``RETRAINER_STUCK_AFTER_MINUTES`` (a run died between claim
+    and archive; the next monitor run resumes them): {batch, since (ISO), claimed_by (run id)}."""
+    return DataRoot(settings.data_root(), cfg.name).stuck()
+
+
+def invalid(name: str, error: str) -> dict[str, Any]:
+    """The overview row of a model whose config file is invalid (its DAGs are not built)."""
+    return {
+        "name": name,
+        "config_error": error,
+        "champion": None,
+        "challenger": None,
+        "last_check": None,
+        "drift_level": "unknown",
+        "drift_share": None,
+        "last_retrain": None,
+        "checks": 0,
+        "retrain_requests": 0,
+        "pending_batches": 0,
+        "quarantined": 0,
+        "stuck": 0,
+        "task": None,
+        "description": "invalid config",
+        "metric": None,
+        "lower_is_better": None,
     }
 
 
 def overview() -> list[dict[str, Any]]:
-    """One summary per configured model (``include/models/*.yaml``), sorted by name."""
-    return [summary(cfg) for cfg in load_all(settings.config_dir())]
+    """One summary per model config (``include/models/*.yaml``), sorted by name; an invalid config is a
+    row with ``config_error`` and does not hide the others."""
+    configs, errors = load_valid(settings.config_dir())
+    rows = [summary(cfg) for cfg in configs] + [invalid(n, e) for n, e in errors.items()]
+    return sorted(rows, key=lambda r: r["name"])
 
 
 def model_detail(name: str) -> dict[str, Any]:
@@ -246,6 +299,7 @@ def model_detail(name: str) -> dict[str, Any]:
         "versions": versions(cfg),
         "history": registry.history(cfg.name),
         "quarantined": quarantined(cfg),
+        "stuck": stuck(cfg),
         "thresholds": {
             "data_drift_share": cfg.triggers.data_drift.share if cfg.triggers.data_drift else None,
             "prediction_drift": (

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import base64
 import copy
-import pickle
+import zlib
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from retrainer.config import TRIGGER_SIGNALS
+from retrainer.exceptions import PolicyStateError
 from retrainer.metrics import worse_by
 
 if TYPE_CHECKING:
@@ -45,6 +46,10 @@ class Signals:
     error_change_detail: str = ""
 
 
+STATE_FORMAT = "retrainer.policy_state/2"
+DETECTORS = ("adwin", "page_hinkley", "ddm")
+
+
 @dataclass(frozen=True)
 class PolicyState:
     """What the policy remembers between batches.
@@ -52,7 +57,9 @@ class PolicyState:
     ``batches_since_request``: batches after the last retrain request (None = never); ``armed``: False
     after a request until ``hysteresis_batches`` consecutive quiet batches were seen (``quiet_batches``);
     ``follow_up_due``: the next batch refits once more; ``detector``: the river detector watching the
-    errors of model ``detector_model`` (a new model gets a fresh detector).
+    errors of model ``detector_model`` (a new model gets a fresh detector). ``detector_spec`` (method and
+    params) and ``detector_errors`` (every error fed to it, in order) rebuild the detector exactly, so the
+    stored state is plain JSON: restoring it never executes code.
     """
 
     batches_since_request: int | None = None
@@ -62,22 +69,84 @@ class PolicyState:
     detector: Any = field(default=None, compare=False, repr=False)
     detector_model: str | None = None
     requested_model: str | None = None  # the model in service when the last request was made
+    detector_spec: dict[str, Any] | None = None
+    detector_errors: Any = field(default=None, compare=False, repr=False)  # numpy float64 array
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form (the detector pickled and base64-encoded) stored with each monitor decision."""
-        out = {k: v for k, v in asdict(self).items() if k != "detector"}
-        out["detector"] = (
-            base64.b64encode(pickle.dumps(self.detector)).decode() if self.detector is not None else None
-        )
+        """JSON form stored with each monitor decision (the detector as its spec plus its error stream)."""
+        import numpy as np
+
+        out = {
+            k: v for k, v in asdict(self).items() if k not in ("detector", "detector_spec", "detector_errors")
+        }
+        out["format"] = STATE_FORMAT
+        detector = None
+        if self.detector_spec is not None:
+            errors = np.asarray(self.detector_errors if self.detector_errors is not None else [], dtype="<f8")
+            detector = {
+                **self.detector_spec,
+                "errors": base64.b64encode(zlib.compress(errors.tobytes())).decode(),
+                "n": int(errors.size),
+            }
+        out["detector"] = detector
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PolicyState:
-        """Inverse of :meth:`to_dict` (our own artifact: the pickle was written by :meth:`to_dict`)."""
+    def from_dict(cls, data: Any) -> PolicyState:
+        """Inverse of :meth:`to_dict`. Anything else (an older pickled detector, unknown keys, wrong
+        types) raises :class:`PolicyStateError`: the content is checked, never executed."""
+        import numpy as np
+
+        if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
+            raise PolicyStateError(f"not a {STATE_FORMAT} document (format {_peek(data, 'format')!r})")
         data = dict(data)
+        data.pop("format")
         blob = data.pop("detector", None)
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known, detector=pickle.loads(base64.b64decode(blob)) if blob else None)
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise PolicyStateError(f"unknown keys {unknown}")
+        _check_types(data)
+        if blob is None:
+            return cls(**data)
+        if not isinstance(blob, dict) or set(blob) != {"method", "params", "errors", "n"}:
+            raise PolicyStateError("detector must be {method, params, errors, n}")
+        method, params = blob["method"], blob["params"]
+        if method not in DETECTORS:
+            raise PolicyStateError(f"unknown detector method {method!r}")
+        if not isinstance(params, dict) or not all(
+            isinstance(k, str) and isinstance(v, int | float | bool) for k, v in params.items()
+        ):
+            raise PolicyStateError("detector params must be a mapping of names to numbers")
+        try:
+            raw = zlib.decompress(base64.b64decode(blob["errors"], validate=True))
+            errors = np.frombuffer(raw, dtype="<f8").astype(float)
+        except (ValueError, TypeError, zlib.error) as exc:
+            raise PolicyStateError(f"detector errors unreadable: {exc}") from exc
+        if errors.size != blob["n"]:
+            raise PolicyStateError(f"detector error stream has {errors.size} values, expected {blob['n']}")
+        spec = {"method": method, "params": params}
+        detector = build_detector(method, params)
+        for e in errors:
+            detector.update(float(e))
+        return cls(**data, detector=detector, detector_spec=spec, detector_errors=errors)
+
+
+def _peek(data: Any, key: str) -> Any:
+    return data.get(key) if isinstance(data, dict) else type(data).__name__
+
+
+def _check_types(data: dict[str, Any]) -> None:
+    expected = {
+        "batches_since_request": (int, type(None)),
+        "armed": (bool,),
+        "quiet_batches": (int,),
+        "follow_up_due": (bool,),
+        "detector_model": (str, type(None)),
+        "requested_model": (str, type(None)),
+    }
+    for key, value in data.items():
+        if not isinstance(value, expected[key]):
+            raise PolicyStateError(f"{key} has type {type(value).__name__}")
 
 
 @dataclass
@@ -180,6 +249,8 @@ def next_state(state: PolicyState, decision: Decision, t: TriggerConfig | None =
         "detector": state.detector,
         "detector_model": state.detector_model,
         "requested_model": state.requested_model,
+        "detector_spec": state.detector_spec,
+        "detector_errors": state.detector_errors,
     }
     if decision.retrain:
         follow_up = bool(t and t.follow_up_refit) and FOLLOW_UP not in decision.fired
@@ -207,32 +278,43 @@ def error_stream(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarra
     return np.abs(y_true.astype(float) - y_pred.astype(float))
 
 
-def new_detector(cfg: ErrorDetectorTrigger) -> Any:
-    """A fresh river detector as configured (``river.drift.ADWIN``, ``PageHinkley``, ``binary.DDM``)."""
+def build_detector(method: str, params: dict[str, Any]) -> Any:
+    """A fresh river detector (``river.drift.ADWIN``, ``PageHinkley``, ``binary.DDM``)."""
     from river import drift
     from river.drift import binary
 
-    klass = {"adwin": drift.ADWIN, "page_hinkley": drift.PageHinkley, "ddm": binary.DDM}[cfg.method]
-    return klass(**cfg.params)
+    klass = {"adwin": drift.ADWIN, "page_hinkley": drift.PageHinkley, "ddm": binary.DDM}[method]
+    return klass(**params)
+
+
+def new_detector(cfg: ErrorDetectorTrigger) -> Any:
+    """A fresh river detector as configured."""
+    return build_detector(cfg.method, dict(cfg.params))
 
 
 def feed_detector(
     state: PolicyState, t: TriggerConfig, errors: np.ndarray | None, model_id: str | None
-) -> tuple[bool | None, str, Any]:
-    """Feed this batch's errors to the detector of ``model_id``: (change seen, detail, detector)."""
+) -> tuple[bool | None, str, Any, Any]:
+    """Feed this batch's errors to the detector of ``model_id``: (change seen, detail, detector, every
+    error the detector has been fed, in order)."""
+    import numpy as np
+
     if t.error_detector is None:
-        return None, "", None
+        return None, "", None, None
+    fed = state.detector_errors
     if state.detector is None or state.detector_model != model_id:
-        detector = new_detector(t.error_detector)
+        detector, fed = new_detector(t.error_detector), None
     else:
         detector = copy.deepcopy(state.detector)  # states are values: never mutate the previous one
+    fed = np.zeros(0) if fed is None else np.asarray(fed, dtype=float)
     if errors is None or len(errors) == 0:
-        return None, "", detector
+        return None, "", detector, fed
     changes = 0
     for e in errors:
         detector.update(float(e))
         changes += bool(detector.drift_detected)
-    return changes > 0, f"{changes} change point(s) in {len(errors)} labelled rows", detector
+    fed = np.concatenate([fed, np.asarray(errors, dtype=float)])
+    return changes > 0, f"{changes} change point(s) in {len(errors)} labelled rows", detector, fed
 
 
 def step(
@@ -252,12 +334,15 @@ def step(
         # the request did not replace the model (rejected, or not finished): the event is not handled
         # yet, so hysteresis must not hold the trigger back (cooldown still spaces the requests)
         state = replace(state, armed=True)
-    change, detail, detector = feed_detector(state, t, errors, model_id)
+    change, detail, detector, fed = feed_detector(state, t, errors, model_id)
     signals = replace(signals, error_change=change, error_change_detail=detail)
     decision = decide(signals, t, state)
     new = next_state(state, decision, t)
     if t.error_detector is not None:
-        new = replace(new, detector=detector, detector_model=model_id)
+        spec = {"method": t.error_detector.method, "params": dict(t.error_detector.params)}
+        new = replace(
+            new, detector=detector, detector_model=model_id, detector_spec=spec, detector_errors=fed
+        )
     if decision.retrain:
         new = replace(new, requested_model=model_id)
     return decision, new, signals

@@ -5,8 +5,10 @@ recorded history (``retrainer.event.<n>`` tags on the registered model).
 - ``shadow``: it becomes ``challenger``; the monitor DAG scores every following batch with both models
   (:func:`shadow_score`); after ``shadow_batches`` labelled batches on which it was non-inferior it is
   promoted, and the first batch on which it trails the champion by more than ``margin`` retires it.
-- ``approval``: it becomes ``challenger`` and the retrain DAG waits for a person (Airflow's
-  human-in-the-loop operator); :func:`apply_approval` promotes or retires it with who decided.
+- ``approval``: it becomes ``challenger`` and the retrain run ends; the model's approval DAG asks a person
+  (Airflow's human-in-the-loop operator, optionally only the configured approvers) and
+  :func:`apply_approval` promotes or retires it with who decided. No answer within the configured timeout
+  retires it (recorded as a timeout).
 
 With no champion yet (the first model) every mode promotes at once: there is nothing to compare against.
 """
@@ -203,36 +205,80 @@ def watch_champion(
 
 
 # -- approval --------------------------------------------------------------------------------------------
+APPROVE, REJECT = "Approve", "Reject"
+
+
+def pending_approval(cfg: ModelConfig) -> dict[str, Any] | None:
+    """The challenger waiting for a person, with why it was staged; None when there is none."""
+    chal = registry.champion(cfg.name, registry.CHALLENGER)
+    if chal is None:
+        return None
+    champ = registry.champion(cfg.name)
+    staged = next(
+        (
+            e
+            for e in reversed(registry.history(cfg.name))
+            if e.get("alias") == registry.CHALLENGER and e.get("to_version") == chal.version
+        ),
+        {},
+    )
+    return {
+        "version": chal.version,
+        "champion_version": champ.version if champ else None,
+        "reason": staged.get("reason") or "",
+        "staged_at": staged.get("at"),
+        "timeout": cfg.promotion.approval_timeout,
+        "approvers": list(cfg.promotion.approvers),
+    }
+
+
 def apply_approval(
     cfg: ModelConfig, staged: dict[str, Any], response: dict[str, Any], by: str
 ) -> dict[str, Any]:
-    """Promote (``Approve``) or retire (``Reject``) the staged challenger, recording who decided."""
+    """Promote (``Approve``) or retire (``Reject``) the staged challenger, recording who decided.
+
+    No answer within ``promotion.approval_timeout`` arrives as the default option ``Reject`` with no user:
+    the challenger is retired and the history says it timed out. A challenger replaced by a newer
+    candidate while its request waited is left alone (``superseded``): the newer one gets its own request.
+    """
     version = int(staged["version"])
     chosen = list(response.get("chosen_options") or [])
     user = response.get("responded_by_user") or {}
-    who = f"{by} approved by {user.get('name') or 'timeout default'}"
+    timed_out = not user.get("name")
     chal = registry.champion(cfg.name, registry.CHALLENGER)
     champ = registry.champion(cfg.name)
-    if chal is None and champ is not None and champ.version == version and chosen == ["Approve"]:
+    if chal is None and champ is not None and champ.version == version and chosen == [APPROVE]:
         return {"version": version, "decision": "approved", "event": None}  # a re-run after the promotion
-    if chal is None or chal.version != version:
+    if chal is not None and chal.version != version:
+        log.warning("v%s of %s is no longer the challenger: request superseded", version, cfg.name)
+        return {"version": version, "decision": "superseded", "event": None}
+    if chal is None:
+        if registry.is_retired(cfg.name, version):  # a re-run after the rejection
+            return {"version": version, "decision": "rejected", "event": None}
         raise RetrainerError(f"v{version} of {cfg.name} is no longer the challenger: nothing to apply")
-    if chosen == ["Approve"]:
+    if chosen == [APPROVE] and not timed_out:
+        who = f"{by}: approved by {user['name']}"
         event = registry.move_alias(
-            cfg.name, registry.CHAMPION, version, action="promote", reason=f"approval: {chosen[0]}", by=who
+            cfg.name, registry.CHAMPION, version, action="promote", reason=f"approval: {APPROVE}", by=who
         )
         registry.remove_alias(
             cfg.name, registry.CHALLENGER, action="graduate", reason="approved", by=who, record=False
         )
-        return {"version": version, "decision": "approved", "event": event}
-    event = registry.remove_alias(
-        cfg.name,
-        registry.CHALLENGER,
-        action="retire",
-        reason=f"approval: {chosen}",
-        by=who.replace("approved", "rejected"),
-    )
-    return {"version": version, "decision": "rejected", "event": event}
+        return {"version": version, "decision": "approved", "by": user["name"], "event": event}
+    if timed_out:
+        reason = f"approval: no answer within {cfg.promotion.approval_timeout}; challenger v{version} retired"
+        who = f"{by}: timeout"
+    else:
+        reason = f"approval: {REJECT} by {user['name']}"
+        who = f"{by}: rejected by {user['name']}"
+    event = registry.remove_alias(cfg.name, registry.CHALLENGER, action="retire", reason=reason, by=who)
+    return {
+        "version": version,
+        "decision": "timed_out" if timed_out else "rejected",
+        "by": None if timed_out else user["name"],
+        "reason": reason,
+        "event": event,
+    }
 
 
 # -- rollback --------------------------------------------------------------------------------------------

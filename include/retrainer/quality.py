@@ -41,7 +41,19 @@ NUMERIC_TYPES = [
     "Int32",
     "Float64",
 ]
-CATEGORICAL_TYPES = ["object", "str", "string", "category", "bool", "boolean", "int64", "Int64"]
+# GX 1.x matches a column's dtype against these by numpy / pandas class name: "StringDtype" is what
+# accepts a pandas ``string`` column ("string" alone matches nothing there)
+CATEGORICAL_TYPES = [
+    "object",
+    "str",
+    "string",
+    "category",
+    "StringDtype",
+    "bool",
+    "boolean",
+    "int64",
+    "Int64",
+]
 
 
 @dataclass(frozen=True)
@@ -88,6 +100,10 @@ def build_expectations(
     if require_target:
         exps.append(Expectation("exists", cfg.data.target))
         exps.append(Expectation("not_null", cfg.data.target))
+    elif cfg.data.id_column:  # a batch: late labels and flags join on its row ids
+        exps.append(Expectation("exists", cfg.data.id_column))
+        exps.append(Expectation("not_null", cfg.data.id_column))
+        exps.append(Expectation("unique", cfg.data.id_column))
     return exps
 
 
@@ -106,6 +122,8 @@ def _to_gx(e: Expectation) -> Any:
         return gxe.ExpectColumnValuesToBeBetween(column=e.column, **e.kwargs)
     if e.kind == "in_set":
         return gxe.ExpectColumnValuesToBeInSet(column=e.column, **e.kwargs)
+    if e.kind == "unique":
+        return gxe.ExpectColumnValuesToBeUnique(column=e.column)
     raise ValueError(f"unknown expectation kind {e.kind}")
 
 
@@ -142,6 +160,69 @@ def describe(failure: dict[str, Any]) -> str:
     return f"{col}: {what} {failure['kwargs'] or ''} -> {detail}".replace(" {} ", " ")
 
 
+EVIDENCE_VALUES = 20  # failing values kept per failed expectation: evidence stays small on any batch size
+
+
+def _gx_frame(df: pd.DataFrame, expectations: list[Expectation]) -> pd.DataFrame:
+    """The frame GX validates: only the columns the expectations name, string columns as ``string``.
+
+    GX copies the whole frame for every row-level expectation (its null filter), so extra columns cost
+    rows x columns x expectations. A categorical column whose non-null values are all strings is handed
+    over with pandas' ``string`` dtype: GX then checks its type from the dtype, where for an ``object``
+    column it calls ``isinstance`` on every value in Python. The verdict is the same (every value is a
+    string either way); a column that mixes types stays ``object`` and is checked value by value.
+    """
+    import pandas as pd
+
+    wanted = [e.column for e in expectations if e.column is not None and e.column in df.columns]
+    frame = df[list(dict.fromkeys(wanted))] if wanted else df
+    categorical = {
+        e.column for e in expectations if e.kind == "types" and e.kwargs.get("type_list") == CATEGORICAL_TYPES
+    }
+    converted = {}
+    for c in categorical & set(frame.columns):
+        col = frame[c]
+        if col.dtype == object and pd.api.types.infer_dtype(col, skipna=True) in ("string", "empty"):
+            converted[c] = col.astype("string")
+    if converted:
+        frame = frame.assign(**converted)
+    return frame.copy() if frame is df else frame._consolidate()  # one block per dtype: cheap row filters
+
+
+def _key(config: dict[str, Any]) -> str:
+    """An expectation's identity in a result: its type and arguments."""
+    kwargs = {k: v for k, v in config["kwargs"].items() if k != "batch_id"}
+    return json.dumps([config["type"], kwargs], sort_keys=True, default=str)
+
+
+def _run_suite(
+    ctx: Any, name: str, expectations: list[Any], df: pd.DataFrame, result_format: Any, actions: list[Any]
+) -> Any:
+    import great_expectations as gx
+
+    batch_def = (
+        ctx.data_sources.add_pandas(f"{name}_source")
+        .add_dataframe_asset(name)
+        .add_batch_definition_whole_dataframe("all")
+    )
+    # the suite is built with its expectations and added once (adding them one by one re-serialises
+    # the whole suite each time: quadratic in the number of expectations)
+    suite = ctx.suites.add(gx.ExpectationSuite(name=f"{name}_suite", expectations=expectations))
+    vd = ctx.validation_definitions.add(
+        gx.ValidationDefinition(name=f"{name}_validation", data=batch_def, suite=suite)
+    )
+    checkpoint = ctx.checkpoints.add(
+        gx.Checkpoint(
+            name=f"{name}_checkpoint",
+            validation_definitions=[vd],
+            actions=actions,
+            result_format=result_format,
+        )
+    )
+    run = checkpoint.run(batch_parameters={"dataframe": df})
+    return next(iter(run.run_results.values()))
+
+
 def validate(
     df: pd.DataFrame,
     expectations: list[Expectation],
@@ -152,7 +233,10 @@ def validate(
 ) -> dict[str, Any]:
     """Run the expectations on ``df`` with Great Expectations; save results; raise on failure.
 
-    Returns ``{"success", "failures", "statistics", "result_path", "docs"}``.
+    Two passes keep the cost at what the checks cost: every expectation runs with GX's ``BOOLEAN_ONLY``
+    result format (counts and verdicts, no per-row lists); only when some fail are those re-run with
+    ``BASIC`` to collect evidence: counts, percentages and at most :data:`EVIDENCE_VALUES` failing values
+    each. Returns ``{"success", "failures", "statistics", "result_path", "docs"}``.
     """
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
@@ -172,23 +256,26 @@ def validate(
             },
         )
         actions.append(UpdateDataDocsAction(name="docs", site_names=["retrainer"]))
-    batch_def = (
-        ctx.data_sources.add_pandas("retrainer")
-        .add_dataframe_asset(name)
-        .add_batch_definition_whole_dataframe("all")
-    )
-    suite = ctx.suites.add(gx.ExpectationSuite(name=f"{name}_suite"))
-    for e in expectations:
-        suite.add_expectation(_to_gx(e))
-    vd = ctx.validation_definitions.add(
-        gx.ValidationDefinition(name=f"{name}_validation", data=batch_def, suite=suite)
-    )
-    checkpoint = ctx.checkpoints.add(
-        gx.Checkpoint(name=f"{name}_checkpoint", validation_definitions=[vd], actions=actions)
-    )
-    run = checkpoint.run(batch_parameters={"dataframe": df})
-    result = next(iter(run.run_results.values()))
+    frame = _gx_frame(df, expectations)
+    gx_expectations = [_to_gx(e) for e in expectations]
+    result = _run_suite(ctx, name, gx_expectations, frame, "BOOLEAN_ONLY", actions)
     payload = result.to_json_dict()
+    failed_at = [i for i, r in enumerate(payload["results"]) if not r["success"]]
+    if failed_at:  # second pass on the failed expectations only, with bounded evidence
+        by_key = {_key(_to_gx(e).configuration.to_json_dict()): e for e in expectations}
+        failed = [by_key[_key(payload["results"][i]["expectation_config"])] for i in failed_at]
+        evidence = _run_suite(
+            ctx,
+            f"{name}_failed",
+            [_to_gx(e) for e in failed],
+            frame,
+            {"result_format": "BASIC", "partial_unexpected_count": EVIDENCE_VALUES},
+            actions,
+        ).to_json_dict()["results"]
+        detailed = {_key(r["expectation_config"]): r for r in evidence}
+        for i in failed_at:  # GX orders results its own way: match them by expectation
+            key = _key(payload["results"][i]["expectation_config"])
+            payload["results"][i] = detailed.get(key, payload["results"][i])
     failures = [_summarise(r) for r in payload["results"] if not r["success"]]
     out: dict[str, Any] = {
         "success": bool(result.success),

@@ -98,29 +98,56 @@ def register(name: str, run_id: str, run_key: str, tags: dict[str, str]) -> tupl
     mv = c.create_model_version(
         name, f"runs:/{run_id}/model", run_id=run_id, tags={**tags, f"{TAG}run_key": run_key}
     )
+    same = sorted(
+        int(m.version)
+        for m in c.search_model_versions(f"name = '{name}'")
+        if m.tags.get(f"{TAG}run_key") == run_key
+    )
+    if same and same[0] != int(mv.version):  # a concurrent registration of the same run_key won: undo ours
+        c.delete_model_version(name, mv.version)
+        log.info(
+            "model %s: version %s already registered run_key %s concurrently; ours removed",
+            name,
+            same[0],
+            run_key,
+        )
+        return same[0], False
     log.info("registered %s version %s", name, mv.version)
     return int(mv.version), True
 
 
 def history(name: str) -> list[dict[str, Any]]:
-    """Every recorded alias move, oldest first."""
+    """Every recorded alias move, oldest first, numbered ``seq`` 1, 2, ... in that order."""
     from mlflow.exceptions import MlflowException
 
     try:
         rm = client().get_registered_model(name)
     except MlflowException:
         return []
-    events = [json.loads(v) for k, v in rm.tags.items() if k.startswith(f"{TAG}event.")]
-    return sorted(events, key=lambda e: e["seq"])
+    keyed = [(_order(k), json.loads(v)) for k, v in rm.tags.items() if k.startswith(f"{TAG}event.")]
+    events = [e for _, e in sorted(keyed, key=lambda kv: kv[0])]
+    for i, e in enumerate(events, start=1):
+        e["seq"] = i
+    return events
+
+
+def _order(key: str) -> tuple[int, str]:
+    """Sort key of an event tag: ``event.000001`` (sequential, older releases) before
+    ``event.<time_ns>-<random>`` (unique per writer, so concurrent moves never overwrite each other)."""
+    suffix = key.rsplit(".", 1)[-1]
+    return (0, suffix.zfill(20)) if suffix.isdigit() else (1, suffix)
 
 
 def _record(
     name: str, action: str, alias: str, from_version: int | None, to_version: int | None, reason: str, by: str
 ) -> dict[str, Any]:
-    """Append one event to the registered model's history (tag ``retrainer.event.<seq>``)."""
-    seq = len(history(name)) + 1
+    """Append one event to the registered model's history (tag ``retrainer.event.<time_ns>-<random>``)."""
+    import time
+    import uuid
+
+    key = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
     event = {
-        "seq": seq,
+        "id": key,
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "action": action,
         "alias": alias,
@@ -129,8 +156,9 @@ def _record(
         "reason": reason[:1500],
         "by": by,
     }
-    client().set_registered_model_tag(name, f"{TAG}event.{seq:06d}", json.dumps(event))
+    client().set_registered_model_tag(name, f"{TAG}event.{key}", json.dumps(event))
     log.info("%s: %s alias %s: %s -> %s (%s)", name, action, alias, from_version, to_version, reason[:200])
+    event["seq"] = next((e["seq"] for e in history(name) if e.get("id") == key), 0)
     return event
 
 

@@ -25,20 +25,37 @@ log = logging.getLogger(__name__)
 
 # -- 1. trigger -----------------------------------------------------------------------------------------
 def resolve_trigger(
-    run_type: str, asset_events: list[dict[str, Any]], params: dict[str, Any]
+    run_type: str,
+    asset_events: list[dict[str, Any]],
+    params: dict[str, Any],
+    triggered_by: str | None = None,
 ) -> dict[str, Any]:
-    """Which path started this run and why: asset (trigger policy), schedule, or manual."""
+    """Which path started this run and why: asset (trigger policy), schedule, or manual.
+
+    The source comes from the run itself (its asset events and run type), never from a Param: a manual run
+    stays ``manual``. A manual run whose ``trigger_source`` Param names another path (a harness replaying
+    it) records that as a claim of the Airflow user who triggered it (``claimed_source``, ``triggered_by``).
+    """
     reasons: list[str] = []
-    for event in asset_events:
-        reasons.extend((event.get("extra") or {}).get("reasons", []))
-    source = params.get("trigger_source") or ""
-    if not source:
-        if asset_events:
-            source = "asset"
-        elif run_type == "scheduled":
-            source = "schedule"
-        else:
-            source = "manual"
+    batches: list[str] = []
+    for event in asset_events:  # the same event delivered twice counts once
+        extra = event.get("extra") or {}
+        reasons.extend(r for r in extra.get("reasons", []) if r not in reasons)
+        if extra.get("batch") and extra["batch"] not in batches:
+            batches.append(str(extra["batch"]))
+    if asset_events or run_type == "asset_triggered":
+        source = "asset"
+    elif run_type == "scheduled":
+        source = "schedule"
+    else:
+        source = "manual"
+    out: dict[str, Any] = {}
+    if source == "manual":
+        out["triggered_by"] = triggered_by or "unknown"
+        claimed = params.get("trigger_source") or ""
+        if claimed and claimed != "manual":
+            out["claimed_source"] = claimed
+            reasons.insert(0, f"replays the {claimed} path (claimed by {out['triggered_by']})")
     if params.get("reason"):
         reasons.append(str(params["reason"]))
     if source == "schedule" and not reasons:
@@ -49,15 +66,26 @@ def resolve_trigger(
         "force": bool(params.get("force")),
         "window": params.get("window") or None,
         "run_type": run_type,
+        **out,
+        **({"batches": batches} if batches else {}),
     }
 
 
 # -- 2. snapshot ----------------------------------------------------------------------------------------
-def snapshot(cfg: ModelConfig, window: str | None = None) -> dict[str, Any]:
-    """Snapshot the labelled archived data inside the training window (content-addressed)."""
+def snapshot(cfg: ModelConfig, window: str | None = None, require: list[str] | None = None) -> dict[str, Any]:
+    """Snapshot the labelled archived data inside the training window (content-addressed).
+
+    ``require``: batches that requested this retrain; they must be archived already (the monitor archives
+    before it requests), otherwise this raises a retryable error rather than train without them."""
+    from retrainer.feeds import ingest
     from retrainer.snapshot import create_snapshot
     from retrainer.train import gather_window
 
+    archived = {p.name for p in root(cfg).archived()}
+    missing = [b for b in require or [] if b not in archived]
+    if missing:
+        raise LookupError(f"batches {missing} requested this retrain but are not in archive/{cfg.name}/ yet")
+    ingest(cfg, by="retrain", kinds=("labels",))  # labels that landed since the last monitor run count too
     df, sources = gather_window(cfg, root(cfg), window)
     snap = create_snapshot(
         df,
@@ -138,6 +166,8 @@ def train(
                     "config_fingerprint": cfg.fingerprint,
                     "trigger_source": trigger["source"],
                     "trigger_reasons": trigger["reasons"],
+                    "triggered_by": trigger.get("triggered_by"),
+                    "claimed_source": trigger.get("claimed_source"),
                     "dag_run_id": dag_run_id,
                     "outcome": "pending",
                 }
@@ -156,18 +186,19 @@ def train(
         )
         mlflow.log_metrics({f"holdout_{k}": v for k, v in scores.items() if v == v})  # skip NaN
         mlflow.log_metrics({f"train_{k}": v for k, v in train_scores.items() if v == v})
-        import mlflow.data
+        from retrainer.snapshot import read_manifest
 
-        dataset = mlflow.data.from_pandas(
-            df,
-            source=str(root(cfg).snapshots / snap["sha256"]),
-            targets=cfg.data.target,
-            name=f"{cfg.name}-{snap['sha256'][:12]}",
+        manifest = read_manifest(root(cfg).snapshots, snap["sha256"])
+        tracking.log_snapshot_input(  # by reference: hash, rows, schema, a sample (no scan of the data)
+            f"{cfg.name}-{snap['sha256'][:12]}",
+            {**snap, "path": str(root(cfg).snapshots / snap["sha256"]), "rows": len(df)},
+            manifest["schema"],
+            cfg.data.target,
+            df.sample(n=min(len(df), tracking.SAMPLE_ROWS), random_state=0).sort_index(),
         )
-        mlflow.log_input(dataset, context="training")
         mlflow.log_dict(snap, "snapshot.json")
         mlflow.log_dict(cfg.model_dump(mode="json"), "config.json")  # what `retrainer reproduce` replays
-        log_model(model, train_df[cfg.data.feature_names])
+        log_model(model, train_df[cfg.data.feature_names].head(5))  # signature from a sample
     log.info(
         "trained %s on %d rows; holdout (%d rows) %s",
         cfg.model.estimator,

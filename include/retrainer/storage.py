@@ -1,31 +1,74 @@
 """The data root on disk: landing, processing, archive, quarantine, snapshots, reports.
 
 A batch moves ``landing -> processing -> archive`` (or ``-> quarantine`` with a ``.reason.json`` beside it).
-Moves are renames within one file system, so a batch is always in exactly one place and never lost.
-A claim record keyed by the orchestrator's run id makes a re-run of the same run pick up the same batch.
+Moves are renames within one file system that never overwrite, so a batch is always in exactly one place
+and never lost.
+
+Delivery contract (what a producer must do, what we promise):
+
+* write the file elsewhere (or under a name starting with ``.`` or ending ``.tmp`` / ``.part``) and rename
+  it into ``landing/<model>/`` when it is complete; such temporary names are never claimed;
+* a file whose modification time is younger than ``RETRAINER_SETTLE_SECONDS`` (default 5) is still being
+  written and is not claimed yet;
+* ``.parquet`` and ``.csv`` (lower case) are batches; any other file (``.CSV``, ``.json``, a symbolic link,
+  an unsafe name, a file above ``RETRAINER_MAX_BATCH_BYTES``) is moved to ``quarantine/<model>/`` with a
+  reason, never deleted; sub-folders (such as a labels feed) are not batches;
+* batches are taken oldest first by name: name them so they sort by time.
+
+Claims: :meth:`DataRoot.claim` gives one batch to one orchestrator run. The claim is exclusive (a lock file
+created with ``O_EXCL`` under ``state/<model>/inflight/``), recorded per run under ``state/<model>/claims/``
+(a re-run of the same run gets the same claim back), and every later step finds the file through the claim
+(:meth:`DataRoot.path_of`), never by looking in ``landing/`` again. A batch left in ``processing/`` by a run
+that died is resumed by the next run before any newer batch, up to ``RETRAINER_MAX_BATCH_ATTEMPTS`` times.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retrainer.exceptions import BatchError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
     import pandas as pd
 
 BATCH_SUFFIXES = (".parquet", ".csv")
 FLAGS_SUFFIX = ".flags.csv"
+TEMP_SUFFIXES = (".tmp", ".part")  # delivery in progress: never claimed, never quarantined
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 STAGES = ("landing", "processing", "archive", "quarantine")
+CLAIMED_STAGES = ("processing", "archive", "quarantine")  # where a claimed batch can be: never landing
+
+
+def settle_seconds() -> float:
+    """``RETRAINER_SETTLE_SECONDS``: a landed file must be unchanged this long before it is claimed."""
+    return float(os.environ.get("RETRAINER_SETTLE_SECONDS", "5"))
+
+
+def max_batch_bytes() -> int:
+    """``RETRAINER_MAX_BATCH_BYTES`` (default 1 GiB): larger files are quarantined without being read."""
+    return int(os.environ.get("RETRAINER_MAX_BATCH_BYTES", str(1 << 30)))
+
+
+def max_attempts() -> int:
+    """``RETRAINER_MAX_BATCH_ATTEMPTS`` (default 3): runs that may try a batch before it is quarantined."""
+    return int(os.environ.get("RETRAINER_MAX_BATCH_ATTEMPTS", "3"))
+
+
+def stuck_after() -> timedelta:
+    """``RETRAINER_STUCK_AFTER_MINUTES`` (default 60): a batch in processing this long is shown as stuck."""
+    return timedelta(minutes=float(os.environ.get("RETRAINER_STUCK_AFTER_MINUTES", "60")))
 
 
 def sha256_file(path: Path) -> str:
@@ -42,27 +85,50 @@ def safe_key(text: str) -> str:
     return f"{slug}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
 
 
+def is_temporary(name: str) -> bool:
+    """A name the delivery contract reserves for files still being written."""
+    return name.startswith(".") or name.endswith(TEMP_SUFFIXES)
+
+
 def check_batch_name(name: str) -> str:
     """Reject names that could escape the data root or that we cannot read."""
     if not SAFE_NAME.match(name) or ".." in name or name.endswith(FLAGS_SUFFIX):
         raise BatchError(f"unsafe or unsupported batch file name: {name!r}")
     if not name.endswith(BATCH_SUFFIXES):
-        raise BatchError(f"unsupported batch format {name!r}: use .parquet or .csv")
+        suffix = "." + name.rsplit(".", 1)[-1] if "." in name else "(none)"
+        raise BatchError(
+            f"unsupported batch format {name!r} (suffix {suffix}): use .parquet or .csv, lower case"
+        )
     return name
 
 
 @dataclass(frozen=True)
 class Claim:
-    """A batch owned by one orchestrator run."""
+    """A batch owned by one orchestrator run.
+
+    ``attempt`` counts the runs that took this batch (a resumed batch has ``attempt > 1`` and
+    ``previous_runs``); ``notes`` holds what the run resolved once for all its tasks (e.g. the champion).
+    """
 
     model: str
     batch: str
     sha256: str
     run_id: str
     claimed_at: str
+    attempt: int = 1
+    previous_runs: tuple[str, ...] = ()
+    notes: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["previous_runs"] = list(self.previous_runs)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Claim:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["previous_runs"] = tuple(known.get("previous_runs") or ())
+        return cls(**known)
 
 
 class DataRoot:
@@ -105,13 +171,22 @@ class DataRoot:
         return self.dir("predictions")
 
     @property
+    def state(self) -> Path:
+        return self.root / "state" / self.model
+
+    @property
     def claims(self) -> Path:
-        return self.root / "state" / self.model / "claims"
+        return self.state / "claims"
+
+    @property
+    def inflight(self) -> Path:
+        return self.state / "inflight"
 
     def ensure(self) -> DataRoot:
         for stage in (*STAGES, "snapshots", "reports", "predictions"):
             self.dir(stage).mkdir(parents=True, exist_ok=True)
         self.claims.mkdir(parents=True, exist_ok=True)
+        self.inflight.mkdir(parents=True, exist_ok=True)
         return self
 
     def inside(self, path: Path) -> Path:
@@ -121,21 +196,312 @@ class DataRoot:
             raise BatchError(f"{path} resolves outside the data root {self.root}")
         return resolved
 
-    # -- batches --------------------------------------------------------------------------------------
-    def pending(self) -> list[str]:
-        """Batch files waiting in landing, oldest first (by name: name batches so they sort by time)."""
+    # -- landing --------------------------------------------------------------------------------------
+    def _landed(self, settle: float | None = None) -> list[Path]:
+        """Files in landing the contract says are delivered: not temporary, not a folder, settled."""
         if not self.landing.exists():
             return []
-        names = []
+        settle = settle_seconds() if settle is None else settle
+        now = time.time()
+        out = []
         for p in sorted(self.landing.iterdir()):
-            if (
-                (p.is_file() or p.is_symlink())
-                and p.name.endswith(BATCH_SUFFIXES)
-                and not p.name.endswith(FLAGS_SUFFIX)
-            ):
-                names.append(p.name)
-        return names
+            if is_temporary(p.name) or p.name.endswith(FLAGS_SUFFIX):
+                continue
+            if p.is_symlink():
+                out.append(p)
+                continue
+            if not p.is_file():  # a feed folder such as labels/, not a batch
+                continue
+            with contextlib.suppress(FileNotFoundError):  # claimed by someone else meanwhile
+                if now - p.stat().st_mtime >= settle:  # still growing otherwise: come back later
+                    out.append(p)
+        return out
 
+    def pending(self, settle: float | None = None) -> list[str]:
+        """Delivered batch files waiting in landing, oldest first by name (unsupported ones excluded)."""
+        return [
+            p.name
+            for p in self._landed(settle)
+            if not p.is_symlink() and p.name.endswith(BATCH_SUFFIXES) and SAFE_NAME.match(p.name)
+        ]
+
+    def sweep_landing(self, settle: float | None = None) -> list[Path]:
+        """Quarantine delivered files that can never be a batch; returns their ``.reason.json`` paths."""
+        out = []
+        for p in self._landed(settle):
+            try:
+                check_batch_name(p.name)
+                if p.is_symlink():  # a link could point anywhere: accept real files only
+                    raise BatchError(f"{p.name} is a symbolic link; drop the file itself into landing/")
+                size = p.stat().st_size
+                if size > max_batch_bytes():
+                    raise BatchError(
+                        f"{p.name} is {size:,} bytes, above RETRAINER_MAX_BATCH_BYTES={max_batch_bytes():,}: "
+                        "split it into smaller batches"
+                    )
+            except BatchError as exc:  # quarantined (the link itself, never its target), not lost
+                with contextlib.suppress(FileNotFoundError):
+                    out.append(self._quarantine_raw(p.name, str(exc)))
+        return out
+
+    def _quarantine_raw(self, name: str, reason: str) -> Path:
+        src = self.landing / name
+        safe = Path(re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "unnamed")
+        self.quarantine.mkdir(parents=True, exist_ok=True)
+        dest = _free_name(self.quarantine / safe.name)
+        _move_no_overwrite(src, dest)
+        message = f"file {name} of model {self.model} rejected: {reason}"
+        self._unrecorded(dest)
+        return write_json(
+            dest.with_name(dest.name + ".reason.json"),
+            {
+                "batch": dest.name,
+                "delivered_as": name,
+                "quarantined_at": _now(),
+                "message": message,
+                "reason": message,  # older readers
+                "failures": [],
+            },
+        )
+
+    # -- claims ---------------------------------------------------------------------------------------
+    def _record(self, run_id: str) -> Path:
+        return self.claims / f"{safe_key(run_id)}.json"
+
+    def _lock(self, batch: str) -> Path:
+        return self.inflight / f"{batch}.json"
+
+    def claim(self, run_id: str, *, owner_alive: Callable[[Claim], bool] | None = None) -> Claim | None:
+        """Claim a batch for ``run_id``: the same run gets the same claim back; otherwise a batch left in
+        processing by a run that is no longer alive comes first (oldest name first), then the oldest
+        delivered batch. ``owner_alive(claim)`` says whether a claim's run may still be working on it
+        (default: claimed less than ``RETRAINER_STUCK_AFTER_MINUTES`` ago)."""
+        self.ensure()
+        record = self._record(run_id)
+        if record.exists():
+            return Claim.from_dict(json.loads(record.read_text()))
+        alive = owner_alive or self._recent
+        for lock in sorted(self.inflight.glob("*.json")):
+            resumed = self._resume(lock, run_id, alive)
+            if resumed is not None:
+                return resumed
+        self.sweep_landing()
+        for name in self.pending():
+            taken = self._take(name, run_id)
+            if taken is not None:
+                return taken
+        return None
+
+    @staticmethod
+    def _recent(claim: Claim) -> bool:
+        return datetime.now(UTC) - datetime.fromisoformat(claim.claimed_at) < stuck_after()
+
+    def _take(self, name: str, run_id: str) -> Claim | None:
+        """Move one landed batch into processing for ``run_id``; None if someone else holds that name."""
+        src = self.landing / name
+        lock = self._lock(name)
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:  # claimed by another run, or a same-name batch is still in flight
+            return None
+        claim = Claim(self.model, name, "", run_id, _now())
+        with os.fdopen(fd, "w") as fh:
+            json.dump(claim.to_dict(), fh)
+        try:
+            claim = replace(claim, sha256=sha256_file(self.inside(src)))
+            write_json(lock, claim.to_dict())
+            dest = self.processing / name
+            self.processing.mkdir(parents=True, exist_ok=True)
+            _move_no_overwrite(src, dest)
+        except (FileNotFoundError, FileExistsError):  # gone meanwhile, or an orphan with that name
+            lock.unlink(missing_ok=True)
+            return None
+        self._move_flags(src, dest)
+        return self._save(claim, "processing", dest)
+
+    def _resume(self, lock: Path, run_id: str, alive: Callable[[Claim], bool]) -> Claim | None:
+        """Take over a batch whose claiming run is gone; finish a move a crash interrupted."""
+        try:
+            old = Claim.from_dict(json.loads(lock.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+        if old.run_id == run_id or alive(old):
+            return None
+        batch = old.batch
+        landed, processing = self.landing / batch, self.processing / batch
+        if not processing.exists() and not landed.exists():  # the batch moved on: only the lock was left
+            lock.unlink(missing_ok=True)
+            return None
+        marker = self.inflight / f".{batch}.attempt-{old.attempt + 1}"
+        try:  # exclusive take-over: one run per attempt number
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            return None
+        if not processing.exists():  # the claiming run died between lock and move
+            _move_no_overwrite(landed, processing)
+            self._move_flags(landed, processing)
+        elif landed.exists() and os.path.samefile(landed, processing):  # died between link and unlink
+            landed.unlink()
+        claim = Claim(
+            self.model,
+            batch,
+            old.sha256 or sha256_file(processing),
+            run_id,
+            _now(),
+            attempt=old.attempt + 1,
+            previous_runs=(*old.previous_runs, old.run_id),
+        )
+        write_json(lock, claim.to_dict())
+        if claim.attempt > max_attempts():
+            runs = ", ".join(claim.previous_runs)
+            self._save(claim, "processing", processing)
+            self.quarantine_claim(
+                claim,
+                {
+                    "message": (
+                        f"batch {batch} of model {self.model} rejected: processing did not finish after "
+                        f"{claim.attempt - 1} attempt(s) (runs {runs}); see those runs' logs"
+                    ),
+                    "failures": [],
+                    "run_id": run_id,
+                },
+            )
+            return None
+        return self._save(claim, "processing", processing)
+
+    def _save(self, claim: Claim, stage: str, path: Path) -> Claim:
+        write_json(self._record(claim.run_id), {**claim.to_dict(), "stage": stage, "path": str(path)})
+        return claim
+
+    def annotate(self, claim: Claim | dict[str, Any], **notes: Any) -> Claim:
+        """Add notes to a run's claim record (what a run resolves once and every task reuses)."""
+        c = claim if isinstance(claim, Claim) else Claim.from_dict(claim)
+        record = self._record(c.run_id)
+        data = json.loads(record.read_text()) if record.exists() else {**c.to_dict(), "stage": "processing"}
+        data["notes"] = {**(data.get("notes") or {}), **notes}
+        write_json(record, data)
+        return Claim.from_dict(data)
+
+    def path_of(self, claim: Claim | dict[str, Any]) -> tuple[str, Path]:
+        """Where a claimed batch is now: (stage, path). Never looks in ``landing/``: a same-name file
+        delivered later is another batch."""
+        c = claim if isinstance(claim, Claim) else Claim.from_dict(claim)
+        check_batch_name(c.batch)
+        record = self._record(c.run_id)
+        if record.exists():
+            data = json.loads(record.read_text())
+            p = Path(data.get("path", ""))
+            if data.get("path") and p.exists() and data.get("stage") in CLAIMED_STAGES:
+                return data["stage"], self.inside(p)
+        for stage in CLAIMED_STAGES:  # a crash between a move and its record: find it by name and content
+            d = self.dir(stage)
+            candidates = [d / c.batch, *sorted(d.glob(f"{Path(c.batch).stem}.dup-*{Path(c.batch).suffix}"))]
+            for p in candidates:
+                if p.is_file() and (stage == "processing" or not c.sha256 or sha256_file(p) == c.sha256):
+                    return stage, self.inside(p)
+        raise BatchError(
+            f"batch {c.batch!r} claimed by run {c.run_id!r} of model {self.model!r} is in none of "
+            f"{CLAIMED_STAGES} under {self.root}"
+        )
+
+    def archive_claim(self, claim: Claim | dict[str, Any]) -> Path:
+        """Move a claimed batch into archive (a no-op if it is there); releases the claim."""
+        return self._move_claimed(claim, "archive")
+
+    def quarantine_claim(self, claim: Claim | dict[str, Any], reason: dict[str, Any]) -> Path:
+        """Move a claimed batch to quarantine with ``<file>.reason.json``; an archived batch stays put
+        (training data is never moved out of archive) and :class:`BatchError` says so."""
+        c = claim if isinstance(claim, Claim) else Claim.from_dict(claim)
+        stage, _ = self.path_of(c)
+        if stage == "archive":
+            raise BatchError(f"batch {c.batch} is already archived: not moving training data to quarantine")
+        dest = self._move_claimed(c, "quarantine")
+        payload = {
+            "batch": c.batch,
+            "batch_sha256": c.sha256,
+            "quarantined_at": _now(),
+            **reason,
+        }
+        self._unrecorded(dest)
+        write_json(dest.with_name(dest.name + ".reason.json"), payload)
+        return dest
+
+    def _unrecorded(self, dest: Path) -> None:
+        """Note a quarantined file whose decision record is still to be written (by the monitor)."""
+        queue = self.state / "unrecorded"
+        queue.mkdir(parents=True, exist_ok=True)
+        (queue / dest.name).touch()
+
+    def unrecorded_quarantines(self) -> list[Path]:
+        """``.reason.json`` files of quarantined batches without a decision record yet, oldest name first."""
+        queue = self.state / "unrecorded"
+        if not queue.exists():
+            return []
+        out = []
+        for marker in sorted(queue.iterdir()):
+            reason = self.quarantine / f"{marker.name}.reason.json"
+            if reason.exists():
+                out.append(reason)
+            else:
+                marker.unlink(missing_ok=True)
+        return out
+
+    def mark_recorded(self, reason_file: Path) -> None:
+        (self.state / "unrecorded" / reason_file.name.removesuffix(".reason.json")).unlink(missing_ok=True)
+
+    def _move_claimed(self, claim: Claim | dict[str, Any], to_stage: str) -> Path:
+        c = claim if isinstance(claim, Claim) else Claim.from_dict(claim)
+        stage, src = self.path_of(c)
+        if stage != to_stage:
+            dest_dir = self.dir(to_stage)
+            dest_dir.mkdir(parents=True, exist_ok=True)
+            dest = dest_dir / c.batch
+            if dest.exists() and not os.path.samefile(src, dest):  # never overwrite: keep both, suffixed
+                dest = _free_name(
+                    dest_dir / f"{src.stem}.dup-{(c.sha256 or sha256_file(src))[:8]}{src.suffix}"
+                )
+            _move_no_overwrite(src, dest)
+            self._move_flags(src, dest)
+            src, stage = dest, to_stage
+        self._save(c, stage, src)
+        self._release(c.batch)
+        return src
+
+    def _release(self, batch: str) -> None:
+        self._lock(batch).unlink(missing_ok=True)
+        for marker in self.inflight.glob(f".{batch}.attempt-*"):
+            marker.unlink(missing_ok=True)
+
+    def in_processing(self) -> list[dict[str, Any]]:
+        """Batches in processing: {batch, since (ISO), claimed_by (run id), attempt}, oldest name first.
+        A file in processing without a claim (moved there by hand) shows ``claimed_by`` None."""
+        out = []
+        locked = set()
+        for lock in sorted(self.inflight.glob("*.json")) if self.inflight.exists() else []:
+            try:
+                c = Claim.from_dict(json.loads(lock.read_text()))
+            except (OSError, ValueError, TypeError):
+                continue
+            locked.add(c.batch)
+            out.append(
+                {"batch": c.batch, "since": c.claimed_at, "claimed_by": c.run_id, "attempt": c.attempt}
+            )
+        for p in sorted(self.processing.iterdir()) if self.processing.exists() else []:
+            if p.name not in locked and p.name.endswith(BATCH_SUFFIXES) and not p.name.endswith(FLAGS_SUFFIX):
+                since = datetime.fromtimestamp(p.stat().st_mtime, UTC).isoformat()
+                out.append({"batch": p.name, "since": since, "claimed_by": None, "attempt": 0})
+        return sorted(out, key=lambda r: r["batch"])
+
+    def stuck(self, older_than: timedelta | None = None) -> list[dict[str, Any]]:
+        """Batches in processing for longer than ``older_than`` (default ``RETRAINER_STUCK_AFTER_MINUTES``)."""
+        limit = datetime.now(UTC) - (stuck_after() if older_than is None else older_than)
+        return [
+            {"batch": r["batch"], "since": r["since"], "claimed_by": r["claimed_by"]}
+            for r in self.in_processing()
+            if datetime.fromisoformat(r["since"]) <= limit
+        ]
+
+    # -- by name (tools, tests and the demo; the monitor goes through its claim) ----------------------
     def archived(self) -> list[Path]:
         if not self.archive.exists():
             return []
@@ -145,15 +511,22 @@ class DataRoot:
             if p.name.endswith(BATCH_SUFFIXES) and not p.name.endswith(FLAGS_SUFFIX)
         ]
 
-    def archived_with_hash(self, sha256: str, size: int | None = None) -> Path | None:
-        """An archived batch with exactly this content, if any (files of another ``size`` are not hashed)."""
-        candidates = (p for p in self.archived() if size is None or p.stat().st_size == size)
+    def archived_with_hash(
+        self, sha256: str, size: int | None = None, exclude: Path | None = None
+    ) -> Path | None:
+        """An archived batch with exactly this content, other than ``exclude`` (files of another ``size``
+        are not hashed)."""
+        candidates = (
+            p
+            for p in self.archived()
+            if (size is None or p.stat().st_size == size) and (exclude is None or p.resolve() != exclude)
+        )
         return next((p for p in candidates if sha256_file(p) == sha256), None)
 
     def locate(self, batch: str) -> tuple[str, Path]:
-        """Where a batch is now: (stage, path)."""
+        """Where a batch of this name is now: (stage, path); a claimed stage wins over landing."""
         check_batch_name(batch)
-        for stage in STAGES:
+        for stage in (*CLAIMED_STAGES, "landing"):
             p = self.dir(stage) / batch
             if p.exists():
                 return stage, self.inside(p)
@@ -161,6 +534,13 @@ class DataRoot:
 
     def flags_path(self, batch_path: Path) -> Path:
         return batch_path.with_name(batch_path.name.rsplit(".", 1)[0] + FLAGS_SUFFIX)
+
+    def _move_flags(self, src: Path, dest: Path) -> None:
+        flags = self.flags_path(src)
+        if flags.exists():
+            target = self.flags_path(dest)
+            if not target.exists():
+                os.replace(flags, target)
 
     def _move(self, batch: str, to_stage: str) -> Path:
         stage, src = self.locate(batch)
@@ -170,43 +550,11 @@ class DataRoot:
         if stage == to_stage:
             return dest
         if dest.exists():  # never overwrite: keep both, the newcomer gets a suffix
-            dest = dest_dir / f"{src.stem}.dup-{sha256_file(src)[:8]}{src.suffix}"
-        flags = self.flags_path(src)
-        os.replace(src, dest)
-        if flags.exists():
-            os.replace(flags, self.flags_path(dest))
+            dest = _free_name(dest_dir / f"{src.stem}.dup-{sha256_file(src)[:8]}{src.suffix}")
+        _move_no_overwrite(src, dest)
+        self._move_flags(src, dest)
+        self._release(batch)
         return dest
-
-    def claim(self, run_id: str) -> Claim | None:
-        """Claim the oldest landed batch for ``run_id``; the same run gets the same claim back."""
-        self.ensure()
-        record = self.claims / f"{safe_key(run_id)}.json"
-        if record.exists():
-            return Claim(**json.loads(record.read_text()))
-        for name in self.pending():
-            try:
-                check_batch_name(name)
-                if (self.landing / name).is_symlink():  # a link could point anywhere: accept real files only
-                    raise BatchError(f"{name} is a symbolic link; drop the file itself into landing/")
-            except BatchError as exc:  # quarantined (the link itself, never its target), not lost
-                self._quarantine_raw(name, str(exc))
-                continue
-            src = self.inside(self.landing / name)
-            claim = Claim(self.model, name, sha256_file(src), run_id, datetime.now(UTC).isoformat())
-            _atomic_write(record, json.dumps(claim.to_dict(), indent=2))
-            self._move(name, "processing")
-            return claim
-        return None
-
-    def _quarantine_raw(self, name: str, reason: str) -> None:
-        src = self.landing / name
-        safe = Path(re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "unnamed")
-        dest, n = self.quarantine / safe, 1
-        while dest.exists():  # never overwrite: distinct unsafe names can sanitise to the same name
-            dest, n = self.quarantine / f"{safe.stem}.dup-{n}{safe.suffix}", n + 1
-        self.quarantine.mkdir(parents=True, exist_ok=True)
-        os.replace(src, dest)
-        _atomic_write(dest.with_name(dest.name + ".reason.json"), json.dumps({"reason": reason}, indent=2))
 
     def archive_batch(self, batch: str) -> Path:
         return self._move(batch, "archive")
@@ -214,8 +562,9 @@ class DataRoot:
     def quarantine_batch(self, batch: str, reason: dict[str, Any]) -> Path:
         """Move a batch to quarantine and write ``<file>.reason.json`` beside it."""
         dest = self._move(batch, "quarantine")
-        payload = {"batch": batch, "quarantined_at": datetime.now(UTC).isoformat(), **reason}
-        _atomic_write(dest.with_name(dest.name + ".reason.json"), json.dumps(payload, indent=2, default=str))
+        payload = {"batch": batch, "quarantined_at": _now(), **reason}
+        self._unrecorded(dest)
+        write_json(dest.with_name(dest.name + ".reason.json"), payload)
         return dest
 
     def quarantine_reason(self, batch: str) -> dict[str, Any] | None:
@@ -223,7 +572,8 @@ class DataRoot:
         return json.loads(p.read_text()) if p.exists() else None
 
     def import_batch(self, df: pd.DataFrame, name: str, stage: str = "landing") -> Path:
-        """Write a DataFrame as a batch file into ``stage`` (used to seed history and by the demo)."""
+        """Write a DataFrame as a batch file into ``stage`` (used to seed history and by the demo),
+        following the delivery contract: written under a temporary name, then renamed."""
         check_batch_name(name)
         dest_dir = self.dir(stage)
         dest_dir.mkdir(parents=True, exist_ok=True)
@@ -237,21 +587,92 @@ class DataRoot:
         return dest
 
 
-def read_batch(path: Path) -> pd.DataFrame:
-    """Read a CSV or Parquet batch; unreadable files raise :class:`BatchError` saying why."""
+def read_batch(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read a CSV or Parquet batch (all columns, or ``columns``); unreadable files raise
+    :class:`BatchError` saying why."""
     import pandas as pd
 
     try:
         if path.suffix == ".csv":
-            return pd.read_csv(path)
-        return pd.read_parquet(path)
+            return pd.read_csv(path, usecols=columns)
+        return pd.read_parquet(path, columns=columns)
     except Exception as exc:  # pandas/pyarrow raise many types for a corrupt file
         raise BatchError(f"cannot read {path.name}: {type(exc).__name__}: {exc}") from exc
 
 
+CHUNK_ROWS = 100_000  # rows per chunk when a task streams a batch: memory follows columns, not rows
+
+
+def batch_columns(path: Path) -> list[str]:
+    """The column names of a batch file, read from its header / Parquet footer only."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    try:
+        if path.suffix == ".csv":
+            return list(pd.read_csv(path, nrows=0).columns)
+        return list(pq.read_schema(path).names)
+    except Exception as exc:  # a corrupt file: say which
+        raise BatchError(f"cannot read {path.name}: {type(exc).__name__}: {exc}") from exc
+
+
+def read_columns(path: Path, columns: list[str]) -> pd.DataFrame:
+    """Only ``columns`` of a batch (those it has); Parquet reads nothing else from disk."""
+    present = set(batch_columns(path))
+    wanted = [c for c in dict.fromkeys(columns) if c in present]
+    return read_batch(path, wanted)
+
+
+def iter_chunks(
+    path: Path, columns: list[str] | None = None, rows: int = CHUNK_ROWS
+) -> Iterator[pd.DataFrame]:
+    """A batch in chunks of ``rows`` rows (only ``columns`` when given), in file order."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    try:
+        if path.suffix == ".csv":
+            yield from pd.read_csv(path, usecols=columns, chunksize=rows)
+            return
+        for rb in pq.ParquetFile(path).iter_batches(batch_size=rows, columns=columns):
+            yield rb.to_pandas()
+    except BatchError:
+        raise
+    except Exception as exc:  # pandas/pyarrow raise many types for a corrupt file
+        raise BatchError(f"cannot read {path.name}: {type(exc).__name__}: {exc}") from exc
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _free_name(path: Path) -> Path:
+    """``path``, or ``<stem>.dup-<n><suffix>`` for the first n that is free."""
+    dest, n = path, 1
+    while dest.exists() or dest.is_symlink():
+        dest, n = path.with_name(f"{path.stem}.dup-{n}{path.suffix}"), n + 1
+    return dest
+
+
+def _move_no_overwrite(src: Path, dest: Path) -> None:
+    """Rename ``src`` to ``dest``, failing (FileExistsError) rather than replacing an existing file."""
+    if src.is_symlink():  # move the link itself; links cannot be hard-linked portably
+        if dest.exists() or dest.is_symlink():
+            raise FileExistsError(dest)
+        os.rename(src, dest)
+        return
+    try:
+        os.link(src, dest)  # atomic and exclusive: fails if dest exists
+    except FileExistsError:
+        if not os.path.samefile(src, dest):
+            raise
+        # the same file under both names: a move killed between link and unlink; finish it
+    os.unlink(src)
+
+
 def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
 

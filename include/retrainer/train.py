@@ -27,11 +27,12 @@ def prepare(cfg: ModelConfig, df: pd.DataFrame) -> pd.DataFrame:
     """Parse the time column and give categorical features a string dtype (stable across CSV/Parquet)."""
     import pandas as pd
 
-    df = df.copy()
+    df = df.copy(deep=False)  # columns are replaced, never written in place: no need to copy the data
     df[cfg.data.time_column] = pd.to_datetime(df[cfg.data.time_column], utc=False)
     for c in cfg.data.categorical:
         if c in df:
-            df[c] = df[c].astype("string").astype(object)
+            col = df[c].astype("string").astype(object)
+            df[c] = col.where(col.notna(), None)  # missing is None, as after a Parquet round trip
     return df
 
 
@@ -47,14 +48,20 @@ def gather_window(
 ) -> tuple[pd.DataFrame, list[str]]:
     """Labelled archived rows inside the training window ending at the newest archived time.
 
-    The window is anchored on the data, not on the wall clock, so a re-run over the same archive gives
-    the same training set.
+    A row is labelled when its batch carried the label or the labels feed delivered it since (joined on
+    ``data.id_column``): every label that has arrived by now is used. The window is anchored on the data,
+    not on the wall clock, so a re-run over the same archive and labels gives the same training set.
     """
     import pandas as pd
 
+    from retrainer.feeds import apply_labels, latest_labels
+
+    late = latest_labels(cfg) if cfg.data.id_column else None
     frames, sources = [], []
     for path in root.archived():
         df = prepare(cfg, read_batch(path))
+        if late is not None and len(late):
+            df = apply_labels(cfg, df, late)
         df = labelled(cfg, df)
         if len(df):
             frames.append(df)
@@ -94,30 +101,70 @@ def split_holdout(cfg: ModelConfig, df: pd.DataFrame) -> tuple[pd.DataFrame, pd.
 
 
 def build_pipeline(cfg: ModelConfig) -> Pipeline:
-    """Preprocessing (one-hot categoricals, optionally scaled numerics) + the configured estimator."""
+    """Preprocessing + the configured estimator.
+
+    Numeric features are optionally scaled, categoricals one-hot encoded. ``nullable`` features first go
+    through an imputer (``data.impute``), so every estimator family trains and predicts on them, also on a
+    batch where such a column is entirely empty. Configs without nullable features get no imputer.
+    """
+    import numpy as np
     from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    num = StandardScaler() if cfg.model.scale_numeric else "passthrough"
-    pre = ColumnTransformer(
-        [
-            ("num", num, cfg.data.numeric),
-            ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), cfg.data.categorical),
-        ],
-        remainder="drop",
-    )
+    imp, nullable = cfg.data.impute, cfg.data.nullable
+
+    def num() -> Any:
+        return StandardScaler() if cfg.model.scale_numeric else "passthrough"
+
+    def cat() -> Any:
+        return OneHotEncoder(handle_unknown="ignore", sparse_output=False)
+
+    def imputed(strategy: str, fill: Any, then: Any, missing: Any) -> Pipeline:
+        imputer = SimpleImputer(
+            missing_values=missing,
+            strategy=strategy,
+            fill_value=fill if strategy == "constant" else None,
+            add_indicator=imp.add_indicator,
+            keep_empty_features=True,  # a column empty in the whole window keeps its place (filled)
+        )
+        return Pipeline([("impute", imputer), ("encode", then)])
+
+    parts: list[tuple[str, Any, list[str]]] = [
+        ("num", num(), [c for c in cfg.data.numeric if c not in nullable]),
+        ("cat", cat(), [c for c in cfg.data.categorical if c not in nullable]),
+    ]
+    if nullable_num := [c for c in cfg.data.numeric if c in nullable]:
+        parts.append(("num_nullable", imputed(imp.numeric, imp.numeric_fill, num(), np.nan), nullable_num))
+    if nullable_cat := [c for c in cfg.data.categorical if c in nullable]:
+        parts.append(
+            ("cat_nullable", imputed(imp.categorical, imp.categorical_fill, cat(), None), nullable_cat)
+        )
+    pre = ColumnTransformer(parts, remainder="drop")
     return Pipeline([("pre", pre), ("model", cfg.model.build())])
+
+
+def _missing_as_none(cfg: ModelConfig, df: pd.DataFrame) -> pd.DataFrame:
+    """Nullable categoricals with ``None`` for missing, whatever marked it (``nan``, ``pd.NA``)."""
+    cols = [c for c in cfg.data.categorical if c in cfg.data.nullable and c in df]
+    if not cols:
+        return df
+    df = df.copy()
+    for c in cols:
+        col = df[c].astype(object)
+        df[c] = col.where(col.notna(), None)
+    return df
 
 
 def fit(cfg: ModelConfig, train: pd.DataFrame) -> Pipeline:
     pipe = build_pipeline(cfg)
-    pipe.fit(train[cfg.data.feature_names], train[cfg.data.target])
+    pipe.fit(_missing_as_none(cfg, train[cfg.data.feature_names]), train[cfg.data.target])
     return pipe
 
 
 def predict(cfg: ModelConfig, model: Any, df: pd.DataFrame) -> Any:
-    return model.predict(df[cfg.data.feature_names])
+    return model.predict(_missing_as_none(cfg, df[cfg.data.feature_names]))
 
 
 @dataclass

@@ -122,6 +122,12 @@ def test_03_drifted_batch_requests_retrain_and_promotes(world: dict[str, Any]) -
     )
 
     assert retrain["state"] == "success", retrain
+    trigger = xcom(retrain, "resolve_trigger")  # a replay is a manual run: the asset path is only claimed
+    assert (trigger["source"], trigger["claimed_source"], trigger["triggered_by"]) == (
+        "manual",
+        "asset",
+        "dag_test",
+    )
     ev = xcom(retrain, "evaluate")
     assert ev["passed"] is True, ev
     assert ev["candidate"]["rmse"] <= ev["champion"]["rmse"]

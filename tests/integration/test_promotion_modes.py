@@ -222,20 +222,25 @@ def test_automatic_rollback_when_new_champion_trails_the_previous(world: dict[st
 def test_approval_mode_promotes_only_after_a_person_approves(world: dict[str, Any]) -> None:
     import airflow_harness as harness
 
-    dag_id = f"{APPROVAL}__retrain"
+    dag_id, approval_dag = f"{APPROVAL}__retrain", f"{APPROVAL}__approval"
     first = run(dag_id, {"reason": "initial champion"})
     assert first["state"] == "success", first
-    assert first["tasks"]["approval"]["state"] == "skipped"  # the first model has nothing to replace
+    assert first["tasks"]["request_approval"]["state"] == "skipped"  # the first model replaces nothing
     assert aliases(APPROVAL) == (1, None)
 
     name, week = world["weeks"][6]
     world["dr"][APPROVAL].import_batch(week, f"{name}.parquet", "archive")
+    staged = run(dag_id, {"reason": "new week"})
+    # the retrain run ends after staging: its DAG's single active run is not held while a person decides
+    assert staged["state"] == "success", staged
+    assert xcom(staged, "request_approval")["version"] == 2
+    assert aliases(APPROVAL) == (1, 2)
     seen: dict[str, Any] = {}
 
     def reviewer() -> None:
         """A person looking at the pending request, waiting a while, then approving it."""
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (pending := harness.pending_approvals(dag_id)):
+        while time.monotonic() < deadline and not (pending := harness.pending_approvals(approval_dag)):
             time.sleep(0.5)
         if not pending:
             return
@@ -244,12 +249,13 @@ def test_approval_mode_promotes_only_after_a_person_approves(world: dict[str, An
         time.sleep(6)  # longer than the operator's 5 s poll: it must keep waiting, not promote
         seen["after_6s"] = aliases(APPROVAL)
         seen["response"] = harness.respond(
-            dag_id, pending[0]["run_id"], pending[0]["task_id"], "Approve", "alice"
+            approval_dag, pending[0]["run_id"], pending[0]["task_id"], "Approve", "alice"
         )
 
     person = threading.Thread(target=reviewer, daemon=True)
     person.start()
-    res = run(dag_id, {"reason": "new week"})
+    # Under dag.test() the asset-triggered approval run is recorded but not executed: run it here.
+    res = run(approval_dag)
     person.join(timeout=10)
 
     assert res["state"] == "success", res

@@ -191,3 +191,38 @@ def test_fingerprint_ignores_triggers_and_schedule(raw):
     other["schedule"] = "@daily"
 
     assert parse_config(other).fingerprint == base.fingerprint
+
+
+def test_alerts_and_approval_settings(tmp_path, raw):
+    raw["promotion"] = {"mode": "approval", "approval_timeout": "90S", "approvers": ["alice"]}
+    raw["alerts"] = {"channels": [{"type": "smtp", "to": ["a@example.test"]}], "events": ["promotion"]}
+
+    cfg = load_config(write(tmp_path, raw))
+
+    assert cfg.promotion.approval_timeout_seconds == 90 and cfg.promotion.approvers == ["alice"]
+    assert cfg.alerts.events == ["promotion"] and cfg.alerts.channels[0].to == ["a@example.test"]
+    default = load_config(write(tmp_path, {k: v for k, v in raw.items() if k not in ("alerts", "promotion")}))
+    assert default.promotion.approval_timeout_seconds == 24 * 3600
+    assert default.alerts.channels == [] and "task_failed" in default.alerts.events
+
+
+@pytest.mark.parametrize(
+    ("alerts", "expected"),
+    [
+        ({"channels": [{"type": "smtp"}]}, "needs `to`"),
+        ({"events": ["promoted"]}, "alerts.events"),
+        ({"channels": [{"type": "pager"}]}, "alerts.channels"),
+    ],
+)
+def test_bad_alerts_are_config_errors(tmp_path, raw, alerts, expected):
+    raw["alerts"] = alerts
+
+    with pytest.raises(ConfigError, match=expected):
+        load_config(write(tmp_path, raw))
+
+
+def test_bad_approval_timeout_is_a_config_error(tmp_path, raw):
+    raw["promotion"] = {"mode": "approval", "approval_timeout": "1 day"}
+
+    with pytest.raises(ConfigError, match="approval_timeout"):
+        load_config(write(tmp_path, raw))

@@ -77,7 +77,20 @@ def test_resolve_trigger_sources():
         "force": True,
         "window": "4W",
         "run_type": "manual",
+        "triggered_by": "unknown",
     }
+
+
+def test_a_manual_run_cannot_pose_as_the_asset_or_schedule_path():
+    posing = retrain.resolve_trigger("manual", [], {"trigger_source": "asset", "reason": "x"}, "mallory")
+    scheduled_claim = retrain.resolve_trigger("manual", [], {"trigger_source": "schedule"}, "mallory")
+    real_schedule = retrain.resolve_trigger("scheduled", [], {"trigger_source": "manual"}, None)
+
+    assert posing["source"] == "manual" and posing["claimed_source"] == "asset"
+    assert posing["triggered_by"] == "mallory"
+    assert posing["reasons"] == ["replays the asset path (claimed by mallory)", "x"]
+    assert scheduled_claim["source"] == "manual" and scheduled_claim["claimed_source"] == "schedule"
+    assert real_schedule["source"] == "schedule" and "claimed_source" not in real_schedule
 
 
 def test_retrain_path_promotes_first_champion(trained, dr, bikeshare_cfg):

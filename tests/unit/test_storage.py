@@ -137,16 +137,18 @@ def test_locate_and_import_refuse_unsafe_names(dr):
 
 
 def test_unsafe_named_file_in_landing_is_quarantined_not_processed(dr):
-    (dr.landing / ".hidden.csv").write_text("t,x\n2024-01-01,1\n")
+    (dr.landing / "bad;name.csv").write_text("t,x\n2024-01-01,1\n")
+    (dr.landing / ".hidden.csv").write_text("t,x\n2024-01-01,1\n")  # a temporary name: left alone
     dr.import_batch(FRAME, "z-good.parquet")
 
     claim = dr.claim("run-a")
 
     assert claim.batch == "z-good.parquet"
-    assert not (dr.landing / ".hidden.csv").exists()
-    assert (dr.quarantine / "hidden.csv").read_text() == "t,x\n2024-01-01,1\n"
-    reason = json.loads((dr.quarantine / "hidden.csv.reason.json").read_text())
-    assert "unsafe" in reason["reason"]
+    assert not (dr.landing / "bad;name.csv").exists()
+    assert (dr.landing / ".hidden.csv").exists()
+    assert (dr.quarantine / "bad_name.csv").read_text() == "t,x\n2024-01-01,1\n"
+    reason = json.loads((dr.quarantine / "bad_name.csv.reason.json").read_text())
+    assert "unsafe" in reason["message"] and "bad;name.csv" in reason["message"]
 
 
 def test_two_unsafe_names_sanitised_alike_are_both_kept(dr):
@@ -173,7 +175,7 @@ def test_symlink_in_landing_pointing_outside_root_is_quarantined_not_followed(tm
     assert secret.read_text() == "t,x\n2024-01-01,1\n"  # target untouched, still where it was
     assert (dr.quarantine / "evil.csv").is_symlink()  # the link itself was moved
     reason = json.loads((dr.quarantine / "evil.csv.reason.json").read_text())
-    assert "symbolic link" in reason["reason"]
+    assert "symbolic link" in reason["message"]
     with pytest.raises(BatchError, match="outside the data root"):
         dr.inside(dr.quarantine / "evil.csv")
 

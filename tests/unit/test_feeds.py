@@ -1,0 +1,359 @@
+"""Labels and flags feeds: delivery contract, idempotence, quarantine, late joins, the shared delay rule."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from retrainer import feeds, settings
+from retrainer.config import parse_config
+from retrainer.exceptions import ConfigError
+from retrainer.storage import DataRoot
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+pytestmark = pytest.mark.unit
+
+ROWS = 48
+
+
+def make_cfg(id_column: str | None = "rid"):
+    return parse_config(
+        {
+            "name": "fed",
+            "task": "regression",
+            "data": {"time_column": "ts", "target": "y", "features": ["a", "b"], "id_column": id_column},
+            "model": {"estimator": "sklearn.linear_model.LinearRegression"},
+            "training": {"window": "30D", "holdout": "1D", "min_rows": 50},
+            "validation": {"metric": "mae"},
+        }
+    )
+
+
+def day(i: int, seed: int = 0) -> pd.DataFrame:
+    """Day ``i`` of a stable stream: ``ROWS`` rows, ids ``d<i>-<n>``, labelled."""
+    rng = np.random.default_rng(seed + i)
+    t = pd.Timestamp("2024-01-01") + pd.Timedelta(days=i) + pd.to_timedelta(np.arange(ROWS) * 0.5, unit="h")
+    a, b = rng.normal(size=ROWS), rng.normal(size=ROWS)
+    return pd.DataFrame({"rid": [f"d{i}-{n}" for n in range(ROWS)], "ts": t, "a": a, "b": b, "y": 2 * a + b})
+
+
+def name(i: int) -> str:
+    return f"2024-01-{i + 1:02d}.parquet"
+
+
+def archive(dr: DataRoot, i: int, *, labelled: bool = False, version: int | None = 1) -> pd.DataFrame:
+    """Day ``i`` archived (without labels unless asked) with the champion's stored predictions."""
+    df = day(i)
+    dr.import_batch(df if labelled else df.drop(columns=["y"]), name(i), stage="archive")
+    if version is not None:
+        pred = df[["ts"]].assign(prediction=df.y + 0.5)  # off by 0.5 everywhere: mae 0.5
+        dr.predictions.mkdir(parents=True, exist_ok=True)
+        pred.to_parquet(dr.predictions / f"{name(i)[:-8]}.v{version}.parquet", index=False)
+    return df
+
+
+def deliver(dr: DataRoot, frame: pd.DataFrame, fname: str, kind: str = "labels") -> Path:
+    """Write elsewhere, rename in (the delivery contract)."""
+    folder = dr.landing / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{fname}.tmp"
+    if fname.endswith(".csv"):
+        frame.to_csv(tmp, index=False)
+    else:
+        frame.to_parquet(tmp, index=False)
+    dest = folder / fname
+    tmp.rename(dest)
+    return dest
+
+
+def claim(i: int) -> dict:
+    return {"batch": name(i), "sha256": f"sha-{i}"}
+
+
+def current(i: int, *, labelled: bool = False) -> pd.DataFrame:
+    df = day(i)
+    df["prediction"] = df.y + 0.5
+    return df if labelled else df.drop(columns=["y"])
+
+
+@pytest.fixture
+def dr(state) -> DataRoot:
+    return DataRoot(settings.data_root(), "fed").ensure()
+
+
+# -- ingest: contract, idempotence, quarantine -----------------------------------------------------------
+def test_ingest_follows_the_delivery_contract_and_is_idempotent(dr):
+    cfg = make_cfg()
+    labels = day(0)[["rid", "y"]]
+    deliver(dr, labels, "week1.csv")
+    (dr.landing / "labels" / ".hidden.csv").write_text("rid,y\nd0-0,1\n")
+    (dr.landing / "labels" / "writing.csv.part").write_text("rid,y\nd0-0,")
+    (dr.landing / "labels" / "writing.csv.tmp").write_text("rid,y\nd0-0,")
+
+    first = feeds.ingest(cfg, by="test")
+    deliver(dr, labels, "week1-again.csv")  # the same content under another name
+    second = feeds.ingest(cfg, by="test")
+
+    assert [d["file"] for d in first["labels"]["ingested"]] == ["week1.csv"]
+    assert second["labels"]["duplicates"] == ["week1-again.csv"]
+    store = feeds.FeedStore(cfg, "labels")
+    assert len(store.rows()) == ROWS  # not counted twice
+    assert (dr.archive / "labels" / "week1.csv").exists()
+    reason = json.loads((dr.quarantine / "labels" / "week1-again.csv.reason.json").read_text())
+    assert "duplicate" in reason["message"] and reason["duplicate_of"] == "week1.csv"
+    assert reason["reason"] == reason["message"]
+    left = sorted(p.name for p in (dr.landing / "labels").iterdir())
+    assert left == [".hidden.csv", "writing.csv.part", "writing.csv.tmp"]  # never read, never moved
+
+
+def test_a_file_still_being_written_is_not_read(dr, monkeypatch):
+    import os
+    import time
+
+    cfg = make_cfg()
+    monkeypatch.setenv("RETRAINER_SETTLE_SECONDS", "60")
+    path = deliver(dr, day(0)[["rid", "y"]], "slow.csv")  # modified just now: maybe still growing
+
+    assert feeds.ingest(cfg, by="test")["labels"]["ingested"] == []
+    assert path.exists()
+    old = time.time() - 120
+    os.utime(path, (old, old))  # unchanged for two minutes: delivered
+    assert [d["file"] for d in feeds.ingest(cfg, by="test")["labels"]["ingested"]] == ["slow.csv"]
+
+
+@pytest.mark.parametrize(
+    ("content", "fname", "expect"),
+    [
+        ("rid,label\nd0-0,1\n", "no-target.csv", "missing column(s) ['y']"),
+        ("y\n1\n", "no-id.csv", "missing column(s) ['rid']"),
+        ("rid,y\nd0-0,1\nd0-1,\n", "empty-label.csv", "column 'y' (the label) is empty in 1 row(s)"),
+        ("rid,y\nd0-0,1\n,2\n", "empty-id.csv", "column 'rid' is empty in 1 row(s)"),
+        ("rid,y\nd0-0,1\nd0-1,many\n", "text-label.csv", "column 'y' must be numeric"),
+        ("rid,y\nd0-0,1\nd0-0,2\n", "conflict.csv", "appear with different labels"),
+        ("rid,y\n", "header-only.csv", "no rows"),
+        ("PAR1garbage", "broken.parquet", "cannot read broken.parquet"),
+        ("rid,y\nd0-0,1\n", "labels.txt", "unsupported format"),
+        ("rid,y\nd0-0,1\n", "labels.CSV", "unsupported format"),
+    ],
+)
+def test_bad_labels_files_are_quarantined_with_a_reason(dr, content, fname, expect):
+    cfg = make_cfg()
+    folder = dr.landing / "labels"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / fname).write_text(content)
+
+    out = feeds.ingest(cfg, by="test")
+
+    assert [q["file"] for q in out["labels"]["quarantined"]] == [fname]
+    assert (dr.quarantine / "labels" / fname).exists()  # kept, never deleted
+    reason = json.loads((dr.quarantine / "labels" / f"{fname}.reason.json").read_text())
+    assert expect in reason["message"] and fname in reason["message"]
+    assert feeds.FeedStore(cfg, "labels").rows().empty
+
+
+def test_symlinked_labels_file_is_quarantined_not_followed(dr, tmp_path):
+    cfg = make_cfg()
+    target = tmp_path / "outside.csv"
+    target.write_text("rid,y\nd0-0,1\n")
+    (dr.landing / "labels").mkdir(parents=True)
+    (dr.landing / "labels" / "link.csv").symlink_to(target)
+
+    out = feeds.ingest(cfg, by="test")
+
+    assert out["labels"]["quarantined"][0]["file"] == "link.csv"
+    assert target.exists() and (dr.quarantine / "labels" / "link.csv").is_symlink()
+
+
+def test_feeds_need_an_id_column(dr):
+    cfg = make_cfg(id_column=None)
+    deliver(dr, day(0)[["rid", "y"]], "week1.csv")
+
+    with pytest.raises(ConfigError, match=r"data\.id_column"):
+        feeds.FeedStore(cfg, "labels").ingest(by="test")
+    out = feeds.ingest(cfg, by="test")  # the monitor's entry point reports it and leaves the file
+
+    assert out["errors"] and "data.id_column" in out["errors"][0]
+    assert (dr.landing / "labels" / "week1.csv").exists()
+
+
+def test_id_column_cannot_be_a_feature():
+    with pytest.raises(ConfigError, match="id_column"):
+        parse_config(
+            {
+                "name": "bad",
+                "task": "regression",
+                "data": {"time_column": "ts", "target": "y", "features": ["a"], "id_column": "a"},
+                "model": {"estimator": "sklearn.linear_model.Ridge"},
+            }
+        )
+
+
+# -- late labels: performance and training ---------------------------------------------------------------
+def test_late_labels_score_the_stored_predictions_of_their_batch(dr):
+    cfg = make_cfg()
+    archive(dr, 0)
+    deliver(dr, day(0)[["rid", "y"]].iloc[:30], "labels-day0.parquet")
+    feeds.ingest(cfg, by="monitor:sha-1")
+
+    matured, info = feeds.label_step(cfg, claim(1), current(1), version=1)
+    signal = feeds.performance_signal(cfg, matured, "v1")
+
+    assert signal["labelled_rows"] == 30 and signal["value"] == pytest.approx(0.5)
+    assert info["late_labelled_rows"] == 30
+    late = info["late_labels"][0]
+    assert late["batch"] == name(0) and late["batches_late"] == 1 and late["rows"] == 30
+    assert late["predicted_by"] == "v1" and late["hours_late"] >= 0
+    assert info["label_deliveries"] == ["labels-day0.parquet"]
+
+    again, _ = feeds.label_step(cfg, claim(1), current(1), version=1)  # a re-run of the same step
+    assert [(m.batch, len(m.y)) for m in again] == [(m.batch, len(m.y)) for m in matured]
+    archive(dr, 1)
+    nxt, _ = feeds.label_step(cfg, claim(2), current(2), version=1)
+    assert nxt == []  # each label is scored once
+
+
+def test_labels_before_their_batch_wait_and_score_it_when_it_arrives(dr):
+    cfg = make_cfg()
+    archive(dr, 0)
+    deliver(dr, day(1)[["rid", "y"]], "early.csv")  # labels for a batch not delivered yet
+    feeds.ingest(cfg, by="test")
+
+    matured, info = feeds.label_step(cfg, claim(0), current(0), version=1)
+    assert matured == [] and info["waiting_labels"] == ROWS
+
+    matured, info = feeds.label_step(cfg, claim(1), current(1), version=1)
+    assert [(m.batch, len(m.y), m.batches_late) for m in matured] == [(name(1), ROWS, 0)]
+    assert info["waiting_labels"] == 0
+
+
+def test_labels_for_a_previous_champions_predictions_are_not_scored(dr):
+    cfg = make_cfg()
+    archive(dr, 0, version=1)
+    deliver(dr, day(0)[["rid", "y"]], "l.csv")
+    feeds.ingest(cfg, by="test")
+
+    matured, info = feeds.label_step(cfg, claim(1), current(1), version=2)
+    signal = feeds.performance_signal(cfg, matured, "v2")
+
+    assert signal["labelled_rows"] == 0 and signal["value"] is None
+    assert signal["batches"] == [
+        {"batch": name(0), "rows": ROWS, "batches_late": 1, "predicted_by": "v1", "scored": False}
+    ]
+    assert info["late_labelled_rows"] == 0 and info["late_labels"][0]["scored"] is False
+
+
+def test_training_uses_every_arrived_label_and_the_snapshot_hash_follows(dr):
+    from retrainer import retrain
+
+    cfg = make_cfg()
+    for i in range(3):
+        archive(dr, i, labelled=True)
+    archive(dr, 3)  # unlabelled when it arrived
+    before = retrain.snapshot(cfg)
+    again = retrain.snapshot(cfg)
+
+    deliver(dr, day(3)[["rid", "y"]], "day3.csv")
+    after = retrain.snapshot(cfg)  # the retrain ingests what landed: the labels arrived by snapshot time
+    after_again = retrain.snapshot(cfg)
+
+    assert again["sha256"] == before["sha256"] and again["created"] is False
+    assert after["sha256"] != before["sha256"] and after["created"] is True
+    assert after["rows"] == before["rows"] + ROWS
+    assert name(3) in after["sources"] and name(3) not in before["sources"]
+    assert after_again["sha256"] == after["sha256"] and after_again["created"] is False
+    assert len([p for p in dr.snapshots.iterdir() if not p.name.startswith(".")]) == 2
+
+
+def test_a_later_label_corrects_an_earlier_one_for_training(dr):
+    cfg = make_cfg()
+    archive(dr, 0)
+    deliver(dr, pd.DataFrame({"rid": ["d0-0"], "y": [1.0]}), "a.csv")
+    feeds.ingest(cfg, by="test")
+    deliver(dr, pd.DataFrame({"rid": ["d0-0"], "y": [7.0]}), "b.csv")
+    feeds.ingest(cfg, by="test")
+
+    df = feeds.apply_labels(cfg, day(0).drop(columns=["y"]))
+
+    assert df.loc[0, "y"] == 7.0 and df["y"].notna().sum() == 1
+
+
+# -- flags -----------------------------------------------------------------------------------------------
+def test_late_flags_count_towards_the_batch_they_refer_to(dr):
+    cfg = make_cfg()
+    archive(dr, 0)
+    flags = pd.DataFrame({"rid": [f"d0-{n}" for n in range(6)], "reason": "wrong"})
+    deliver(dr, flags, "flags-1.csv", kind="flags")
+    feeds.ingest(cfg, by="test")
+
+    out = feeds.flag_step(cfg, claim(1), current(1), set())
+    again = feeds.flag_step(cfg, claim(1), current(1), set())
+    deliver(dr, flags, "flags-1-again.csv", kind="flags")  # the same file twice
+    deliver(dr, pd.DataFrame({"rid": ["d0-10", "d0-0"]}), "flags-2.csv", kind="flags")
+    feeds.ingest(cfg, by="test")
+    archive(dr, 1)
+    later = feeds.flag_step(cfg, claim(2), current(2), {"d2-0"})
+
+    assert out == again
+    assert out["flagged_batches"] == [
+        {"batch": name(0), "new_flags": 6, "flagged": 6, "rows": ROWS, "rate": 6 / ROWS, "batches_late": 1}
+    ]
+    assert out["flagged_rate"] == 6 / ROWS
+    by_batch = {b["batch"]: b for b in later["flagged_batches"]}
+    assert by_batch[name(0)]["flagged"] == 7 and by_batch[name(0)]["new_flags"] == 1  # d0-0 once
+    assert by_batch[name(0)]["batches_late"] == 2
+    assert by_batch[name(2)]["flagged"] == 1 and by_batch[name(2)]["batches_late"] == 0
+    assert later["flagged_rate"] == 7 / ROWS
+
+
+# -- one label-delay rule for the live path and the backtest ---------------------------------------------
+@pytest.mark.parametrize("delay", [0, 1, 2])
+def test_live_label_delay_equals_the_backtest_rule(dr, delay):
+    """Labels of batch j delivered just before step j + delay: the live step scores exactly the batch the
+    backtest's rule names, with the same lateness and the same metric from the same function."""
+    cfg = make_cfg()
+    steps = 6
+    seen = []
+    for i in range(steps):
+        j = feeds.due_batch(i, delay)
+        if 0 <= j < i:
+            deliver(dr, day(j)[["rid", "y"]], f"labels-{j}.csv")
+        feeds.ingest(cfg, by=f"monitor:sha-{i}")
+        cur = current(i, labelled=delay == 0)
+        matured, _ = feeds.label_step(cfg, claim(i), cur, version=1)
+        live = feeds.performance_signal(cfg, matured, "v1")
+        archive(dr, i, labelled=delay == 0)
+        # the backtest's view of the same step (retrainer.backtest._trigger_step)
+        if j >= 0:
+            d = day(j)
+            bt = feeds.performance_signal(
+                cfg, [feeds.Matured(name(j), "v1", d.y.to_numpy(), d.y.to_numpy() + 0.5, i - j)], "v1"
+            )
+            assert live["value"] == pytest.approx(bt["value"])
+            assert live["labelled_rows"] == bt["labelled_rows"]
+            assert np.allclose(live["errors"], bt["errors"])
+        else:
+            assert live["labelled_rows"] == 0
+        seen.append([(b["batch"], b["batches_late"]) for b in live["batches"]])
+
+    assert seen == [[(name(i - delay), delay)] if i >= delay else [] for i in range(steps)]
+
+
+def test_batch_gate_requires_unique_row_ids():
+    from retrainer import quality
+    from retrainer.exceptions import DataValidationError
+
+    cfg = make_cfg()
+    batch = day(0)
+    batch.loc[3, "rid"] = batch.loc[2, "rid"]
+
+    with pytest.raises(DataValidationError, match="rid") as err:
+        quality.validate(batch, quality.build_expectations(cfg), name="ids")
+
+    assert any(f["column"] == "rid" and "unique" in f["expectation"] for f in err.value.failures)
+    assert quality.validate(day(0), quality.build_expectations(cfg), name="ids_ok")["success"]

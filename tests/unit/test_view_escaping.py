@@ -1,0 +1,137 @@
+"""The Retraining view's pages escape every stored string by construction (Jinja2 autoescaping).
+
+Hostile text is written where the view reads it from: the model config (description), MLflow run tags of
+monitor and training runs (batch, verdict, reasons, suppression, trigger source, failed checks, run ids),
+the registry's history tags (reason, who), and quarantine reason files (messages with category values).
+The pages are rendered by the plugin's own functions and must show the text, escaped, with no live markup.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "plugins"))  # retrainer_view: rendering only, no Airflow imports
+X = "<script>alert(1)</script>"
+ESC = "&lt;script&gt;alert(1)&lt;/script&gt;"
+
+
+@pytest.fixture
+def hostile(state: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    from retrainer import registry, settings, tracking
+    from retrainer.storage import DataRoot
+
+    raw = yaml.safe_load((REPO / "include" / "models" / "bikeshare.yaml").read_text())
+    raw["description"] = f"Bikes {X}"
+    cfg_dir = state / "models"
+    cfg_dir.mkdir()
+    (cfg_dir / "bikeshare.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("RETRAINER_CONFIG_DIR", str(cfg_dir))
+    name = "bikeshare"
+    c = tracking.client()
+    t = tracking.TAG
+
+    mon = c.create_experiment(f"retrainer/{name}/monitor")
+    for verdict in ("retrain", "suppressed", X):
+        run = c.create_run(mon, run_name=X)
+        for k, v in {
+            "kind": "monitor",
+            "batch": f"2011-03-05{X}.parquet",
+            "verdict": verdict,
+            "reasons": json.dumps([f"season drifted: new category {X}", "rmse 34.01840569434635 > 30"]),
+            "suppressed_by": f"cooldown {X}",
+            "dag_run_id": f"manual__{X}",
+            "champion_version": "1",
+        }.items():
+            c.set_tag(run.info.run_id, f"{t}{k}", v)
+        c.log_metric(run.info.run_id, "data_drift_share", 0.4)
+        c.set_terminated(run.info.run_id)
+    trn = c.create_experiment(f"retrainer/{name}/train")
+    run = c.create_run(trn, run_name=X)
+    for k, v in {
+        "trigger_source": X,
+        "trigger_reasons": json.dumps([f"manual reason {X}"]),
+        "outcome": "rejected",
+        "validation": json.dumps({"failed_checks": [f"slice season={X} worse"]}),
+        "dag_run_id": f"manual__2026-11-29T05:51:13.243611+00:00{X}",
+    }.items():
+        c.set_tag(run.info.run_id, f"{t}{k}", v)
+    c.set_terminated(run.info.run_id)
+    c.create_registered_model(name)
+    registry._record(name, "promote", f"champion{X}", None, 1, f"approval: {X}", f"dag_run:{X}")
+    dr = DataRoot(settings.data_root(), name).ensure()
+    (dr.quarantine / "bad<script>alert(1)<.csv.reason.json").write_text(  # no "/" in a file name
+        json.dumps({"message": f"column 'season' has unexpected values ['{X}']"})
+    )
+    return name
+
+
+def _assert_escaped(page: str, min_count: int) -> None:
+    assert "<script" not in page.lower(), "a stored string reached the page as markup"
+    assert page.count(ESC) >= min_count, page.count(ESC)
+
+
+def test_model_page_escapes_every_stored_string(hostile: str) -> None:
+    import retrainer_view as plugin
+
+    page = plugin.model_page(hostile)
+
+    _assert_escaped(page, 10)
+    for shown in (
+        "Bikes ",  # config description
+        "new category ",  # monitor reasons (category values)
+        "cooldown ",  # suppression
+        "manual reason ",  # retrain trigger reasons
+        "slice season=",  # failed checks
+        "approval: ",  # history reason
+        "dag_run:",  # history: who
+        "unexpected values [&#39;",  # quarantine message
+    ):
+        assert f"{shown}{ESC}" in page, shown
+    assert "05:51:13.243611" in page  # a run id keeps its microseconds
+    assert "34.02" in page  # long floats in reasons are shortened for reading
+
+
+def test_stuck_batches_are_shown_escaped_when_the_read_model_has_them(hostile: str) -> None:
+    import retrainer_view as plugin
+
+    from retrainer import overview
+
+    d = overview.model_detail(hostile)
+    d["stuck"] = [{"batch": f"w{X}.csv", "since": "2026-11-29T05:00:00+00:00", "claimed_by": f"run{X}"}]
+    d["summary"]["stuck"] = 1
+
+    page = plugin.model_page(hostile, d)
+    row = plugin.overview_page([d["summary"]])
+
+    assert "Stuck batches" in page and f"w{ESC}.csv" in page and f"run{ESC}" in page
+    assert "<script" not in page.lower() and "1 stuck in processing" in row
+
+
+def test_overview_escapes_every_stored_string(hostile: str) -> None:
+    import retrainer_view as plugin
+
+    from retrainer import overview
+
+    page = plugin.overview_page(overview.overview())
+
+    _assert_escaped(page, 3)  # description, trigger source, reasons
+    assert f"Bikes {ESC}" in page
+
+
+def test_run_ids_are_not_shortened_like_numbers() -> None:
+    import retrainer_view as plugin
+
+    assert plugin.readable("by dag_run:manual__2026-11-29T05:51:13.243611+00:00") == (
+        "by dag_run:manual__2026-11-29T05:51:13.243611+00:00"
+    )
+    assert plugin.readable("rmse 34.01840569434635 > 30.5") == "rmse 34.02 > 30.5"
+    assert re.search(r"1\.235", plugin.readable("x 1.23456 y"))
