@@ -402,9 +402,9 @@ class ProdStack(Stack):
         return {k: env[k] for k in (*keys, "RETRAINER_DATA_ROOT")}
 
     def password(self, user: str = USER) -> str:
-        """The FAB admin's password (the twin creates no other users)."""
+        """The FAB admin's password (from the twin's secrets); other users are created by whoever adds them."""
         if user != USER:
-            raise KeyError(f"the production twin has no user {user!r}")
+            raise KeyError(f"the twin knows the password of {USER!r} only, not {user!r}")
         return self.secrets()["AIRFLOW_ADMIN_PASSWORD"]
 
     # -- lifecycle ---------------------------------------------------------------------------------------

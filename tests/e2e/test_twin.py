@@ -53,6 +53,9 @@ def twin(tmp_path_factory: pytest.TempPathFactory) -> Any:
             # a worker killed with SIGKILL stops heartbeating: notice within seconds, not 5 min
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "3",
+            # a task queued while the scheduler died with Postgres is re-queued after this, not 10 min
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "60",
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "10",
             "OMP_NUM_THREADS": "1",  # one thread per task: tasks run side by side on 2 cores
         },
     )
