@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 from retrainer import policy, quality, registry, settings, tracking
 from retrainer.exceptions import BatchError, DataValidationError, PolicyStateError, RetrainerError
-from retrainer.storage import Claim, DataRoot, iter_chunks, read_batch, read_columns, write_json
+from retrainer.storage import (
+    Claim,
+    DataRoot,
+    batch_columns,
+    iter_chunks,
+    read_batch,
+    read_columns,
+    write_json,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -250,7 +258,7 @@ def validate_batch(cfg: ModelConfig, claim: dict[str, Any], run_id: str = "") ->
         raise DataValidationError(message, failures, getattr(exc, "report", None)) from exc
     labelled = int(df[cfg.data.target].notna().sum()) if cfg.data.target in df else 0
     known = {cfg.data.time_column, cfg.data.target, cfg.data.id_column, *cfg.data.feature_names}
-    extra = sorted(str(c) for c in df.columns if c not in known)
+    extra = sorted(str(c) for c in batch_columns(path) if c not in known)
     if extra:  # accepted: the model reads only its configured columns
         log.warning("%s: extra column(s) %s ignored (not in the config)", batch, extra)
     return {
