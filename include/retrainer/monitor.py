@@ -215,7 +215,8 @@ def validate_batch(cfg: ModelConfig, claim: dict[str, Any], run_id: str = "") ->
                 f"duplicate delivery: identical content was already processed as {duplicate.name}"
             )
         # the columns the gate checks (and the target, to count labelled rows); the rest is not read
-        df = read_columns(path, [cfg.data.time_column, *cfg.data.feature_names, cfg.data.target])
+        ids = [cfg.data.id_column] if cfg.data.id_column else []  # late labels and flags join on it
+        df = read_columns(path, [cfg.data.time_column, *cfg.data.feature_names, cfg.data.target, *ids])
         check_time_column(cfg, df, batch)
         reference = _reference_frame(cfg, _champion(cfg, claim))
         from retrainer.train import prepare
@@ -482,7 +483,7 @@ def flagged_rate(cfg: ModelConfig, claim: dict[str, Any], validation: dict[str, 
                 + (f" or '{id_col}'" if id_col else "")
             )
     if id_col:
-        current = _load(cfg, claim)
+        current = _load(cfg, claim, [cfg.data.time_column, id_col])
         if id_col in current:
             side: set[str] = set()
             if flags is not None and key == "row":
@@ -758,7 +759,8 @@ def check_file(cfg: ModelConfig, path: Path, report_dir: Path | None = None) -> 
     from retrainer.train import prepare
 
     stem = _stem(path.name)
-    df = read_columns(path, [cfg.data.time_column, *cfg.data.feature_names, cfg.data.target])
+    ids = [cfg.data.id_column] if cfg.data.id_column else []  # the gate checks row ids
+    df = read_columns(path, [cfg.data.time_column, *cfg.data.feature_names, cfg.data.target, *ids])
     with contextlib.suppress(KeyError, ValueError, TypeError):  # GX names what cannot be prepared
         df = prepare(cfg, df)
     champ = registry.champion(cfg.name)
