@@ -510,7 +510,7 @@ def flagged_rate(cfg: ModelConfig, claim: dict[str, Any], validation: dict[str, 
                 + (f" or '{id_col}'" if id_col else "")
             )
     if id_col:
-        current = _load(cfg, claim)
+        current = _load(cfg, claim, [cfg.data.time_column, id_col])
         if id_col in current:
             side: set[str] = set()
             if flags is not None and key == "row":
@@ -818,7 +818,7 @@ def check_file(cfg: ModelConfig, path: Path, report_dir: Path | None = None) -> 
     from retrainer.train import prepare
 
     stem = _stem(path.name)
-    df = read_columns(path, [cfg.data.time_column, *cfg.data.feature_names, cfg.data.target])
+    df = read_columns(path, _columns(cfg))  # the gate checks row ids too
     with contextlib.suppress(KeyError, ValueError, TypeError):  # GX names what cannot be prepared
         df = prepare(cfg, df)
     champ = registry.champion(cfg.name)
