@@ -22,7 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 from retrainer import policy, quality, registry, settings, tracking
 from retrainer.exceptions import BatchError, DataValidationError, PolicyStateError, RetrainerError
-from retrainer.storage import Claim, DataRoot, iter_chunks, read_batch, read_columns, write_json
+from retrainer.storage import (
+    Claim,
+    DataRoot,
+    batch_columns,
+    iter_chunks,
+    read_batch,
+    read_columns,
+    write_json,
+    write_parquet,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -84,11 +93,26 @@ def _champion(cfg: ModelConfig, claim: dict[str, Any]) -> registry.Champion | No
     return None if version is None else registry.champion_version(cfg.name, int(version))
 
 
+def _columns(cfg: ModelConfig) -> list[str]:
+    """The batch columns the monitor uses: time, features, target, and the id column if configured."""
+    extra = [cfg.data.id_column] if cfg.data.id_column else []
+    return [cfg.data.time_column, *cfg.data.feature_names, cfg.data.target, *extra]
+
+
+def _batch_file(cfg: ModelConfig, claim: dict[str, Any]) -> Path:
+    """What a task reads for a claimed batch: the typed Parquet copy the gate wrote when it passed (the
+    CSV is parsed once, by the gate), or the delivered file if there is none (e.g. an older claim)."""
+    typed = root(cfg).typed_copy(claim["sha256"])
+    if typed.exists():
+        return typed
+    return root(cfg).path_of(claim)[1]
+
+
 def _load(cfg: ModelConfig, claim: dict[str, Any], columns: list[str] | None = None) -> pd.DataFrame:
     """The claimed batch, prepared; only ``columns`` (those it has) when given."""
     from retrainer.train import prepare
 
-    _, path = root(cfg).path_of(claim)
+    path = _batch_file(cfg, claim)
     return prepare(cfg, read_batch(path) if columns is None else read_columns(path, columns))
 
 
@@ -215,8 +239,8 @@ def validate_batch(cfg: ModelConfig, claim: dict[str, Any], run_id: str = "") ->
             raise BatchError(
                 f"duplicate delivery: identical content was already processed as {duplicate.name}"
             )
-        # the columns the gate checks (and the target, to count labelled rows); the rest is not read
-        df = read_columns(path, [cfg.data.time_column, *cfg.data.feature_names, cfg.data.target])
+        # the columns the gate checks, the target and the id; the rest is not read
+        df = read_columns(path, _columns(cfg))
         check_time_column(cfg, df, batch)
         reference = _reference_frame(cfg, _champion(cfg, claim))
         from retrainer.train import prepare
@@ -251,7 +275,10 @@ def validate_batch(cfg: ModelConfig, claim: dict[str, Any], run_id: str = "") ->
         raise DataValidationError(message, failures, getattr(exc, "report", None)) from exc
     labelled = int(df[cfg.data.target].notna().sum()) if cfg.data.target in df else 0
     known = {cfg.data.time_column, cfg.data.target, cfg.data.id_column, *cfg.data.feature_names}
-    extra = sorted(str(c) for c in df.columns if c not in known)
+    extra = sorted(str(c) for c in batch_columns(path) if c not in known)
+    typed = dr.typed_copy(claim["sha256"])
+    if not typed.exists():  # the batch as validated, typed, in Parquet: later tasks read only this
+        write_parquet(typed, df)
     if extra:  # accepted: the model reads only its configured columns
         log.warning("%s: extra column(s) %s ignored (not in the config)", batch, extra)
     return {
@@ -336,7 +363,7 @@ def score_batch(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
     if champ is None:
         log.warning("model %s has no champion yet: nothing to score with", cfg.name)
         return {"champion_version": None, "predictions": None}
-    _, path = root(cfg).path_of(claim)
+    path = _batch_file(cfg, claim)
     out = _predict_file(cfg, load_run_model(champ.run_id), path)
     path = root(cfg).predictions / f"{_stem(claim['batch'])}.v{champ.version}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -377,7 +404,7 @@ def drift(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> di
     champ = _champion(cfg, claim)
     if champ is None or scored.get("predictions") is None:
         return {"data_drift_share": None, "prediction_drift": None, "drifted_columns": [], "report": None}
-    _, path = root(cfg).path_of(claim)
+    path = _batch_file(cfg, claim)
     predictions = pd.read_parquet(scored["predictions"], columns=["prediction"])["prediction"].to_numpy()
     html = root(cfg).reports / "evidently" / f"{_stem(claim['batch'])}.html"
     out = _drift_of(cfg, _reference_predictions(cfg, champ), path, predictions, html)

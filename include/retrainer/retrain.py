@@ -283,6 +283,11 @@ def evaluate(
         "forced": force,
     }
     c = tracking.client()
+    if champ is not None and champ.run_id == trained["run_id"] and len(failed) == 1:
+        # the candidate is the serving champion and nothing but "no change" failed (a re-run, or no new
+        # data): its run keeps the outcome it earned when it was registered
+        log.info("candidate run %s is champion v%s: nothing to register", trained["run_id"], champ.version)
+        return out
     c.set_tag(trained["run_id"], "retrainer.outcome", "validated" if passed else "rejected")
     c.set_tag(trained["run_id"], "retrainer.validation", tracking._json(out)[:5000])
     c.log_dict(trained["run_id"], out, "validation.json")  # the full record, whatever its length
