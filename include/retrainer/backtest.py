@@ -755,7 +755,7 @@ def plot(report: dict[str, Any], out: Path | str) -> Path:
     fx.axhline(0.95, color="0.7", lw=0.8, ls=":")
     fx.axvline(0.25, color="0.7", lw=0.8, ls=":")
     fx.set_xlabel("retrains, share of every_batch's")
-    fx.set_ylabel("recovered gain: (policy - never) / (every_batch - never)")
+    fx.set_ylabel("recovered gain")
     fx.legend(fontsize=8)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -619,7 +619,8 @@ def test_storm_of_fifty_drifted_batches_retrains_exactly_as_the_cooldown_allows(
     from retrainer import monitor, registry, tracking
     from retrainer.storage import DataRoot
 
-    cfg = world.cfg.model_copy(update={"name": STORM})
+    triggers = world.cfg.triggers.model_copy(update={"cooldown_batches": 2})  # as the docstring says
+    cfg = world.cfg.model_copy(update={"name": STORM, "triggers": triggers})
     champ = registry.champion(MODEL)
     storm = DataRoot(world.dr.root, STORM).ensure()
     shutil.copytree(world.dr.snapshots / champ.snapshot_sha256, storm.snapshots / champ.snapshot_sha256)
