@@ -128,6 +128,8 @@ class Claim:
     def from_dict(cls, data: dict[str, Any]) -> Claim:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         known["previous_runs"] = tuple(known.get("previous_runs") or ())
+        for key in ("model", "batch", "sha256", "run_id", "claimed_at"):  # partial dicts (callers, tests)
+            known.setdefault(key, "")
         return cls(**known)
 
 
