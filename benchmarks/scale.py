@@ -4,7 +4,8 @@
 
 1. **Monitor on a 1M-row x 22-feature batch** (CSV and Parquet): every monitor task (claim, validate,
    score, drift, performance, flagged_rate, decide, archive) runs in its own process, as under Airflow;
-   each reports its time (libraries imported first, not counted) and its peak RSS (``ru_maxrss``).
+   each reports its time (libraries imported and the MLflow store opened first, not counted) and its peak RSS
+   (``VmHWM``).
    Baseline: the minimal work in one process: read the file once, predict once, a scipy KS / chi-squared
    loop over the 22 columns against the champion's training data. Also: the quality gate alone vs a
    plain 11-expectation GX suite on the same rows.
@@ -78,7 +79,7 @@ def synth(n: int, start: str, days: float, seed: int) -> Any:
     import pandas as pd
 
     rng = np.random.default_rng(seed)
-    t = pd.Timestamp(start) + pd.to_timedelta(np.sort(rng.uniform(0, days * 86400, n)), unit="s")
+    t = pd.Timestamp(start) + pd.to_timedelta(np.sort(rng.integers(0, int(days * 86400), n)), unit="s")
     x = rng.normal(size=(n, len(NUMERIC)))
     df = pd.DataFrame(x, columns=NUMERIC)
     df.insert(0, "ts", t)
@@ -91,6 +92,10 @@ def synth(n: int, start: str, days: float, seed: int) -> Any:
 
 # -- child processes ----------------------------------------------------------------------------------------
 def _maxrss_mb() -> float:
+    """Peak RSS of this process: VmHWM (ru_maxrss would include the parent's size from before exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
@@ -264,9 +269,10 @@ def step_gate_only(config: str, file: str, plain: bool) -> dict[str, Any]:
         t = time.perf_counter()
         ok = vd.run(batch_parameters={"dataframe": df}).success
         return {"seconds_inner": time.perf_counter() - t, "success": ok, "expectations": len(exps)}
+    from retrainer import registry
     from retrainer.monitor import _reference_frame
 
-    exps = quality.build_expectations(cfg, _reference_frame(cfg))
+    exps = quality.build_expectations(cfg, _reference_frame(cfg, registry.champion(cfg.name)))
     t = time.perf_counter()
     res = quality.validate(df, exps, name="gate", raise_on_failure=False)
     return {"seconds_inner": time.perf_counter() - t, "success": res["success"], "expectations": len(exps)}
@@ -306,31 +312,12 @@ def step_minimal_retrain(config: str, files: list[str]) -> dict[str, Any]:
 
 
 def step_seed_decisions(config: str, n: int) -> dict[str, Any]:
-    """``n`` recorded decisions in the monitor experiment, as ``decide`` writes them (tags + state)."""
-    from mlflow.entities import RunTag
+    """``n`` recorded decisions: ``n - 1`` decision runs, then one real ``decide`` (the policy-state
+    benchmark's seeding, shared)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from policy_state import seed
 
-    from retrainer import monitor, policy, tracking
-
-    cfg = _cfg(config)
-    c = tracking.client()
-    exp = tracking.experiment_id(cfg.name, "monitor")
-    t0 = int(time.time() * 1000)
-    for i in range(n):
-        run = c.create_run(exp, start_time=t0 + i, run_name=f"batch-{i:05d}")
-        tags = {
-            "kind": "monitor",
-            "batch": f"batch-{i:05d}.parquet",
-            "batch_sha256": f"{i:064x}",
-            "verdict": "retrain" if i % 17 == 0 else "no_retrain",
-            "policy_state": "1",
-        }
-        c.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in tracking.flat_tags(tags).items()])
-        c.log_dict(
-            run.info.run_id,
-            policy.PolicyState(batches_since_request=i % 17).to_dict(),
-            monitor.STATE_ARTIFACT,
-        )
-        c.set_terminated(run.info.run_id)
+    seed(_cfg(config), n)
     return {"seeded": n}
 
 
@@ -367,14 +354,14 @@ EVIDENTLY = [
     "scipy.spatial",
 ]
 MONITOR_IMPORTS = {
-    "claim": ["retrainer.monitor"],
+    "claim": [*COMMON],
     "validate": [*COMMON, *GX],
     "score": [*COMMON, *MODEL],
     "drift": [*COMMON, *MODEL, *EVIDENTLY],
     "performance": [*COMMON, "retrainer.metrics", "sklearn.metrics"],
     "flagged_rate": ["retrainer.monitor", "pandas"],
     "decide": [*COMMON, "retrainer.policy", "river.drift"],
-    "archive": ["retrainer.monitor"],
+    "archive": [*COMMON],
 }
 HEAVY = [
     "retrainer.monitor",
@@ -395,6 +382,7 @@ def environment(root: Path) -> dict[str, str]:
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "GX_ANALYTICS_ENABLED": "false",
         "RETRAINER_CONFIG_DIR": str(root / "models"),
+        "RETRAINER_SETTLE_SECONDS": "0",  # files are renamed into landing complete (delivery contract)
     }
 
 
@@ -422,12 +410,16 @@ def bench_monitor(base: Path, rows: int, train_rows: int, say: Any) -> dict[str,
     files = base / "files"
     files.mkdir()
     batch.to_parquet(files / "batch.parquet", index=False)
-    batch.to_csv(files / "batch.csv", index=False)
+    import pyarrow as pa
+    import pyarrow.csv
+
+    pyarrow.csv.write_csv(pa.Table.from_pandas(batch, preserve_index=False), files / "batch.csv")
     del batch, history
     out: dict[str, Any] = {"rows": rows, "features": len(NUMERIC) + len(CATEGORIES), "train_rows": train_rows}
     for fmt in ("parquet", "csv"):
         name = f"2025-02-03-{fmt}.{fmt}"
-        shutil.copy(files / f"batch.{fmt}", dr.landing / name)
+        shutil.copy(files / f"batch.{fmt}", dr.landing / f"{name}.part")
+        os.replace(dr.landing / f"{name}.part", dr.landing / name)  # delivered by rename, as producers must
         run_id = f"bench-{fmt}"
         stages: dict[str, Any] = {}
 
@@ -507,7 +499,7 @@ def bench_retrain(base: Path, batch_rows: int, window: int, lengths: list[int], 
         root, env, config = make_root(base, f"retrain-{n}", window)
         dr = DataRoot(root / "data", "scale").ensure()
         for name in files[-n:]:
-            dr.import_batch(pd.read_parquet(pool / name), name, stage="archive")
+            os.link(pool / name, dr.archive / name)  # the same files in every archive: no copies
         res = run_step(base, env, "retrain", [config], [*HEAVY, "great_expectations"])
         out[str(n)] = {
             "seconds": res["seconds"],
@@ -531,12 +523,10 @@ def bench_retrain(base: Path, batch_rows: int, window: int, lengths: list[int], 
 
 
 def bench_state(base: Path, counts: list[int], say: Any) -> dict[str, Any]:
-    _, env, config = make_root(base, "state", 4)
     out: dict[str, Any] = {}
-    seeded = 0
     for n in sorted(counts):
-        run_step(base, env, "seed_decisions", [config, n - seeded], ["retrainer.monitor", "mlflow"])
-        seeded = n
+        _, env, config = make_root(base, f"state-{n}", 4)
+        run_step(base, env, "seed_decisions", [config, n], ["retrainer.monitor", "mlflow"])
         res = run_step(base, env, "state_read", [config], ["retrainer.monitor", "mlflow"])
         out[str(n)] = res["result"]["median"]
         say(f"  policy state read with {n:5d} decisions: {1000 * res['result']['median']:.0f} ms")

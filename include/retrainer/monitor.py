@@ -16,12 +16,22 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from retrainer import policy, quality, registry, settings, tracking
 from retrainer.exceptions import BatchError, DataValidationError, PolicyStateError, RetrainerError
-from retrainer.storage import Claim, DataRoot, iter_chunks, read_batch, read_columns, write_json
+from retrainer.storage import (
+    Claim,
+    DataRoot,
+    batch_columns,
+    iter_chunks,
+    read_batch,
+    read_columns,
+    write_json,
+    write_parquet,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -83,11 +93,26 @@ def _champion(cfg: ModelConfig, claim: dict[str, Any]) -> registry.Champion | No
     return None if version is None else registry.champion_version(cfg.name, int(version))
 
 
+def _columns(cfg: ModelConfig) -> list[str]:
+    """The batch columns the monitor uses: time, features, target, and the id column if configured."""
+    extra = [cfg.data.id_column] if cfg.data.id_column else []
+    return [cfg.data.time_column, *cfg.data.feature_names, cfg.data.target, *extra]
+
+
+def _batch_file(cfg: ModelConfig, claim: dict[str, Any]) -> Path:
+    """What a task reads for a claimed batch: the typed Parquet copy the gate wrote when it passed (the
+    CSV is parsed once, by the gate), or the delivered file if there is none (e.g. an older claim)."""
+    typed = root(cfg).typed_copy(claim["sha256"])
+    if typed.exists():
+        return typed
+    return root(cfg).path_of(claim)[1]
+
+
 def _load(cfg: ModelConfig, claim: dict[str, Any], columns: list[str] | None = None) -> pd.DataFrame:
     """The claimed batch, prepared; only ``columns`` (those it has) when given."""
     from retrainer.train import prepare
 
-    _, path = root(cfg).path_of(claim)
+    path = _batch_file(cfg, claim)
     return prepare(cfg, read_batch(path) if columns is None else read_columns(path, columns))
 
 
@@ -214,8 +239,8 @@ def validate_batch(cfg: ModelConfig, claim: dict[str, Any], run_id: str = "") ->
             raise BatchError(
                 f"duplicate delivery: identical content was already processed as {duplicate.name}"
             )
-        # the columns the gate checks (and the target, to count labelled rows); the rest is not read
-        df = read_columns(path, [cfg.data.time_column, *cfg.data.feature_names, cfg.data.target])
+        # the columns the gate checks, the target and the id; the rest is not read
+        df = read_columns(path, _columns(cfg))
         check_time_column(cfg, df, batch)
         reference = _reference_frame(cfg, _champion(cfg, claim))
         from retrainer.train import prepare
@@ -250,7 +275,10 @@ def validate_batch(cfg: ModelConfig, claim: dict[str, Any], run_id: str = "") ->
         raise DataValidationError(message, failures, getattr(exc, "report", None)) from exc
     labelled = int(df[cfg.data.target].notna().sum()) if cfg.data.target in df else 0
     known = {cfg.data.time_column, cfg.data.target, cfg.data.id_column, *cfg.data.feature_names}
-    extra = sorted(str(c) for c in df.columns if c not in known)
+    extra = sorted(str(c) for c in batch_columns(path) if c not in known)
+    typed = dr.typed_copy(claim["sha256"])
+    if not typed.exists():  # the batch as validated, typed, in Parquet: later tasks read only this
+        write_parquet(typed, df)
     if extra:  # accepted: the model reads only its configured columns
         log.warning("%s: extra column(s) %s ignored (not in the config)", batch, extra)
     return {
@@ -335,7 +363,7 @@ def score_batch(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
     if champ is None:
         log.warning("model %s has no champion yet: nothing to score with", cfg.name)
         return {"champion_version": None, "predictions": None}
-    _, path = root(cfg).path_of(claim)
+    path = _batch_file(cfg, claim)
     out = _predict_file(cfg, load_run_model(champ.run_id), path)
     path = root(cfg).predictions / f"{_stem(claim['batch'])}.v{champ.version}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -376,7 +404,7 @@ def drift(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> di
     champ = _champion(cfg, claim)
     if champ is None or scored.get("predictions") is None:
         return {"data_drift_share": None, "prediction_drift": None, "drifted_columns": [], "report": None}
-    _, path = root(cfg).path_of(claim)
+    path = _batch_file(cfg, claim)
     predictions = pd.read_parquet(scored["predictions"], columns=["prediction"])["prediction"].to_numpy()
     html = root(cfg).reports / "evidently" / f"{_stem(claim['batch'])}.html"
     out = _drift_of(cfg, _reference_predictions(cfg, champ), path, predictions, html)
@@ -482,7 +510,7 @@ def flagged_rate(cfg: ModelConfig, claim: dict[str, Any], validation: dict[str, 
                 + (f" or '{id_col}'" if id_col else "")
             )
     if id_col:
-        current = _load(cfg, claim)
+        current = _load(cfg, claim, [cfg.data.time_column, id_col])
         if id_col in current:
             side: set[str] = set()
             if flags is not None and key == "row":
@@ -590,6 +618,31 @@ def _errors(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> 
     return policy.error_stream(cfg.task, lab[cfg.data.target].to_numpy(), lab["prediction"].to_numpy())
 
 
+def _estimate(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
+    """The champion's estimated metrics on the whole batch, labels or not (CBPE / DLE fitted on its
+    holdout: the newest ``training.holdout`` of its snapshot); empty when it cannot be estimated."""
+    from retrainer.estimation import fit_estimator
+    from retrainer.models import load_run_model
+    from retrainer.train import split_holdout
+
+    champ = _champion(cfg, claim)
+    if cfg.triggers.estimation is None or champ is None or scored.get("predictions") is None:
+        return {}
+    try:
+        reference = _reference_frame(cfg, champ)
+        if reference is None:
+            return {}
+        _, holdout = split_holdout(cfg, reference)
+        model = load_run_model(champ.run_id)
+        est = fit_estimator(cfg, model, holdout)
+        if est is None:
+            return {}
+        return {"method": est.method, **est.estimate(cfg, model, _load(cfg, claim))}
+    except (RetrainerError, ValueError) as exc:  # an estimate is advisory: never block the decision
+        log.warning("no performance estimate for %s: %s", claim["batch"], exc)
+        return {}
+
+
 def decide(
     cfg: ModelConfig,
     claim: dict[str, Any],
@@ -615,6 +668,11 @@ def decide(
         flagged_rate=flags.get("flagged_rate"),
         has_champion=scored.get("champion_version") is not None,
     )
+    estimate = _estimate(cfg, claim, scored)
+    if estimate.get(cfg.trigger_metric) is not None:
+        signals = replace(
+            signals, estimated_value=estimate[cfg.trigger_metric], estimate_method=estimate["method"]
+        )
     state, state_note, state_from = load_policy_state(cfg, exclude_sha=claim["sha256"])
     version = scored.get("champion_version")
     decision, new_state, signals = STEP(
@@ -664,6 +722,7 @@ def decide(
             f"batch_{cfg.metric}": signals.metric_value,
             "flagged_rate": signals.flagged_rate,
             "error_change": None if signals.error_change is None else float(signals.error_change),
+            f"estimated_{cfg.trigger_metric}": signals.estimated_value,
             "rows": validation.get("rows"),
             "labelled_rows": signals.labelled_rows,
             "late_labelled_rows": perf.get("late_labelled_rows"),  # labels feed: rows of earlier batches
@@ -677,6 +736,7 @@ def decide(
                 "drift": drift_result,
                 "performance": perf,
                 "flags": flags,
+                "estimate": estimate,
                 "state": {k: v for k, v in state.to_dict().items() if k != "detector"},
                 "state_note": state_note,
                 "state_from": state_from,
@@ -758,7 +818,7 @@ def check_file(cfg: ModelConfig, path: Path, report_dir: Path | None = None) -> 
     from retrainer.train import prepare
 
     stem = _stem(path.name)
-    df = read_columns(path, [cfg.data.time_column, *cfg.data.feature_names, cfg.data.target])
+    df = read_columns(path, _columns(cfg))  # the gate checks row ids too
     with contextlib.suppress(KeyError, ValueError, TypeError):  # GX names what cannot be prepared
         df = prepare(cfg, df)
     champ = registry.champion(cfg.name)

@@ -14,6 +14,7 @@ removes, per the model's ``retention:`` config:
 - stored predictions older than ``retention.predictions`` whose batch waits for no labels, and the
   predictions of batches removed from the archive; cached reference predictions of versions that are no
   longer champion or challenger;
+- typed Parquet copies of batches (written by the gate) older than ``retention.records``;
 - claim records older than ``retention.records`` whose batch is no longer in landing or processing (a
   re-run of such an old run then claims a new batch instead of finding its old one).
 
@@ -209,6 +210,12 @@ def collect(cfg: ModelConfig, *, dry_run: bool = False, now: float | None = None
                 continue
             if _age_hours(p, now) > duration_hours(ret.records):
                 plan.add("records", p, f"claim of {batch}, older than {ret.records}")
+
+    # -- typed copies (the gate's Parquet of a batch; tasks fall back to the delivered file) ----------------
+    if dr.typed.exists():
+        for p in sorted(dr.typed.glob("*.parquet")):
+            if _age_hours(p, now) > duration_hours(ret.records):
+                plan.add("typed", p, f"typed copy older than {ret.records}")
 
     if not dry_run:
         _apply(dr, plan)

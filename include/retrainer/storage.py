@@ -511,6 +511,46 @@ class DataRoot:
             if p.name.endswith(BATCH_SUFFIXES) and not p.name.endswith(FLAGS_SUFFIX)
         ]
 
+    @property
+    def typed(self) -> Path:
+        return self.state / "typed"
+
+    def typed_copy(self, sha256: str) -> Path:
+        """Where the gate keeps the validated, typed Parquet copy of the batch with this content."""
+        return self.typed / f"{sha256}.parquet"
+
+    @property
+    def archive_index(self) -> Path:
+        return self.state / "archive_index.json"
+
+    def archive_ranges(self, time_column: str) -> dict[Path, tuple[Any, Any]]:
+        """(first, last) time of every archived batch, oldest name first.
+
+        Read once per file and kept in ``state/<model>/archive_index.json`` (keyed by name, size and
+        modification time, so a replaced file is read again): a retrain or gc then opens only the files
+        its window needs, and the cost of finding them does not grow with the archive's data.
+        """
+        import pandas as pd
+
+        try:
+            index = json.loads(self.archive_index.read_text())
+        except (OSError, ValueError):
+            index = {}
+        out, fresh, changed = {}, {}, False
+        for path in self.archived():
+            st = path.stat()
+            key = f"{time_column}:{st.st_size}:{st.st_mtime_ns}"
+            entry = index.get(path.name)
+            if not entry or entry.get("key") != key:
+                times = pd.to_datetime(read_columns(path, [time_column]).get(time_column, pd.Series([])))
+                entry = {"key": key, "first": str(times.min()), "last": str(times.max())}
+                changed = True
+            fresh[path.name] = entry
+            out[path] = (pd.Timestamp(entry["first"]), pd.Timestamp(entry["last"]))
+        if changed or set(fresh) != set(index):
+            write_json(self.archive_index, fresh)
+        return out
+
     def archived_with_hash(
         self, sha256: str, size: int | None = None, exclude: Path | None = None
     ) -> Path | None:
@@ -668,6 +708,15 @@ def _move_no_overwrite(src: Path, dest: Path) -> None:
             raise
         # the same file under both names: a move killed between link and unlink; finish it
     os.unlink(src)
+
+
+def write_parquet(path: Path, df: pd.DataFrame) -> Path:
+    """Write ``df`` as Parquet atomically (temporary name, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+    return path
 
 
 def _atomic_write(path: Path, text: str) -> None:

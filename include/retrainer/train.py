@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from retrainer.config import duration_hours
 from retrainer.exceptions import RetrainerError
-from retrainer.storage import DataRoot, read_batch
+from retrainer.storage import DataRoot, read_batch, read_columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -57,22 +57,38 @@ def gather_window(
     from retrainer.feeds import apply_labels, latest_labels
 
     late = latest_labels(cfg) if cfg.data.id_column else None
-    frames, sources = [], []
-    for path in root.archived():
-        df = prepare(cfg, read_batch(path))
+
+    def with_labels(df: pd.DataFrame) -> pd.DataFrame:
         if late is not None and len(late):
             df = apply_labels(cfg, df, late)
-        df = labelled(cfg, df)
+        return labelled(cfg, df)
+
+    time = cfg.data.time_column
+    ranges = root.archive_ranges(time)  # (first, last) per file, from a small index: no data read
+    # the window ends at the newest labelled row: open files newest first until no later one can hold it
+    end = None
+    key_columns = [time, cfg.data.target, *([cfg.data.id_column] if cfg.data.id_column else [])]
+    for path, (_, last) in sorted(ranges.items(), key=lambda kv: kv[1][1], reverse=True):
+        if end is not None and not last > end:
+            break
+        df = with_labels(prepare(cfg, read_columns(path, key_columns)))
+        if len(df):
+            newest = df[time].max()
+            end = newest if end is None or newest > end else end
+    if end is None:
+        raise RetrainerError(f"no labelled data archived for model {cfg.name} under {root.archive}")
+    start = end - timedelta(hours=duration_hours(window or cfg.training.window))
+    frames, sources = [], []
+    for path, (_, last) in ranges.items():  # name order, as before: the snapshot's row order is unchanged
+        if not last > start:
+            continue  # entirely before the window: never opened
+        df = with_labels(prepare(cfg, read_batch(path)))
         if len(df):
             frames.append(df)
             sources.append(path.name)
-    if not frames:
-        raise RetrainerError(f"no labelled data archived for model {cfg.name} under {root.archive}")
     full = pd.concat(frames, ignore_index=True)
     in_window, start = select_window(cfg, full, window)
-    used = sorted(
-        {s for s, f in zip(sources, frames, strict=True) if (f[cfg.data.time_column] > start).any()}
-    )
+    used = sorted({s for s, f in zip(sources, frames, strict=True) if (f[time] > start).any()})
     return in_window, used
 
 
