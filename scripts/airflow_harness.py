@@ -139,7 +139,8 @@ def run_dag(dag_id: str, conf: dict[str, Any] | None = None, logical_date: Any =
     _pass_exception_to_callbacks_in_dag_test()
     dag = get_dag(dag_id)
     started = time.monotonic()
-    dr = dag.test(run_conf=conf or {}, logical_date=logical_date)
+    run_after = {"run_after": logical_date} if logical_date is not None else {}  # same date, same run id
+    dr = dag.test(run_conf=conf or {}, logical_date=logical_date, **run_after)
     elapsed = time.monotonic() - started
     tasks: dict[str, dict[str, Any]] = {}
     with create_session() as session:

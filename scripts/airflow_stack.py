@@ -401,7 +401,10 @@ class ProdStack(Stack):
         keys = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
         return {k: env[k] for k in (*keys, "RETRAINER_DATA_ROOT")}
 
-    def password(self) -> str:
+    def password(self, user: str = USER) -> str:
+        """The FAB admin's password (from the twin's secrets); other users are created by whoever adds them."""
+        if user != USER:
+            raise KeyError(f"the twin knows the password of {USER!r} only, not {user!r}")
         return self.secrets()["AIRFLOW_ADMIN_PASSWORD"]
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -538,20 +541,40 @@ class ProdStack(Stack):
         """Stop one component (SIGTERM to its group, SIGKILL after a grace) and start it again."""
         stop_groups({name: self.procs[name].pid})
         self.procs[name].wait(timeout=10)
+        self._respawn(name)
+
+    def revive(self) -> list[str]:
+        """Start again every component that exited (what compose's ``restart: always`` does); their names."""
+        dead = [name for name, p in self.procs.items() if p.poll() is not None]
+        for name in dead:
+            print(f"{name} exited with {self.procs[name].returncode}; starting it again", file=sys.stderr)
+            self._respawn(name)
+        return dead
+
+    def _respawn(self, name: str) -> None:
+        af = _bin("airflow")
         if name == "postgres":
-            self._spawn_postgres_again()
+            self.start_postgres()  # the data folder exists: no initdb, no init script
+        elif name == "redis":
+            self.start_redis()
         elif name == "mlflow":
             self.start_mlflow()
         elif name.startswith("worker-"):
             self.start_worker(int(name.split("-")[1]))
-        elif name == "scheduler":
-            self._spawn("scheduler", [_bin("airflow"), "scheduler", "--skip-serve-logs"])
+        elif name == "api-server":
+            self._spawn(name, [af, "api-server", "--host", HOST, "--port", str(self.port)])
+        elif name in ("scheduler", "triggerer"):
+            self._spawn(name, [af, name, "--skip-serve-logs"])
+        elif name == "dag-processor":
+            self._spawn(name, [af, name])
         else:
             raise ValueError(f"no restart for {name}")
         self._write_pids()
 
-    def _spawn_postgres_again(self) -> None:
-        self.start_postgres()  # the data folder exists: no initdb, no init script
+    def _spawn(self, name: str, cmd: list[str], *args: Any, **kwargs: Any) -> None:
+        super()._spawn(name, cmd, *args, **kwargs)
+        if (self.state / "stack.json").exists():  # a restarted component: `stop` must find its new PID
+            self._write_pids()
 
     def _write_pids(self) -> None:
         super()._write_pids()
@@ -778,6 +801,9 @@ Stop with Ctrl-C or `make stop`.""",
         )
         if args.detach:
             return 0
+        while isinstance(stack, ProdStack):  # like compose's `restart: always`
+            stack.revive()
+            time.sleep(2)
         while all(p.poll() is None for p in stack.procs.values()):
             time.sleep(1)
         dead = [n for n, p in stack.procs.items() if p.poll() is not None]

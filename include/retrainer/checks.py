@@ -38,13 +38,10 @@ def slice_checks(
     cfg: ModelConfig, candidate: Any, champion: Any | None, holdout: pd.DataFrame
 ) -> list[CheckResult]:
     """Candidate vs champion on each value of each configured slice column."""
-    from retrainer.train import predict
 
     if champion is None or not cfg.validation.slices:
         return []
     out: list[CheckResult] = []
-    y = holdout[cfg.data.target].to_numpy()
-    cand, champ = predict(cfg, candidate, holdout), predict(cfg, champion, holdout)
     for spec in cfg.validation.slices:
         values = holdout[spec.column].astype("string").fillna("<null>")
         for value in sorted(values.unique()):
@@ -52,8 +49,8 @@ def slice_checks(
             name = f"slice {spec.column}={value}"
             if mask.sum() < spec.min_rows:
                 continue  # too few rows to judge: the noise would decide
-            c = metrics.compute(cfg.task, y[mask], cand[mask])[cfg.metric]
-            b = metrics.compute(cfg.task, y[mask], champ[mask])[cfg.metric]
+            c = metrics.score(cfg, candidate, holdout[mask]).get(cfg.metric, float("nan"))
+            b = metrics.score(cfg, champion, holdout[mask]).get(cfg.metric, float("nan"))
             worse = metrics.worse_by(c, b, cfg.lower_is_better)
             passed = worse <= spec.max_degradation
             out.append(

@@ -22,9 +22,12 @@ DURATION_RE = re.compile(r"^(\d+)([DWH])$")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 Duration = Annotated[str, Field(pattern=DURATION_RE.pattern, description="e.g. 56D, 8W, 12H")]
-LOWER_IS_BETTER = {"rmse", "mae"}
-TRIGGER_SIGNALS = ("data_drift", "prediction_drift", "performance", "flags", "error_detector")
-METRICS = {"classification": {"accuracy", "f1", "balanced_accuracy"}, "regression": {"rmse", "mae", "r2"}}
+LOWER_IS_BETTER = {"rmse", "mae", "log_loss", "brier"}
+TRIGGER_SIGNALS = ("data_drift", "prediction_drift", "performance", "flags", "error_detector", "cost")
+METRICS = {
+    "classification": {"accuracy", "f1", "balanced_accuracy", "roc_auc", "pr_auc", "log_loss", "brier"},
+    "regression": {"rmse", "mae", "r2"},
+}
 
 
 def duration_hours(text: str) -> int:
@@ -158,8 +161,27 @@ class PredictionDriftTrigger(_Strict):
 
 
 class PerformanceTrigger(_Strict):
+    """The champion's metric on labelled batches (and, optionally, its estimate on unlabelled ones).
+
+    ``mode: relative`` fires when the batch metric is ``max_degradation`` (a fraction) worse than the
+    champion's holdout metric. ``mode: control`` is a control chart calibrated on the stream: it fires
+    when the batch metric is worse than the champion's own baseline (its first ``baseline_batches``
+    labelled batches; the holdout metric until then) by more than ``z`` times the stream's batch-to-batch
+    noise (a robust standard deviation of consecutive per-batch metrics of the same model over the last
+    ``noise_batches``). Until ``min_noise_points`` differences are known it falls back to ``relative``.
+    """
+
+    mode: Literal["relative", "control"] = "relative"
     max_degradation: float = Field(0.2, gt=0, description="relative worsening vs the champion's validation")
     min_labelled_rows: int = Field(20, ge=1)
+    z: float = Field(2.0, gt=0, description="control mode: limit in units of the stream's per-batch noise")
+    baseline_batches: int = Field(1, ge=1, description="control mode: batches that set a champion's baseline")
+    noise_batches: int = Field(26, ge=3, description="control mode: recent batches the noise is measured on")
+    min_noise_points: int = Field(3, ge=1, description="control mode: differences needed before using it")
+    use_estimate: bool = Field(
+        False,
+        description="also judge the estimated metric (CBPE / DLE) of each new batch before its labels arrive",
+    )
 
 
 class FlagsTrigger(_Strict):
@@ -173,6 +195,26 @@ class ErrorDetectorTrigger(_Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="constructor arguments of the detector")
 
 
+class CostTrigger(_Strict):
+    """Retrain when the expected gain of a retrain exceeds its cost.
+
+    Expected gain = ``value_per_unit`` x the champion's degradation since its baseline (metric units,
+    realised or, with ``performance.use_estimate``, estimated) x ``horizon_batches`` (the batches a new
+    model is expected to serve). Costs and values are in any one currency (money, compute minutes).
+    """
+
+    retrain_cost: float = Field(gt=0, description="cost of one retrain")
+    value_per_unit: float = Field(gt=0, description="value of one unit of the metric on one batch")
+    horizon_batches: int = Field(4, ge=1, description="batches a fresh model is expected to serve")
+
+
+class EstimationConfig(_Strict):
+    """Performance estimation without labels: CBPE (classification) or DLE (regression)."""
+
+    enabled: bool = Field(True, description="estimate the champion's metric on every batch and record it")
+    min_reference_rows: int = Field(50, ge=10, description="holdout rows needed to fit the estimator")
+
+
 class TriggerConfig(_Strict):
     """Signals, combination and timing of the trigger policy. The defaults are the ones the backtest
     chose on the shipped datasets (README, "Choosing the default trigger policy"): prediction drift or a
@@ -184,6 +226,8 @@ class TriggerConfig(_Strict):
     performance: PerformanceTrigger | None = Field(default_factory=PerformanceTrigger)
     flags: FlagsTrigger | None = Field(default_factory=FlagsTrigger)
     error_detector: ErrorDetectorTrigger | None = None
+    cost: CostTrigger | None = None
+    estimation: EstimationConfig | None = Field(default_factory=EstimationConfig)
     combine: Literal["any", "k_of_n", "weighted"] = "any"
     k: int = Field(2, ge=1, description="signals needed when combine is k_of_n")
     weights: dict[str, float] = Field(default_factory=dict, description="per-signal weights when weighted")
@@ -464,6 +508,11 @@ class ModelConfig(_Strict):
     @property
     def lower_is_better(self) -> bool:
         return self.metric in LOWER_IS_BETTER
+
+    @property
+    def trigger_metric(self) -> str:
+        """The metric the performance and cost signals watch: the validation metric."""
+        return self.metric
 
     @property
     def fingerprint(self) -> str:

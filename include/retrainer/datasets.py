@@ -85,11 +85,59 @@ def rainfall() -> pd.DataFrame:
     return df
 
 
-DATASETS = {"bikeshare": bikeshare, "rainfall": rainfall}
+def co2() -> pd.DataFrame:
+    """Weekly atmospheric CO2 at Mauna Loa, 1958-03-29 .. 2001-12-29 (statsmodels' ``co2``).
+
+    2,284 weeks; target ``co2`` (ppm), 59 weeks without a measurement (unlabelled rows). Features: the
+    position in the year (``year_sin``, ``year_cos``) and the month. A model of the seasonal cycle must
+    be retrained to follow the rising trend: concept drift with a strong seasonal pattern.
+    """
+    import numpy as np
+    import pandas as pd
+    from statsmodels.datasets import co2 as sm_co2
+
+    raw = sm_co2.load_pandas().data  # read from the csv inside the package, no download
+    t = pd.DatetimeIndex(raw.index)
+    angle = 2 * np.pi * (t.dayofyear.to_numpy() - 1) / 365.25
+    return pd.DataFrame(
+        {
+            "timestamp": t,
+            "year_sin": np.sin(angle),
+            "year_cos": np.cos(angle),
+            "month": t.month.astype(int),
+            "co2": raw["co2"].to_numpy(dtype=float),
+        }
+    ).reset_index(drop=True)
+
+
+TRUMP_POLLSTERS = ("ipsos", "rasmussen", "you_gov", "gallup", "morning_consult")
+
+
+def trump_approval() -> pd.DataFrame:
+    """Daily approval rating of President Trump, 2017-03-01 .. 2019-11-26 (river's ``TrumpApproval``).
+
+    1,001 days; target ``five_thirty_eight`` (FiveThirtyEight's aggregate), features the individual
+    pollsters' latest numbers (river ships the file; river's own loader is not needed). The pollsters'
+    house effects and the aggregate's weights drift over time.
+    """
+    from importlib.resources import as_file, files
+
+    import pandas as pd
+
+    with as_file(files("river").joinpath("datasets", "trump_approval.csv.gz")) as path:
+        raw = pd.read_csv(path)
+    df = pd.DataFrame({"timestamp": raw["ordinal_date"].map(pd.Timestamp.fromordinal)})
+    for c in TRUMP_POLLSTERS:
+        df[c] = raw[c].astype(float)
+    df["five_thirty_eight"] = raw["five_thirty_eight"].astype(float)
+    return df.sort_values("timestamp", kind="mergesort").reset_index(drop=True)
+
+
+DATASETS = {"bikeshare": bikeshare, "rainfall": rainfall, "co2": co2, "trump_approval": trump_approval}
 
 
 def load(name: str) -> pd.DataFrame:
-    """A shipped dataset by name (``bikeshare`` or ``rainfall``)."""
+    """A shipped dataset by name (``bikeshare``, ``rainfall``, ``co2`` or ``trump_approval``)."""
     from retrainer.exceptions import BatchError
 
     if name not in DATASETS:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -509,7 +510,7 @@ def flagged_rate(cfg: ModelConfig, claim: dict[str, Any], validation: dict[str, 
                 + (f" or '{id_col}'" if id_col else "")
             )
     if id_col:
-        current = _load(cfg, claim)
+        current = _load(cfg, claim, [cfg.data.time_column, id_col])
         if id_col in current:
             side: set[str] = set()
             if flags is not None and key == "row":
@@ -617,6 +618,31 @@ def _errors(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> 
     return policy.error_stream(cfg.task, lab[cfg.data.target].to_numpy(), lab["prediction"].to_numpy())
 
 
+def _estimate(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
+    """The champion's estimated metrics on the whole batch, labels or not (CBPE / DLE fitted on its
+    holdout: the newest ``training.holdout`` of its snapshot); empty when it cannot be estimated."""
+    from retrainer.estimation import fit_estimator
+    from retrainer.models import load_run_model
+    from retrainer.train import split_holdout
+
+    champ = _champion(cfg, claim)
+    if cfg.triggers.estimation is None or champ is None or scored.get("predictions") is None:
+        return {}
+    try:
+        reference = _reference_frame(cfg, champ)
+        if reference is None:
+            return {}
+        _, holdout = split_holdout(cfg, reference)
+        model = load_run_model(champ.run_id)
+        est = fit_estimator(cfg, model, holdout)
+        if est is None:
+            return {}
+        return {"method": est.method, **est.estimate(cfg, model, _load(cfg, claim))}
+    except (RetrainerError, ValueError) as exc:  # an estimate is advisory: never block the decision
+        log.warning("no performance estimate for %s: %s", claim["batch"], exc)
+        return {}
+
+
 def decide(
     cfg: ModelConfig,
     claim: dict[str, Any],
@@ -642,6 +668,11 @@ def decide(
         flagged_rate=flags.get("flagged_rate"),
         has_champion=scored.get("champion_version") is not None,
     )
+    estimate = _estimate(cfg, claim, scored)
+    if estimate.get(cfg.trigger_metric) is not None:
+        signals = replace(
+            signals, estimated_value=estimate[cfg.trigger_metric], estimate_method=estimate["method"]
+        )
     state, state_note, state_from = load_policy_state(cfg, exclude_sha=claim["sha256"])
     version = scored.get("champion_version")
     decision, new_state, signals = STEP(
@@ -691,6 +722,7 @@ def decide(
             f"batch_{cfg.metric}": signals.metric_value,
             "flagged_rate": signals.flagged_rate,
             "error_change": None if signals.error_change is None else float(signals.error_change),
+            f"estimated_{cfg.trigger_metric}": signals.estimated_value,
             "rows": validation.get("rows"),
             "labelled_rows": signals.labelled_rows,
             "late_labelled_rows": perf.get("late_labelled_rows"),  # labels feed: rows of earlier batches
@@ -704,6 +736,7 @@ def decide(
                 "drift": drift_result,
                 "performance": perf,
                 "flags": flags,
+                "estimate": estimate,
                 "state": {k: v for k, v in state.to_dict().items() if k != "detector"},
                 "state_note": state_note,
                 "state_from": state_from,
@@ -785,7 +818,7 @@ def check_file(cfg: ModelConfig, path: Path, report_dir: Path | None = None) -> 
     from retrainer.train import prepare
 
     stem = _stem(path.name)
-    df = read_columns(path, [cfg.data.time_column, *cfg.data.feature_names, cfg.data.target])
+    df = read_columns(path, _columns(cfg))  # the gate checks row ids too
     with contextlib.suppress(KeyError, ValueError, TypeError):  # GX names what cannot be prepared
         df = prepare(cfg, df)
     champ = registry.champion(cfg.name)

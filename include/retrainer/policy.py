@@ -13,11 +13,12 @@ import base64
 import copy
 import zlib
 from dataclasses import asdict, dataclass, field, replace
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
-from retrainer.config import TRIGGER_SIGNALS
+from retrainer.config import TRIGGER_SIGNALS, PerformanceTrigger
 from retrainer.exceptions import PolicyStateError
-from retrainer.metrics import worse_by
+from retrainer.metrics import worse_by, worse_by_units
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,6 +45,14 @@ class Signals:
     has_champion: bool = True
     error_change: bool | None = None  # the error-stream detector saw a change on this batch's labels
     error_change_detail: str = ""
+    # the champion's estimated metric on this (possibly unlabelled) batch: CBPE / DLE
+    estimated_value: float | None = None
+    estimate_method: str = ""
+    # filled in by step() from the policy state (control chart and cost-aware signals)
+    metric_baseline: float | None = None  # the champion's own baseline (first labelled batches)
+    metric_noise: float | None = None  # the stream's per-batch noise (robust standard deviation)
+    estimate_baseline: float | None = None
+    estimate_noise: float | None = None
 
 
 STATE_FORMAT = "retrainer.policy_state/2"
@@ -69,6 +78,12 @@ class PolicyState:
     detector: Any = field(default=None, compare=False, repr=False)
     detector_model: str | None = None
     requested_model: str | None = None  # the model in service when the last request was made
+    # control chart: recent (model, metric) per labelled batch, and the current champion's baseline
+    metric_log: tuple[tuple[str, float], ...] = ()
+    baseline_model: str | None = None
+    baseline_values: tuple[float, ...] = ()
+    estimate_log: tuple[tuple[str, float], ...] = ()
+    estimate_baseline_values: tuple[float, ...] = ()
     detector_spec: dict[str, Any] | None = None
     detector_errors: Any = field(default=None, compare=False, repr=False)  # numpy float64 array
 
@@ -79,6 +94,8 @@ class PolicyState:
         out = {
             k: v for k, v in asdict(self).items() if k not in ("detector", "detector_spec", "detector_errors")
         }
+        for k in LOG_FIELDS:
+            out[k] = [list(v) if isinstance(v, tuple) else v for v in out[k]]
         out["format"] = STATE_FORMAT
         detector = None
         if self.detector_spec is not None:
@@ -106,6 +123,7 @@ class PolicyState:
         if unknown:
             raise PolicyStateError(f"unknown keys {unknown}")
         _check_types(data)
+        data = _logs_from_json(data)
         if blob is None:
             return cls(**data)
         if not isinstance(blob, dict) or set(blob) != {"method", "params", "errors", "n"}:
@@ -143,10 +161,42 @@ def _check_types(data: dict[str, Any]) -> None:
         "follow_up_due": (bool,),
         "detector_model": (str, type(None)),
         "requested_model": (str, type(None)),
+        "baseline_model": (str, type(None)),
+        **{k: (list, tuple) for k in LOG_FIELDS},
     }
     for key, value in data.items():
         if not isinstance(value, expected[key]):
             raise PolicyStateError(f"{key} has type {type(value).__name__}")
+
+
+LOG_FIELDS = ("metric_log", "estimate_log", "baseline_values", "estimate_baseline_values")
+
+
+def _logs_from_json(data: dict[str, Any]) -> dict[str, Any]:
+    """The control-chart logs as tuples, each entry checked: (model, number) pairs or numbers."""
+    out = dict(data)
+    try:
+        for k in ("metric_log", "estimate_log"):
+            if k in out:
+                out[k] = tuple((_str(m), _num(v)) for m, v in out[k])
+        for k in ("baseline_values", "estimate_baseline_values"):
+            if k in out:
+                out[k] = tuple(_num(v) for v in out[k])
+    except (TypeError, ValueError) as exc:
+        raise PolicyStateError(f"control-chart log unreadable: {exc}") from exc
+    return out
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise TypeError(f"expected a model id, got {type(v).__name__}")
+    return v
+
+
+def _num(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise TypeError(f"expected a number, got {type(v).__name__}")
+    return float(v)
 
 
 @dataclass
@@ -157,6 +207,7 @@ class Decision:
     suppressed_by: str | None = None
     score: float = 0.0
     rule_met: bool = False  # the combination rule fired (before cooldown and hysteresis)
+    details: dict[str, float] = field(default_factory=dict)  # the numbers behind the performance/cost signals
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -168,8 +219,10 @@ class Decision:
         return "suppressed" if self.suppressed_by else "no_retrain"
 
 
-def evaluate_signals(s: Signals, t: TriggerConfig) -> dict[str, str]:
-    """Signals that crossed their thresholds, each with a human-readable reason."""
+def evaluate_signals(s: Signals, t: TriggerConfig, details: dict[str, float] | None = None) -> dict[str, str]:
+    """Signals that crossed their thresholds, each with a human-readable reason (the numbers behind the
+    performance and cost signals go to ``details``)."""
+    details = {} if details is None else details
     fired: dict[str, str] = {}
     if t.data_drift and s.data_drift_share is not None and s.data_drift_share >= t.data_drift.share:
         cols = ", ".join(s.drifted_columns[:6])
@@ -182,25 +235,102 @@ def evaluate_signals(s: Signals, t: TriggerConfig) -> dict[str, str]:
         fired["prediction_drift"] = (
             f"prediction_drift {s.prediction_drift:.3f} >= {t.prediction_drift.threshold:.3f}"
         )
-    if (
-        t.performance
-        and s.metric_value is not None
-        and s.metric_reference is not None
-        and s.labelled_rows >= t.performance.min_labelled_rows
-    ):
-        change = worse_by(s.metric_value, s.metric_reference, s.lower_is_better)
-        if change > t.performance.max_degradation:
-            fired["performance"] = (
-                f"{s.metric_name} {s.metric_value:.4g} vs champion {s.metric_reference:.4g}: "
-                f"{change:+.0%} worse > {t.performance.max_degradation:.0%}"
-            )
+    if t.performance:
+        fired.update(_performance(s, t, details))
     if t.flags and s.flagged_rate is not None and s.flagged_rate >= t.flags.threshold:
         fired["flags"] = f"flagged_rate {s.flagged_rate:.1%} >= {t.flags.threshold:.1%}"
     if t.error_detector and s.error_change:
         fired["error_detector"] = f"{t.error_detector.method} detected a change in the error stream" + (
             f" ({s.error_change_detail})" if s.error_change_detail else ""
         )
+    if t.cost:
+        fired.update(_cost(s, t, details))
     return fired
+
+
+def _labelled_enough(s: Signals, t: TriggerConfig) -> bool:
+    p = _watch(t)
+    return s.labelled_rows >= (p.min_labelled_rows if p else 1)
+
+
+def degradation(s: Signals, t: TriggerConfig) -> tuple[float | None, str]:
+    """The champion's worsening since its baseline in metric units (positive = worse), and its source.
+
+    Realised (labelled batch) against the champion's baseline (control mode) or holdout metric; with
+    ``performance.use_estimate`` the estimated metric against its own baseline too, whichever is worse.
+    """
+    found: list[tuple[float, str]] = []
+    base = s.metric_baseline if s.metric_baseline is not None else s.metric_reference
+    if s.metric_value is not None and base is not None and _labelled_enough(s, t):
+        found.append((worse_by_units(s.metric_value, base, s.lower_is_better), "realised"))
+    use_est = t.performance is not None and t.performance.use_estimate
+    if use_est and s.estimated_value is not None and s.estimate_baseline is not None:
+        found.append((worse_by_units(s.estimated_value, s.estimate_baseline, s.lower_is_better), "estimated"))
+    if not found:
+        return None, ""
+    return max(found)
+
+
+def _performance(s: Signals, t: TriggerConfig, details: dict[str, float]) -> dict[str, str]:
+    p = t.performance
+    assert p is not None
+    name = s.metric_name or "metric"
+    out: dict[str, str] = {}
+    if s.metric_value is not None and s.metric_reference is not None and _labelled_enough(s, t):
+        details["metric_value"] = s.metric_value
+        details["metric_reference"] = s.metric_reference
+        if p.mode == "control" and s.metric_noise is not None and s.metric_baseline is not None:
+            units = worse_by_units(s.metric_value, s.metric_baseline, s.lower_is_better)
+            details.update(metric_baseline=s.metric_baseline, metric_noise=s.metric_noise, worse_units=units)
+            if units > p.z * s.metric_noise:
+                out["performance"] = (
+                    f"{name} {s.metric_value:.4g} vs champion baseline {s.metric_baseline:.4g}: "
+                    f"{units:+.4g} worse > {p.z:g} x stream noise {s.metric_noise:.3g}"
+                )
+        else:
+            change = worse_by(s.metric_value, s.metric_reference, s.lower_is_better)
+            details["worse_relative"] = change
+            if change > p.max_degradation:
+                out["performance"] = (
+                    f"{name} {s.metric_value:.4g} vs champion {s.metric_reference:.4g}: "
+                    f"{change:+.0%} worse > {p.max_degradation:.0%}"
+                )
+    if s.estimated_value is not None:
+        details["estimated_value"] = s.estimated_value
+    if (
+        p.use_estimate
+        and "performance" not in out
+        and s.estimated_value is not None
+        and s.estimate_baseline is not None
+        and s.estimate_noise is not None
+    ):
+        units = worse_by_units(s.estimated_value, s.estimate_baseline, s.lower_is_better)
+        details.update(estimate_baseline=s.estimate_baseline, estimate_noise=s.estimate_noise)
+        if units > p.z * s.estimate_noise:
+            out["performance"] = (
+                f"estimated {name} ({s.estimate_method}) {s.estimated_value:.4g} vs its baseline "
+                f"{s.estimate_baseline:.4g}: {units:+.4g} worse > {p.z:g} x noise {s.estimate_noise:.3g}"
+            )
+    return out
+
+
+def _cost(s: Signals, t: TriggerConfig, details: dict[str, float]) -> dict[str, str]:
+    c = t.cost
+    assert c is not None
+    worse, source = degradation(s, t)
+    if worse is None:
+        return {}
+    gain = c.value_per_unit * max(worse, 0.0) * c.horizon_batches
+    details.update(
+        degradation_units=worse, expected_gain=gain, retrain_cost=c.retrain_cost, horizon=c.horizon_batches
+    )
+    if gain <= c.retrain_cost:
+        return {}
+    return {
+        "cost": f"expected gain {gain:.4g} = {max(worse, 0):.4g} {s.metric_name or 'metric'} units "
+        f"({source}) x {c.value_per_unit:g} per unit x {c.horizon_batches} batches > retrain cost "
+        f"{c.retrain_cost:g}"
+    }
 
 
 def combine(fired: dict[str, str], t: TriggerConfig) -> tuple[bool, float]:
@@ -218,9 +348,12 @@ def decide(s: Signals, t: TriggerConfig, state: PolicyState | None = None) -> De
     state = state or PolicyState()
     if not s.has_champion:
         return Decision(True, ["no champion model yet: train the first one"], ["no_champion"], rule_met=True)
-    fired = evaluate_signals(s, t)
+    details: dict[str, float] = {}
+    fired = evaluate_signals(s, t, details)
     fires, score = combine(fired, t)
-    decision = Decision(fires, list(fired.values()), list(fired), score=score, rule_met=fires)
+    decision = Decision(
+        fires, list(fired.values()), list(fired), score=score, rule_met=fires, details=details
+    )
     gap = None if state.batches_since_request is None else state.batches_since_request + 1
     if fires and gap is not None and gap <= t.cooldown_batches:
         decision.retrain = False
@@ -249,6 +382,11 @@ def next_state(state: PolicyState, decision: Decision, t: TriggerConfig | None =
         "detector": state.detector,
         "detector_model": state.detector_model,
         "requested_model": state.requested_model,
+        "metric_log": state.metric_log,
+        "baseline_model": state.baseline_model,
+        "baseline_values": state.baseline_values,
+        "estimate_log": state.estimate_log,
+        "estimate_baseline_values": state.estimate_baseline_values,
         "detector_spec": state.detector_spec,
         "detector_errors": state.detector_errors,
     }
@@ -317,6 +455,83 @@ def feed_detector(
     return changes > 0, f"{changes} change point(s) in {len(errors)} labelled rows", detector, fed
 
 
+# -- control chart: the champion's baseline and the stream's per-batch noise ------------------------------
+def noise(log: tuple[tuple[str, float], ...], window: int) -> tuple[float | None, int]:
+    """Robust standard deviation of a per-batch metric, from differences of consecutive batches scored by
+    the same model over the last ``window`` entries (a trend cancels out of the differences' median
+    absolute deviation): (sigma, number of differences)."""
+    import numpy as np
+
+    recent = log[-window:]
+    diffs = [b[1] - a[1] for a, b in pairwise(recent) if a[0] == b[0]]
+    if not diffs:
+        return None, 0
+    d = np.asarray(diffs, dtype=float)
+    mad = float(np.median(np.abs(d - np.median(d))))
+    sigma = 1.4826 * mad / np.sqrt(2.0)
+    scale = float(np.median(np.abs([v for _, v in recent]))) or 1.0
+    return max(sigma, 1e-3 * scale), len(diffs)  # a floor: identical batches must not make any change fire
+
+
+def _watch(t: TriggerConfig) -> PerformanceTrigger | None:
+    """How the metric is watched: ``performance``, or its defaults when only ``cost`` needs the metric."""
+    return t.performance or (PerformanceTrigger() if t.cost is not None else None)
+
+
+def calibrate(signals: Signals, t: TriggerConfig, state: PolicyState, model_id: str | None) -> Signals:
+    """The control-chart numbers for this batch (baselines and noise), from the state before it."""
+    p = _watch(t)
+    if p is None:
+        return signals
+    same = state.baseline_model == model_id
+    base_vals = state.baseline_values if same else ()
+    est_vals = state.estimate_baseline_values if same else ()
+    out = {}
+    if p.mode == "control" or t.cost is not None:
+        sigma, n = noise(state.metric_log, p.noise_batches)
+        out["metric_noise"] = sigma if n >= p.min_noise_points else None
+        enough = len(base_vals) >= p.baseline_batches
+        out["metric_baseline"] = (
+            sum(base_vals[: p.baseline_batches]) / p.baseline_batches if enough else signals.metric_reference
+        )
+    if p.use_estimate and signals.estimated_value is not None:
+        sigma, n = noise(state.estimate_log, p.noise_batches)
+        out["estimate_noise"] = sigma if n >= p.min_noise_points else None
+        # the estimate's own level on the champion's first batches (estimates and realised values differ)
+        out["estimate_baseline"] = (
+            sum(est_vals[: p.baseline_batches]) / len(est_vals[: p.baseline_batches]) if est_vals else None
+        )
+    return replace(signals, **out)
+
+
+def remember(state: PolicyState, signals: Signals, t: TriggerConfig, model_id: str | None) -> PolicyState:
+    """Append this batch's realised / estimated metric to the logs and the champion's baseline."""
+    p = _watch(t)
+    if p is None or model_id is None:
+        return state
+    same = state.baseline_model == model_id
+    base_vals = state.baseline_values if same else ()
+    est_vals = state.estimate_baseline_values if same else ()
+    keep = max(p.noise_batches, 2)
+    metric_log, estimate_log = state.metric_log, state.estimate_log
+    if signals.metric_value is not None and signals.labelled_rows >= p.min_labelled_rows:
+        metric_log = (*metric_log, (model_id, float(signals.metric_value)))[-keep:]
+        if len(base_vals) < p.baseline_batches:
+            base_vals = (*base_vals, float(signals.metric_value))
+    if signals.estimated_value is not None:
+        estimate_log = (*estimate_log, (model_id, float(signals.estimated_value)))[-keep:]
+        if len(est_vals) < p.baseline_batches:
+            est_vals = (*est_vals, float(signals.estimated_value))
+    return replace(
+        state,
+        metric_log=metric_log,
+        estimate_log=estimate_log,
+        baseline_model=model_id,
+        baseline_values=base_vals,
+        estimate_baseline_values=est_vals,
+    )
+
+
 def step(
     signals: Signals,
     t: TriggerConfig,
@@ -327,8 +542,9 @@ def step(
 ) -> tuple[Decision, PolicyState, Signals]:
     """One batch through the policy, as the monitor DAG and the backtest both run it.
 
-    Feeds ``errors`` (labelled rows of ``model_id``'s predictions) to the change detector, decides, and
-    returns (decision, next state, the signals including the detector's verdict).
+    Feeds ``errors`` (labelled rows of ``model_id``'s predictions) to the change detector, adds the
+    control-chart numbers (the champion's baseline, the stream's noise) from the state, decides, and
+    returns (decision, next state, the signals including the detector's verdict and those numbers).
     """
     if not state.armed and model_id is not None and state.requested_model == model_id:
         # the request did not replace the model (rejected, or not finished): the event is not handled
@@ -336,8 +552,9 @@ def step(
         state = replace(state, armed=True)
     change, detail, detector, fed = feed_detector(state, t, errors, model_id)
     signals = replace(signals, error_change=change, error_change_detail=detail)
+    signals = calibrate(signals, t, state, model_id)
     decision = decide(signals, t, state)
-    new = next_state(state, decision, t)
+    new = next_state(remember(state, signals, t, model_id), decision, t)
     if t.error_detector is not None:
         spec = {"method": t.error_detector.method, "params": dict(t.error_detector.params)}
         new = replace(

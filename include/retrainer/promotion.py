@@ -68,7 +68,7 @@ def shadow_score(
     retire the challenger when the evidence is in. Nothing to do without a challenger."""
     from retrainer import monitor
     from retrainer.models import load_run_model
-    from retrainer.train import labelled, predict
+    from retrainer.train import labelled
 
     chal = registry.champion(cfg.name, registry.CHALLENGER)
     champ = registry.champion(cfg.name)
@@ -93,9 +93,8 @@ def shadow_score(
     if len(lab) == 0:
         out["verdict"] = "no_labels"
     else:
-        y = lab[cfg.data.target].to_numpy()
-        champ_v = metrics.compute(cfg.task, y, predict(cfg, load_run_model(champ.run_id), lab))[cfg.metric]
-        chal_v = metrics.compute(cfg.task, y, predict(cfg, load_run_model(chal.run_id), lab))[cfg.metric]
+        champ_v = metrics.score(cfg, load_run_model(champ.run_id), lab)[cfg.metric]
+        chal_v = metrics.score(cfg, load_run_model(chal.run_id), lab)[cfg.metric]
         worse = metrics.worse_by(chal_v, champ_v, cfg.lower_is_better)
         out.update(champion=champ_v, challenger=chal_v, worse_by=worse)
         out["verdict"] = "non_inferior" if worse <= cfg.promotion.margin else "inferior"
@@ -146,7 +145,7 @@ def watch_champion(
     champion too; if the new one trails it by more than ``margin`` on a batch, roll back and say so."""
     from retrainer import monitor
     from retrainer.models import load_run_model
-    from retrainer.train import labelled, predict
+    from retrainer.train import labelled
 
     m = cfg.promotion.rollback_batches
     champ = registry.champion(cfg.name)
@@ -172,9 +171,8 @@ def watch_champion(
     lab = labelled(cfg, monitor._load(cfg, claim))
     if len(lab) == 0:
         return {"champion_version": champ.version, "action": "no_labels"}
-    y = lab[cfg.data.target].to_numpy()
-    new_v = metrics.compute(cfg.task, y, predict(cfg, load_run_model(champ.run_id), lab))[cfg.metric]
-    old_v = metrics.compute(cfg.task, y, predict(cfg, load_run_model(previous.run_id), lab))[cfg.metric]
+    new_v = metrics.score(cfg, load_run_model(champ.run_id), lab)[cfg.metric]
+    old_v = metrics.score(cfg, load_run_model(previous.run_id), lab)[cfg.metric]
     worse = metrics.worse_by(new_v, old_v, cfg.lower_is_better)
     c = tracking.client()
     mlflow_run = decision["mlflow_run_id"]

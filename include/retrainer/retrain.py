@@ -129,7 +129,7 @@ def train(
     import mlflow
 
     from retrainer.models import log_model
-    from retrainer.train import fit, predict, split_holdout
+    from retrainer.train import fit, split_holdout
 
     key = run_key(cfg, snap["sha256"])
     tracking.client()
@@ -150,10 +150,8 @@ def train(
     df = _snapshot_frame(cfg, snap)
     train_df, holdout = split_holdout(cfg, df)
     model = fit(cfg, train_df)
-    scores = metrics.compute(cfg.task, holdout[cfg.data.target].to_numpy(), predict(cfg, model, holdout))
-    train_scores = metrics.compute(
-        cfg.task, train_df[cfg.data.target].to_numpy(), predict(cfg, model, train_df)
-    )
+    scores = metrics.score(cfg, model, holdout)  # probability metrics too, for classifiers that have them
+    train_scores = metrics.score(cfg, model, train_df)
     with mlflow.start_run(
         experiment_id=tracking.experiment_id(cfg.name, "train"), run_name=f"train-{snap['sha256'][:8]}"
     ) as run:
@@ -240,7 +238,7 @@ def evaluate(
 
     from retrainer.checks import run_checks
     from retrainer.models import load_run_model
-    from retrainer.train import predict, split_holdout
+    from retrainer.train import split_holdout
 
     champ = registry.champion(cfg.name)
     candidate = dict(trained["holdout"])
@@ -248,8 +246,7 @@ def evaluate(
     train_df, holdout = split_holdout(cfg, _snapshot_frame(cfg, snap))
     champion_model = load_run_model(champ.run_id) if champ is not None else None
     if champion_model is not None:
-        y = holdout[cfg.data.target].to_numpy()
-        champion_scores = metrics.compute(cfg.task, y, predict(cfg, champion_model, holdout))
+        champion_scores = metrics.score(cfg, champion_model, holdout)
     thresholds = _thresholds(cfg, champion_scores.get(cfg.metric), force)
     failed: list[str] = []
     if champ is not None and champ.run_id == trained["run_id"]:
@@ -286,6 +283,11 @@ def evaluate(
         "forced": force,
     }
     c = tracking.client()
+    if champ is not None and champ.run_id == trained["run_id"] and len(failed) == 1:
+        # the candidate is the serving champion and nothing but "no change" failed (a re-run, or no new
+        # data): its run keeps the outcome it earned when it was registered
+        log.info("candidate run %s is champion v%s: nothing to register", trained["run_id"], champ.version)
+        return out
     c.set_tag(trained["run_id"], "retrainer.outcome", "validated" if passed else "rejected")
     c.set_tag(trained["run_id"], "retrainer.validation", tracking._json(out)[:5000])
     c.log_dict(trained["run_id"], out, "validation.json")  # the full record, whatever its length

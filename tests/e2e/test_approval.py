@@ -26,23 +26,24 @@ def detail(stack: Any) -> dict[str, Any]:
 def test_unanswered_approval_times_out_rejects_and_frees_the_retrain_dag(stack: Any, smtp: Any) -> None:
     from retrainer.storage import DataRoot
 
+    # generous timeouts: a retrain takes ~30 s on a quiet machine, minutes on a shared, loaded one
     stack.unpause(RETRAIN)
     stack.unpause(APPROVAL)
     first = stack.trigger(RETRAIN, {"reason": "first champion"})
-    assert stack.wait_run(RETRAIN, first["dag_run_id"])["state"] == "success"
+    assert stack.wait_run(RETRAIN, first["dag_run_id"], timeout=900)["state"] == "success"
     assert detail(stack)["summary"]["champion"]["version"] == 1
 
     week, df = stack.weeks[0]  # one more week of data: the next retrain registers a new version
     DataRoot(stack.state / "data", MODEL).import_batch(df, f"{week}.parquet", stage="archive")
     second = stack.trigger(RETRAIN, {"reason": "new week", "force": True})
-    done = stack.wait_run(RETRAIN, second["dag_run_id"])
+    done = stack.wait_run(RETRAIN, second["dag_run_id"], timeout=900)
     assert done["state"] == "success", done
     assert detail(stack)["summary"]["challenger"]["version"] == 2
 
     # the approval DAG runs on the asset the retrain emitted, and waits in the triggerer (deferred)
-    run = wait_until("an approval run", lambda: next(iter(stack.runs(APPROVAL)), None), timeout=120)
+    run = wait_until("an approval run", lambda: next(iter(stack.runs(APPROVAL)), None), timeout=300)
     ti_path = f"/api/v2/dags/{APPROVAL}/dagRuns/{run['dag_run_id']}/taskInstances/approval"
-    wait_until("the approval task waiting", lambda: stack.request("GET", ti_path)["state"] == "deferred", 120)
+    wait_until("the approval task waiting", lambda: stack.request("GET", ti_path)["state"] == "deferred", 300)
     hitl = stack.request("GET", f"{ti_path}/-1/hitlDetails")
     assert [u["id"] for u in hitl["assigned_users"]] == ["admin"]
     assert hitl["defaults"] == ["Reject"] and "v2" in hitl["subject"]
@@ -50,7 +51,7 @@ def test_unanswered_approval_times_out_rejects_and_frees_the_retrain_dag(stack: 
     assert all(r["state"] in ("success", "failed") for r in stack.runs(RETRAIN))
     assert detail(stack)["summary"]["champion"]["version"] == 1
 
-    final = stack.wait_run(APPROVAL, run["dag_run_id"], timeout=180)
+    final = stack.wait_run(APPROVAL, run["dag_run_id"], timeout=600)
 
     assert final["state"] == "success", final
     d = detail(stack)

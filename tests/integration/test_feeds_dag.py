@@ -3,7 +3,9 @@
 A copy of bikeshare with a row id (``bikefeeds``): a batch arrives without labels (no performance signal),
 its labels arrive later as a file in ``landing/bikefeeds/labels/`` (and flags in ``.../flags/``), the next
 monitor run scores that batch's stored predictions with them and records how late they came (the flags
-count towards that batch), and the next retrain trains on those rows (a new snapshot hash). The retrain is started as the scheduler would start it on the asset
+count towards that batch), and the next retrain trains on those rows (a new snapshot hash). ``windspeed``
+is nullable and entirely empty in the second batch (a sensor outage): the model imputes it, and the drift
+step reports it as "no data". The retrain is started as the scheduler would start it on the asset
 (``dag.test()`` does not run asset-triggered runs itself).
 """
 
@@ -43,6 +45,9 @@ def world(airflow_env: Path, bikeshare_weeks: list[tuple[str, pd.DataFrame]]) ->
     raw = yaml.safe_load((REPO / "include" / "models" / "bikeshare.yaml").read_text())
     raw["name"] = NAME
     raw["data"]["id_column"] = "row_id"
+    for f in raw["data"]["features"]:  # a sensor that may fail: nullable, so the model imputes it
+        if f["name"] == "windspeed":
+            f["nullable"] = True
     folder = airflow_env / "models"
     (folder / f"{NAME}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     harness.reload_dags()
@@ -98,11 +103,15 @@ def test_02_late_labels_score_the_earlier_batch(world: dict[str, Any]) -> None:
     flagged.to_csv(dr.landing / "flags" / ".flags-week7.csv.part", index=False)
     (dr.landing / "flags" / ".flags-week7.csv.part").rename(dr.landing / "flags" / "flags-week7.csv")
     name, nxt = world["weeks"][7]
-    dr.import_batch(with_ids(nxt).drop(columns=["bikers"]), f"{name}.parquet")
+    outage = with_ids(nxt).drop(columns=["bikers"]).assign(windspeed=float("nan"))  # sensor down all week
+    dr.import_batch(outage, f"{name}.parquet")
 
     res = run(f"{NAME}__monitor")
 
     assert res["state"] == "success", res
+    drift = xcom(res, "drift_report")  # the empty column is "no data", not a crash and not drift
+    assert drift["no_data_columns"] == ["windspeed"] and "windspeed" not in drift["drifted_columns"]
+    assert drift["column_drift"]["windspeed"] is None
     fed = xcom(res, "ingest_feeds")
     assert [d["file"] for d in fed["labels"]["ingested"]] == ["labels-week7.csv"]
     perf = xcom(res, "performance")
@@ -128,6 +137,7 @@ def test_02_late_labels_score_the_earlier_batch(world: dict[str, Any]) -> None:
     run_id = xcom(res, "decide")["mlflow_run_id"]
     record = tracking.client().get_run(run_id)
     assert record.data.metrics["late_labelled_rows"] == len(week)
+    assert json.loads(record.data.tags["retrainer.no_data_columns"]) == ["windspeed"]
     import mlflow
 
     decision = mlflow.artifacts.load_dict(f"{record.info.artifact_uri}/decision.json")

@@ -97,8 +97,11 @@ def test_report_schema_is_stable(report):
         "frontier",
         "trigger_vs_frontier",
         "alternatives_vs_frontier",
+        "recovered_gain",
+        "retrain_share",
+        "halves",
     } <= set(report)
-    assert report["schema_version"] == 1 and report["metric"] == "mae"
+    assert report["schema_version"] == 2 and report["metric"] == "mae"
     names = list(report["policies"])
     assert names[:2] == ["never", "every_batch"] and {"every_2", "every_3", "every_4"} <= set(names)
     assert names[-2:] == ["trigger", "detector_only"]
@@ -125,7 +128,9 @@ def test_report_schema_is_stable(report):
         "ci95",
         "retrain_fraction",
         "gap_to_every_batch",
-        "goal",
+        "recovered_gain",
+        "retrain_share",
+        "criteria",
     } <= set(tv)
     assert tv["ci95"][0] <= tv["difference"] <= tv["ci95"][1]
     assert tv["retrain_fraction"] == report["policies"]["trigger"]["retrains"] / report["batches"]

@@ -41,7 +41,7 @@ def test_shipped_config_loads():
     assert cfg.data.target == "bikers"
     assert "weathersit" in cfg.data.categorical and "temp" in cfg.data.numeric
     assert cfg.metric == "rmse" and cfg.lower_is_better
-    assert cfg.triggers.cooldown_batches == 2
+    assert cfg.triggers.cooldown_batches == 3 and cfg.triggers.performance.mode == "control"
     assert cfg.source == str(SHIPPED)
 
 

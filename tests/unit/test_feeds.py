@@ -357,3 +357,15 @@ def test_batch_gate_requires_unique_row_ids():
 
     assert any(f["column"] == "rid" and "unique" in f["expectation"] for f in err.value.failures)
     assert quality.validate(day(0), quality.build_expectations(cfg), name="ids_ok")["success"]
+
+
+def test_check_command_gate_sees_the_row_ids(dr, tmp_path):
+    """``retrainer check`` runs the same gate: a batch with its row ids passes it."""
+    from retrainer import monitor
+
+    path = tmp_path / "2024-01-01.parquet"
+    day(0).to_parquet(path, index=False)
+
+    out = monitor.check_file(make_cfg(), path)
+
+    assert out["gate"]["passed"], out["gate"]["failures"]
