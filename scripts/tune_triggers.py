@@ -42,46 +42,28 @@ VARIANTS: dict[str, dict] = {
         "performance": {"mode": "relative", "max_degradation": 0.25, "min_labelled_rows": 7},
         "cooldown_batches": 2,
     },
-    "pd_ctl2_cd2": {**OFF, "prediction_drift": PD, "performance": ctl(2.0), "cooldown_batches": 2},
-    "pd_ctl3_cd2": {**OFF, "prediction_drift": PD, "performance": ctl(3.0), "cooldown_batches": 2},
-    "pd_ctl2_cd3": {**OFF, "prediction_drift": PD, "performance": ctl(2.0), "cooldown_batches": 3},
-    "pd_ctl3_cd3": {**OFF, "prediction_drift": PD, "performance": ctl(3.0), "cooldown_batches": 3},
-    "ctl15_cd2": {**OFF, "performance": ctl(1.5), "cooldown_batches": 2},
-    "ctl2_cd1": {**OFF, "performance": ctl(2.0), "cooldown_batches": 1},
-    "ctl2_cd2": {**OFF, "performance": ctl(2.0), "cooldown_batches": 2},
-    "ctl3_cd2": {**OFF, "performance": ctl(3.0), "cooldown_batches": 2},
-    "ctl3_cd3": {**OFF, "performance": ctl(3.0), "cooldown_batches": 3},
-    "ctl2est_cd2": {**OFF, "performance": ctl(2.0, use_estimate=True), "cooldown_batches": 2},
-    "pd_ctl2est_cd2": {
+    # prediction drift or a relative 10% drop; cooldown 3 caps the share of retrains near 25%
+    "pd_rel10_cd3": {
         **OFF,
         "prediction_drift": PD,
-        "performance": ctl(2.0, use_estimate=True),
-        "cooldown_batches": 2,
+        "performance": {"mode": "relative", "max_degradation": 0.10, "min_labelled_rows": 7},
+        "cooldown_batches": 3,
     },
-    "pd_ctl3est_cd3": {
+    # control charts of several widths (z, in units of the stream's per-batch noise), cooldown 3 / 4
+    "pd_ctl2_cd3": {**OFF, "prediction_drift": PD, "performance": ctl(2.0), "cooldown_batches": 3},
+    "pd_ctl15_cd3": {**OFF, "prediction_drift": PD, "performance": ctl(1.5), "cooldown_batches": 3},
+    "pd_ctl1_cd3": {**OFF, "prediction_drift": PD, "performance": ctl(1.0), "cooldown_batches": 3},
+    "pd_ctl05_cd3": {**OFF, "prediction_drift": PD, "performance": ctl(0.5), "cooldown_batches": 3},
+    "ctl1_cd3": {**OFF, "performance": ctl(1.0), "cooldown_batches": 3},
+    "pd_ctl1_cd4": {**OFF, "prediction_drift": PD, "performance": ctl(1.0), "cooldown_batches": 4},
+    # estimated performance (CBPE / DLE) as a second vote before the labels arrive
+    "pd_ctl1est_cd3": {
         **OFF,
         "prediction_drift": PD,
-        "performance": ctl(3.0, use_estimate=True),
+        "performance": ctl(1.0, use_estimate=True),
         "cooldown_batches": 3,
     },
 }
-
-
-# the variants still in the running after bikeshare and rainfall (both delays): the rest ran there only
-# (their results are in .tune-cache/ and docs/backtest/tuning.md); the CPU budget is 2 shared cores
-SHORTLIST = (
-    "relative25_cd2",
-    "pd_ctl2_cd2",
-    "pd_ctl3_cd2",
-    "pd_ctl2_cd3",
-    "ctl15_cd2",
-    "ctl3_cd3",
-    "pd_ctl2est_cd2",
-)
-
-
-# the last round (CPU budget): the three best of the shortlist on the first halves so far
-FINAL = ("relative25_cd2", "pd_ctl2_cd2", "pd_ctl2_cd3")
 
 
 def run(stream: str, delay: int, variants: dict[str, dict]) -> dict:
@@ -93,7 +75,7 @@ def run(stream: str, delay: int, variants: dict[str, dict]) -> dict:
     key = CACHE / f"{stream}-d{delay}.json"
     if key.exists():
         cached = json.loads(key.read_text())
-        if set(variants) <= set(cached["alternatives_vs_frontier"]):
+        if set(variants) <= set(cached["alternatives_vs_frontier"]) and "oracle" in cached:
             return cached
     cfg = load_config(STREAMS[stream])
     cfg = cfg.model_copy(update={"backtest": cfg.backtest.model_copy(update={"alternatives": variants})})
@@ -173,11 +155,10 @@ def main() -> None:
     reports = {}
     for stream in args.streams:
         for delay in args.delays:
-            variants = VARIANTS if stream in ("bikeshare", "rainfall") else {n: VARIANTS[n] for n in FINAL}
-            reports[(stream, delay)] = run(stream, delay, variants)
+            reports[(stream, delay)] = run(stream, delay, VARIANTS)
             print(f"done {stream} delay {delay}", file=sys.stderr, flush=True)
     scores = []
-    ranked = [n for n in SHORTLIST if all(n in r["halves"]["first"]["policies"] for r in reports.values())]
+    ranked = [n for n in VARIANTS if all(n in r["halves"]["first"]["policies"] for r in reports.values())]
     for name in ranked:
         first = [case(r, "first", name) for r in reports.values()]
         met = sum(shortfall(*c) == 0 for c in first)

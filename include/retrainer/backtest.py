@@ -522,6 +522,143 @@ def halves(cfg: ModelConfig, summaries: dict[str, dict[str, Any]], warmup: int) 
     return out
 
 
+# -- the oracle bound ------------------------------------------------------------------------------------
+def _fast_metric(metric: str, y: np.ndarray, p: np.ndarray) -> float | None:
+    """``metric`` on one batch without sklearn's overhead (the same definitions), or None if not covered."""
+    import numpy as np
+
+    if not len(y):
+        return float("nan")
+    if metric == "rmse":
+        return float(np.sqrt(np.mean((y.astype(float) - p.astype(float)) ** 2)))
+    if metric == "mae":
+        return float(np.mean(np.abs(y.astype(float) - p.astype(float))))
+    if metric == "accuracy":
+        return float(np.mean(y == p))
+    if metric == "f1":  # macro over the classes present in labels or predictions, zero_division=0
+        scores = []
+        for c in np.union1d(y, p):
+            tp = np.sum((y == c) & (p == c))
+            denom = 2 * tp + np.sum((y != c) & (p == c)) + np.sum((y == c) & (p != c))
+            scores.append(2 * tp / denom if denom else 0.0)
+        return float(np.mean(scores))
+    return None
+
+
+def labelled_rows(cfg: ModelConfig, batch: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``batch`` with a label."""
+    return batch[batch[cfg.data.target].notna()]
+
+
+def model_metrics(replay: Replay) -> tuple[np.ndarray, list[int]]:
+    """The configured metric of every model the replay can train, on every batch after it could serve.
+
+    Row 0 is the first model (trained before the replay); row ``r + 1`` is the model a retrain at
+    evaluation batch ``r`` trains (labels up to ``r - label_delay``), which serves from batch ``r + 1``.
+    Entry ``[row, e]`` is that model's metric on evaluation batch ``e`` (NaN where it cannot serve or
+    the fit failed). Uses the replay's fit cache: after ``every_batch`` has run, no new fit is needed.
+    """
+    import numpy as np
+
+    from retrainer.train import predict
+
+    import pandas as pd
+
+    cfg, w = replay.cfg, replay.warmup
+    n = len(replay.batches) - w
+    out = np.full((n + 1, n), np.nan)
+    frames = [labelled_rows(cfg, replay.batches[i][1]) for i in range(w, len(replay.batches))]
+    sizes = [len(f) for f in frames]
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    rows = pd.concat(frames, ignore_index=True)
+    ys = rows[cfg.data.target].to_numpy()
+    need_proba = cfg.metric in metrics.PROBABILITY_METRICS
+    for row in range(n):  # the model serving from batch `row` (row 0: the first model)
+        fitted = replay.fit(w - 1 if row == 0 else w + row - 1 - replay.delay)
+        if isinstance(fitted, str):
+            continue
+        later = rows.iloc[starts[row] :]
+        pred = predict(cfg, fitted.model, later)  # one call per model: every later batch at once
+        proba, classes = metrics.predict_proba(cfg, fitted.model, later) if need_proba else (None, None)
+        for e in range(row, n):
+            a, b = starts[e] - starts[row], starts[e + 1] - starts[row]
+            y = ys[starts[e] : starts[e + 1]]
+            value = None if need_proba else _fast_metric(cfg.metric, y, pred[a:b])
+            if value is None:
+                value = metrics.compute(
+                    cfg.task, y, pred[a:b], None if proba is None else proba[a:b], classes
+                ).get(cfg.metric, float("nan"))
+            out[row, e] = value
+    return out, sizes
+
+
+def oracle_curve(values: np.ndarray, lower_is_better: bool, lo: int = 0, hi: int | None = None) -> list[float]:
+    """The best mean metric on batches ``lo <= e < hi`` reachable with exactly/at most m retrains.
+
+    ``values`` is :func:`model_metrics`' matrix. A schedule is a set of retrain batches in ``[lo, hi)``
+    (a retrain at ``r`` serves from ``r + 1``); whatever served batch ``lo`` may be any model trained
+    before it (for ``lo = 0``: the first model). Every retrain is assumed to be promoted, so this bounds
+    every policy with at most m retrains from above, whatever its validation rejected. Dynamic
+    programming over (retrains, last retrain batch), O(m n^2). Returns the best mean for m = 0 .. hi - lo.
+    """
+    import numpy as np
+
+    n = values.shape[1]
+    hi = n if hi is None else hi
+    sign = -1.0 if lower_is_better else 1.0
+    v = sign * np.nan_to_num(values[:, lo:hi], nan=0.0)  # rows: models; cols: batches of the slice
+    valid = ~np.isnan(values[:, lo:hi])
+    batches = max(1, int(np.max(np.sum(valid, axis=1)))) if valid.any() else 1
+    L = hi - lo
+    cum = np.concatenate([np.zeros((v.shape[0], 1)), np.cumsum(v, axis=1)], axis=1)  # sum of cols < j
+    neg = -np.inf
+    # start: the best model able to serve batch lo (rows 0..lo) for a segment lo..lo+j-1
+    starts = [r for r in range(lo + 1) if not np.isnan(values[r, lo])] or [0]
+    # g[r] (r = slice position of the last retrain) = best total over slice cols <= r
+    seg0 = np.max(cum[starts, :], axis=0)  # seg0[j] = best start model's total over cols < j
+    best = [seg0[L]]
+    # one retrain at position r: start model over cols 0..r, then model row lo+r+1 over cols r+1..
+    g = seg0[1 : L + 1].copy()  # total over cols 0..r, for r = 0..L-1
+    ok_rows = np.array([lo + r + 1 < n and not np.isnan(values[lo + r + 1, lo + r + 1]) for r in range(L)])
+    rows = np.minimum(np.arange(L) + lo + 1, values.shape[0] - 1)
+    for _m in range(1, L + 1):
+        # finish: the model of the last retrain at r serves cols r+1 .. L-1
+        tail = np.where(ok_rows, cum[rows, L] - cum[rows, np.arange(L) + 1], neg)
+        tail = np.where(np.arange(L) == L - 1, 0.0, tail)  # a retrain on the last batch serves nothing
+        best.append(max(best[-1], float(np.max(g + tail))))
+        # next retrain at r' > r: model of r serves cols r+1 .. r'
+        cr = cum[rows]  # (L, L + 1)
+        # trans[r, r'] = cum[row_r, r' + 1] - cum[row_r, r + 1] for r < r'
+        trans = cr[:, 1:] - cr[np.arange(L), np.arange(L) + 1][:, None]
+        mask = np.arange(L)[:, None] < np.arange(L)[None, :]
+        trans = np.where(mask & ok_rows[:, None], trans, neg)
+        g = np.max(g[:, None] + trans, axis=0)
+        if not np.isfinite(g).any():
+            best += [best[-1]] * (L - _m)
+            break
+    return [sign * b / batches for b in best]
+
+
+def oracle(cfg: ModelConfig, summaries: dict[str, dict[str, Any]], values: np.ndarray) -> dict[str, Any]:
+    """The oracle bound on the whole replay and on each half, as mean metric and recovered gain by retrains."""
+    n = values.shape[1]
+    out: dict[str, Any] = {}
+    for label, (lo, hi) in {"whole": (0, n), "first": (0, n // 2), "second": (n // 2, n)}.items():
+        part = summaries if label == "whole" else slice_summaries(summaries, lo, hi, 0)
+        means = oracle_curve(values, cfg.lower_is_better, lo, hi)
+        never, eb = part["never"]["mean"], part["every_batch"]["mean"]
+        rec = [(m - never) / (eb - never) if eb != never else float("nan") for m in means]
+        n_eb = part["every_batch"]["retrains"] if label == "whole" else hi - lo
+        out[label] = {"batches": [lo, hi], "mean": means, "recovered_gain": rec, "every_batch_retrains": n_eb}
+    return out
+
+
+def oracle_at(oracle_part: dict[str, Any], retrains: int) -> float:
+    """The oracle's recovered gain with at most ``retrains`` retrains."""
+    rec = oracle_part["recovered_gain"]
+    return rec[max(0, min(retrains, len(rec) - 1))]
+
+
 # -- entry point ------------------------------------------------------------------------------------------
 def default_warmup(cfg: ModelConfig, freq: str) -> int:
     """Batches covering the training window (at least 2), unless the config says otherwise."""
@@ -540,6 +677,7 @@ def backtest(
     max_k: int | None = None,
     progress: bool = True,
     data_name: str = "",
+    oracle_bound: bool = True,
 ) -> dict[str, Any]:
     """Replay ``df`` through every policy and return the report (the JSON document)."""
     from threadpoolctl import threadpool_limits
@@ -611,6 +749,17 @@ def backtest(
         },
         "triggers": {n: t.model_dump(mode="json") for n, t in triggers.items()},
     }
+    if oracle_bound:
+        with threadpool_limits(1), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module="sklearn")
+            values, _ = model_metrics(replay)
+        bound = oracle(cfg, summaries, values)
+        report["oracle"] = bound
+        for tv in [report["trigger_vs_frontier"], *report["alternatives_vs_frontier"].values()]:
+            tv["oracle_recovered_gain"] = oracle_at(bound["whole"], tv["retrains"])
+        for label in ("first", "second"):
+            for p in report["halves"][label]["policies"].values():
+                p["oracle_recovered_gain"] = oracle_at(bound[label], p["retrains"])
     return report
 
 
