@@ -709,6 +709,12 @@ def decide(
                     "champion_version": scored.get("champion_version"),
                     "drifted_columns": drift_result.get("drifted_columns"),
                     "no_data_columns": drift_result.get("no_data_columns") or None,  # all null in batch
+                    # the batches whose labels made this step's realised metric (the view pairs a batch's
+                    # estimate with its realised metric once its labels arrive)
+                    "scored_batches": [
+                        b["batch"] for b in perf.get("scored_batches") or [] if b.get("scored")
+                    ]
+                    or None,
                     "policy_state": "1",
                     "policy_state_from": state_from,
                     "policy_state_note": state_note,
