@@ -56,6 +56,27 @@ VARIANTS: dict[str, dict] = {
     "pd_ctl05_cd3": {**OFF, "prediction_drift": PD, "performance": ctl(0.5), "cooldown_batches": 3},
     "ctl1_cd3": {**OFF, "performance": ctl(1.0), "cooldown_batches": 3},
     "pd_ctl1_cd4": {**OFF, "prediction_drift": PD, "performance": ctl(1.0), "cooldown_batches": 4},
+    # prediction drift fires on nearly every batch of TrumpApproval and half of Bikeshare's at 0.15, which
+    # turns the policies above into a cooldown schedule: a wider prediction-drift threshold lets the
+    # control chart time the retrains
+    "pd30_ctl1_cd3": {
+        **OFF,
+        "prediction_drift": {"threshold": 0.3},
+        "performance": ctl(1.0),
+        "cooldown_batches": 3,
+    },
+    "pd50_ctl1_cd3": {
+        **OFF,
+        "prediction_drift": {"threshold": 0.5},
+        "performance": ctl(1.0),
+        "cooldown_batches": 3,
+    },
+    "pd30_ctl15_cd2": {
+        **OFF,
+        "prediction_drift": {"threshold": 0.3},
+        "performance": ctl(1.5),
+        "cooldown_batches": 2,
+    },
     # estimated performance (CBPE / DLE) as a second vote before the labels arrive
     "pd_ctl1est_cd3": {
         **OFF,
