@@ -378,19 +378,32 @@ def _predict_file(cfg: ModelConfig, model: Any, path: Path) -> pd.DataFrame:
     import numpy as np
     import pandas as pd
 
+    from retrainer import feeds, metrics
     from retrainer.train import predict, prepare
 
-    times, preds = [], []
+    # a probability metric as the watched metric: the class probabilities are stored too, one column
+    # per class (``proba:<class>``), so the labels that arrive later can be scored with it
+    want_proba = cfg.trigger_metric in metrics.PROBABILITY_METRICS
+    times, preds, probas, classes = [], [], [], None
     for chunk in iter_chunks(path, [cfg.data.time_column, *cfg.data.feature_names]):
         chunk = prepare(cfg, chunk)
         times.append(chunk[cfg.data.time_column].to_numpy())
         preds.append(np.asarray(predict(cfg, model, chunk)))
-    return pd.DataFrame(
+        if want_proba:
+            proba, classes = metrics.predict_proba(cfg, model, chunk)
+            want_proba = proba is not None
+            probas.append(proba)
+    out = pd.DataFrame(
         {
             cfg.data.time_column: np.concatenate(times) if times else np.array([], "datetime64[ns]"),
             "prediction": np.concatenate(preds) if preds else np.array([]),
         }
     )
+    if want_proba and probas and classes is not None:
+        stacked = np.concatenate(probas)
+        for j, c in enumerate(classes):
+            out[f"{feeds.PROBA}{c}"] = stacked[:, j]
+    return out
 
 
 # -- 4. signals -------------------------------------------------------------------------------------
@@ -457,15 +470,23 @@ def performance(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any])
     version = scored.get("champion_version", champ.version)
     cols = [cfg.data.time_column, cfg.data.target, *([cfg.data.id_column] if cfg.data.id_column else [])]
     df = _load(cfg, claim, cols)
-    df["prediction"] = pd.read_parquet(scored["predictions"], columns=["prediction"])["prediction"].to_numpy()
+    stored = pd.read_parquet(scored["predictions"])
+    for col in ["prediction", *feeds.proba_columns(stored)]:
+        df[col] = stored[col].to_numpy()
     extra: dict[str, Any] = {}
     if cfg.data.id_column and cfg.data.id_column in df:
         matured, extra = feeds.label_step(cfg, claim, df, version)
     else:
         lab = df[df[cfg.data.target].notna()] if cfg.data.target in df else df.iloc[0:0]
+        proba, classes = feeds.stored_proba(lab)
         matured = [
             feeds.Matured(
-                claim["batch"], f"v{version}", lab[cfg.data.target].to_numpy(), lab["prediction"].to_numpy()
+                claim["batch"],
+                f"v{version}",
+                lab[cfg.data.target].to_numpy(),
+                lab["prediction"].to_numpy(),
+                proba=proba,
+                classes=classes,
             )
         ]
     signal = feeds.performance_signal(cfg, matured, f"v{version}")
