@@ -6,7 +6,6 @@ Everything here is plain pandas/scikit-learn; MLflow logging lives in :mod:`retr
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -181,11 +180,3 @@ def fit(cfg: ModelConfig, train: pd.DataFrame) -> Pipeline:
 
 def predict(cfg: ModelConfig, model: Any, df: pd.DataFrame) -> Any:
     return model.predict(_missing_as_none(cfg, df[cfg.data.feature_names]))
-
-
-@dataclass
-class TrainResult:
-    model: Any
-    train_rows: int
-    holdout_rows: int
-    holdout_metrics: dict[str, float]
