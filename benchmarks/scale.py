@@ -49,6 +49,7 @@ GOALS = {
     "archive_growth": 1.2,
     "state_growth": 1.2,
 }
+PROFILE: list[str] = []  # steps run under cProfile (--profile STEP): their stats go beside the step's output
 
 
 # -- data ------------------------------------------------------------------------------------------------
@@ -111,9 +112,21 @@ def _child(spec_file: str) -> None:
         tracking.client().search_experiments(max_results=1)
     rss_imports = _maxrss_mb()
     fn = globals()[f"step_{spec['step']}"]
+    profile = spec["step"] in spec.get("profile", [])
+    if profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
     t = time.perf_counter()
     result = fn(*spec["args"])
     seconds = time.perf_counter() - t
+    if profile:
+        import pstats
+
+        prof.disable()
+        with Path(spec["out"]).with_suffix(".profile.txt").open("w") as f:
+            pstats.Stats(prof, stream=f).sort_stats("cumulative").print_stats(40)
     out = {"seconds": seconds, "rss_mb": _maxrss_mb(), "rss_imports_mb": rss_imports, "result": result}
     Path(spec["out"]).write_text(json.dumps(out, default=str))
 
@@ -123,7 +136,11 @@ def run_step(
 ) -> dict[str, Any]:
     spec = work / f"step-{step}-{time.monotonic_ns()}.json"
     out = spec.with_suffix(".out.json")
-    spec.write_text(json.dumps({"env": env, "step": step, "args": args, "imports": imports, "out": str(out)}))
+    spec.write_text(
+        json.dumps(
+            {"env": env, "step": step, "args": args, "imports": imports, "out": str(out), "profile": PROFILE}
+        )
+    )
     proc = subprocess.run(
         [sys.executable, __file__, "--child", str(spec)],
         env={**os.environ, "PYTHONPATH": str(REPO / "include")},
@@ -132,6 +149,8 @@ def run_step(
     )
     if proc.returncode != 0:
         raise SystemExit(f"step {step} failed:\n{proc.stderr[-4000:]}")
+    if step in PROFILE:
+        print(f"    profile of {step}: {out.with_suffix('.profile.txt')}", flush=True)
     return json.loads(out.read_text())
 
 
@@ -544,12 +563,21 @@ def main() -> None:
     p.add_argument("--archive", default="10,100", help="archive lengths to compare")
     p.add_argument("--decisions", default="100,3000", help="decision-log lengths to compare")
     p.add_argument("--only", choices=["monitor", "retrain", "state"], action="append")
+    p.add_argument(
+        "--profile",
+        action="append",
+        default=[],
+        metavar="STEP",
+        help="run this step (validate, score, drift, retrain, ...) under cProfile; stats are written to "
+        "<work>/step-STEP-*.out.profile.txt (times then include the profiler's overhead)",
+    )
     p.add_argument("--work", default=str(REPO / ".bench" / "scale"))
     p.add_argument("--json", default=str(REPO / ".bench" / "scale.json"))
     args = p.parse_args()
     if args.child:
         _child(args.child)
         return
+    PROFILE.extend(args.profile)
     base = Path(args.work)
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)

@@ -364,7 +364,8 @@ def score_batch(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
         log.warning("model %s has no champion yet: nothing to score with", cfg.name)
         return {"champion_version": None, "predictions": None}
     path = _batch_file(cfg, claim)
-    out = _predict_file(cfg, load_run_model(champ.run_id), path)
+    # class probabilities are kept beside the predictions when the decision estimates the metric (CBPE)
+    out = _predict_file(cfg, load_run_model(champ.run_id), path, proba=cfg.triggers.estimation is not None)
     path = root(cfg).predictions / f"{_stem(claim['batch'])}.v{champ.version}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     out.to_parquet(path, index=False)
@@ -372,25 +373,39 @@ def score_batch(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
     return {"champion_version": champ.version, "predictions": str(path)}
 
 
-def _predict_file(cfg: ModelConfig, model: Any, path: Path) -> pd.DataFrame:
-    """Time column and predictions of a batch file, predicted :data:`~retrainer.storage.CHUNK_ROWS` rows
-    at a time."""
+PROBA = "proba_"  # stored class probabilities: proba_0, proba_1, ... in the model's class order
+
+
+def _predict_file(cfg: ModelConfig, model: Any, path: Path, proba: bool = False) -> pd.DataFrame:
+    """Time column and predictions of a batch file (and, with ``proba``, the classifier's probabilities
+    as ``proba_<j>``), predicted :data:`~retrainer.storage.CHUNK_ROWS` rows at a time."""
     import numpy as np
     import pandas as pd
 
-    from retrainer.train import predict, prepare
+    from retrainer.train import predict, predict_with_proba, prepare
 
-    times, preds = [], []
+    times, preds, probas = [], [], []
     for chunk in iter_chunks(path, [cfg.data.time_column, *cfg.data.feature_names]):
         chunk = prepare(cfg, chunk)
         times.append(chunk[cfg.data.time_column].to_numpy())
-        preds.append(np.asarray(predict(cfg, model, chunk)))
-    return pd.DataFrame(
+        if proba:
+            pred, p = predict_with_proba(cfg, model, chunk)
+            if p is not None:
+                probas.append(np.asarray(p, dtype=float))
+        else:
+            pred = predict(cfg, model, chunk)
+        preds.append(np.asarray(pred))
+    out = pd.DataFrame(
         {
             cfg.data.time_column: np.concatenate(times) if times else np.array([], "datetime64[ns]"),
             "prediction": np.concatenate(preds) if preds else np.array([]),
         }
     )
+    if probas and len(probas) == len(preds):
+        stacked = np.concatenate(probas)
+        for j in range(stacked.shape[1]):
+            out[f"{PROBA}{j}"] = stacked[:, j]
+    return out
 
 
 # -- 4. signals -------------------------------------------------------------------------------------
@@ -637,10 +652,59 @@ def _estimate(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -
         est = fit_estimator(cfg, model, holdout)
         if est is None:
             return {}
-        return {"method": est.method, **est.estimate(cfg, model, _load(cfg, claim))}
+        return {"method": est.method, **_estimate_batch(cfg, est, model, claim, scored)}
     except (RetrainerError, ValueError) as exc:  # an estimate is advisory: never block the decision
         log.warning("no performance estimate for %s: %s", claim["batch"], exc)
         return {}
+
+
+def _estimate_batch(
+    cfg: ModelConfig, est: Any, model: Any, claim: dict[str, Any], scored: dict[str, Any]
+) -> dict[str, float]:
+    """The estimator's metrics on the batch without holding its rows: CBPE reads the predictions and
+    probabilities the score task stored (computed chunk by chunk if they were not stored); DLE reads the
+    features :data:`~retrainer.storage.CHUNK_ROWS` rows at a time beside the stored predictions."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from retrainer.estimation import CBPE
+    from retrainer.train import predict_with_proba, prepare
+
+    stored = scored["predictions"]
+    columns = [cfg.data.time_column, *cfg.data.feature_names]
+    names = pq.read_schema(stored).names
+    proba_cols = sorted((c for c in names if c.startswith(PROBA)), key=lambda c: int(c[len(PROBA) :]))
+    preds = pd.read_parquet(stored, columns=["prediction", *proba_cols])
+    y_pred = preds["prediction"].to_numpy()
+    if isinstance(est.impl, CBPE):
+        if proba_cols:
+            proba = preds[proba_cols].to_numpy()
+        else:  # predictions stored without probabilities: compute them chunk by chunk
+            parts = []
+            for chunk in iter_chunks(_batch_file(cfg, claim), columns):
+                _, p = predict_with_proba(cfg, model, prepare(cfg, chunk))
+                if p is None:
+                    return {}
+                parts.append(np.asarray(p, dtype=float))
+            proba = np.concatenate(parts) if parts else np.empty((0, len(est.impl.classes)))
+        return est.impl.estimate(proba, y_pred)
+    # DLE: expected squared and absolute loss per chunk, combined as the mean over all rows
+    sq = ab = 0.0
+    start = 0
+    for chunk in iter_chunks(_batch_file(cfg, claim), columns):
+        part = est.impl.estimate(
+            prepare(cfg, chunk)[cfg.data.feature_names],
+            y_pred[start : start + len(chunk)],
+            cfg.data.categorical,
+        )
+        if part:
+            sq += part["rmse"] ** 2 * len(chunk)
+            ab += part["mae"] * len(chunk)
+        start += len(chunk)
+    if not start:
+        return {}
+    return {"rmse": float(np.sqrt(sq / start)), "mae": float(ab / start)}
 
 
 def decide(
@@ -793,7 +857,12 @@ def _advance_head(
 # -- 6. archive -------------------------------------------------------------------------------------
 def archive_batch(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
     """Move the claimed batch into ``archive/<model>/`` (a no-op if it is already there)."""
-    dest = root(cfg).archive_claim(claim)
+    dr = root(cfg)
+    dest = dr.archive_claim(claim)
+    typed = dr.typed_copy(claim["sha256"]) if claim.get("sha256") else None
+    # the archive index learns the batch's time range now (from the typed copy: one column), so no
+    # retrain has to open the file to find out whether it falls in its window
+    dr.index_archived(dest, cfg.data.time_column, typed if typed is not None and typed.exists() else None)
     return {"archived": str(dest)}
 
 
