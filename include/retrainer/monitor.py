@@ -100,8 +100,8 @@ def _columns(cfg: ModelConfig) -> list[str]:
 
 
 def _batch_file(cfg: ModelConfig, claim: dict[str, Any]) -> Path:
-    """What a task reads for a claimed batch: the typed Parquet copy the gate wrote when it passed (the
-    CSV is parsed once, by the gate), or the delivered file if there is none (e.g. an older claim)."""
+    """What a task reads for a claimed batch: the typed Parquet copy the gate wrote for a CSV batch (the
+    CSV is parsed once, by the gate), or the delivered file (a Parquet batch, or an older claim)."""
     typed = root(cfg).typed_copy(claim["sha256"])
     if typed.exists():
         return typed
@@ -277,7 +277,10 @@ def validate_batch(cfg: ModelConfig, claim: dict[str, Any], run_id: str = "") ->
     known = {cfg.data.time_column, cfg.data.target, cfg.data.id_column, *cfg.data.feature_names}
     extra = sorted(str(c) for c in batch_columns(path) if c not in known)
     typed = dr.typed_copy(claim["sha256"])
-    if not typed.exists():  # the batch as validated, typed, in Parquet: later tasks read only this
+    # a CSV batch as validated, typed, in Parquet: later tasks read only the columns they need from it
+    # and the CSV is parsed once. A Parquet batch is already columnar and typed: tasks read it directly
+    # (each prepares what it reads, as the gate did), so it is not copied.
+    if path.suffix == ".csv" and not typed.exists():
         write_parquet(typed, df)
     if extra:  # accepted: the model reads only its configured columns
         log.warning("%s: extra column(s) %s ignored (not in the config)", batch, extra)
