@@ -58,6 +58,9 @@ def _backtest(args: argparse.Namespace) -> int:
         max_k=args.max_k,
         progress=not args.no_progress,
         data_name=args.data,
+        oracle_bound=not args.no_oracle,
+        target_recovered=args.target_recovered,
+        max_share=args.max_share,
     )
     print(backtest.format_table(report))
     if args.json:
@@ -336,7 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("config")
     p.add_argument(
-        "--data", required=True, help="CSV/Parquet file, or a shipped dataset: bikeshare, rainfall"
+        "--data",
+        required=True,
+        help="CSV/Parquet file, or a shipped dataset: bikeshare, rainfall, co2, trump_approval",
     )
     p.add_argument("--batch-freq", help="batch length, e.g. 7D (default: backtest.batch_freq or 7D)")
     p.add_argument(
@@ -349,6 +354,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write the report as JSON here")
     p.add_argument("--plot", help="write a PNG plot here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument(
+        "--target-recovered",
+        type=float,
+        default=0.95,
+        help="check each trigger policy recovers at least this share of every_batch's gain over never "
+        "(default 0.95)",
+    )
+    p.add_argument(
+        "--max-share",
+        type=float,
+        default=0.25,
+        help="check each trigger policy uses at most this share of every_batch's retrains (default 0.25)",
+    )
+    p.add_argument(
+        "--no-oracle",
+        action="store_true",
+        help="skip the oracle bound (the best schedule with the same retrains, chosen in hindsight)",
+    )
     p.set_defaults(func=_backtest)
 
     args = parser.parse_args(argv)
