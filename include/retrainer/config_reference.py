@@ -48,9 +48,9 @@ SEE_ALSO = {
 
 
 def json_schema() -> dict[str, Any]:
-    """JSON Schema (draft 2020-12) of a model config file, with the defaults filled in for editors."""
+    """JSON Schema (draft 7) of a model config file, with the defaults filled in for editors."""
     schema = ModelConfig.model_json_schema(mode="validation")
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$schema"] = "http://json-schema.org/draft-07/schema#"  # the draft YAML language servers support
     schema["title"] = "Retrainer model config"
     for model, props in _schema_properties(schema):
         for name, field in model.model_fields.items():
