@@ -67,9 +67,10 @@ def json_schema() -> dict[str, Any]:
 def _tidy_descriptions(node: Any) -> None:
     """Docstrings become descriptions: Markdown code spans, one paragraph per blank line."""
     if isinstance(node, dict):
-        for key, value in node.items():
+        for key, value in list(node.items()):
             if key == "description" and isinstance(value, str):
                 node[key] = _prose(value)
+                node["markdownDescription"] = node[key]  # editors render its `code` on hover
             else:
                 _tidy_descriptions(value)
     elif isinstance(node, list):
