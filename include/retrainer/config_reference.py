@@ -84,7 +84,7 @@ def _prose(text: str) -> str:
 
 def _schema_properties(schema: dict[str, Any]) -> list[tuple[type[BaseModel], dict[str, Any]]]:
     models = {m.__name__: m for m in _models(ModelConfig)}
-    out = [(ModelConfig, schema["properties"])]
+    out: list[tuple[type[BaseModel], dict[str, Any]]] = [(ModelConfig, schema["properties"])]
     for name, sub in schema.get("$defs", {}).items():
         out.append((models[name], sub["properties"]))
     return out
