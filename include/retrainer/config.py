@@ -624,7 +624,7 @@ class ModelConfig(_Strict):
         "file name. Used for the DAG ids, the registered model and the experiments"
     )
     task: Literal["classification", "regression"] = Field(description="`classification` or `regression`")
-    description: str = Field("", description="free text, shown in the DAG docs and the Retraining view")
+    description: str = Field("", description="free text, shown in the Retraining view")
     data: DataConfig = Field(description="the columns of a batch")
     model: ModelSpec = Field(description="the estimator")
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="the training window")
