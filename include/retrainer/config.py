@@ -54,10 +54,15 @@ class FeatureSpec(_Strict):
         "numeric",
         description="numeric features are scaled (`model.scale_numeric`), categorical ones one-hot encoded",
     )
-    min: float | None = Field(None, description="numeric: smallest valid value (checked by the quality gate)")
-    max: float | None = Field(None, description="numeric: largest valid value (checked by the quality gate)")
+    min: float | None = Field(
+        None, description="numeric: smallest valid value (a gate expectation, see `validation.mostly`)"
+    )
+    max: float | None = Field(
+        None, description="numeric: largest valid value (a gate expectation, see `validation.mostly`)"
+    )
     categories: list[str] | None = Field(
-        None, description="categorical: the valid values; a batch with an unseen category fails the gate"
+        None,
+        description="categorical: the valid values; unseen categories fail the gate (see `validation.mostly`)",
     )
     nullable: bool = Field(
         False,
@@ -226,7 +231,11 @@ class PredictionDriftTrigger(_Strict):
         gt=0,
         description="fire when the normed Wasserstein distance of the predictions is at least this",
     )
-    method: str = Field("wasserstein", description="Evidently's drift method for the predictions")
+    method: str = Field(
+        "wasserstein",
+        description="Evidently's drift method for a regressor's predictions; a classifier's predicted labels "
+        "use `data_drift.cat_method`",
+    )
 
 
 class PerformanceTrigger(_Strict):
