@@ -97,8 +97,8 @@ def _columns(cfg: ModelConfig) -> list[str]:
 
 
 def _batch_file(cfg: ModelConfig, claim: dict[str, Any]) -> Path:
-    """What a task reads for a claimed batch: the typed Parquet copy the gate wrote when it passed (the
-    CSV is parsed once, by the gate), or the delivered file if there is none (e.g. an older claim)."""
+    """What a task reads for a claimed batch: the typed Parquet copy the gate wrote for a CSV batch (the
+    CSV is parsed once, by the gate), or the delivered file (a Parquet batch, or an older claim)."""
     typed = root(cfg).typed_copy(claim["sha256"])
     if typed.exists():
         return typed
@@ -123,11 +123,17 @@ def _predictions(scored: dict[str, Any]) -> Any:
 def _scored_frame(
     cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any] | None, columns: list[str] | None
 ) -> pd.DataFrame:
-    """The claimed batch (``columns`` of it when given) with the champion's predictions as ``prediction``
-    when ``scored`` is given."""
+    """The claimed batch (``columns`` of it when given) with what :func:`score_batch` stored when ``scored``
+    is given: the champion's predictions (``prediction``) and any class probabilities (``proba:<class>``)."""
+    import pandas as pd
+
+    from retrainer import feeds
+
     df = _load(cfg, claim, columns)
     if scored is not None:
-        df["prediction"] = _predictions(scored)
+        stored = pd.read_parquet(scored["predictions"])
+        for col in ["prediction", *feeds.proba_columns(stored)]:
+            df[col] = stored[col].to_numpy()
     return df
 
 
@@ -306,7 +312,10 @@ def validate_batch(cfg: ModelConfig, claim: dict[str, Any], run_id: str = "") ->
     known = {cfg.data.time_column, cfg.data.target, cfg.data.id_column, *cfg.data.feature_names}
     extra = sorted(str(c) for c in batch_columns(path) if c not in known)
     typed = dr.typed_copy(claim["sha256"])
-    if not typed.exists():  # the batch as validated, typed, in Parquet: later tasks read only this
+    # a CSV batch as validated, typed, in Parquet: later tasks read only the columns they need from it
+    # and the CSV is parsed once. A Parquet batch is already columnar and typed: tasks read it directly
+    # (each prepares what it reads, as the gate did), so it is not copied.
+    if path.suffix == ".csv" and not typed.exists():
         write_parquet(typed, df)
     if extra:  # accepted: the model reads only its configured columns
         log.warning("%s: extra column(s) %s ignored (not in the config)", batch, extra)
@@ -393,7 +402,8 @@ def score_batch(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
         log.warning("model %s has no champion yet: nothing to score with", cfg.name)
         return {"champion_version": None, "predictions": None}
     path = _batch_file(cfg, claim)
-    out = _predict_file(cfg, load_run_model(champ.run_id), path)
+    # class probabilities are kept beside the predictions when the decision estimates the metric (CBPE)
+    out = _predict_file(cfg, load_run_model(champ.run_id), path, proba=cfg.triggers.estimation is not None)
     path = root(cfg).batch_predictions(claim["batch"], champ.version)
     path.parent.mkdir(parents=True, exist_ok=True)
     out.to_parquet(path, index=False)
@@ -401,25 +411,42 @@ def score_batch(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
     return {"champion_version": champ.version, "predictions": str(path)}
 
 
-def _predict_file(cfg: ModelConfig, model: Any, path: Path) -> pd.DataFrame:
-    """Time column and predictions of a batch file, predicted :data:`~retrainer.storage.CHUNK_ROWS` rows
-    at a time."""
+def _predict_file(cfg: ModelConfig, model: Any, path: Path, proba: bool = False) -> pd.DataFrame:
+    """Time column and predictions of a batch file (and, with ``proba``, the classifier's probabilities
+    as ``proba:<class>``), predicted :data:`~retrainer.storage.CHUNK_ROWS` rows at a time."""
     import numpy as np
     import pandas as pd
 
-    from retrainer.train import predict, prepare
+    from retrainer import feeds, metrics
+    from retrainer.train import predict, predict_with_proba, prepare
 
-    times, preds = [], []
+    # class probabilities are stored beside the predictions, one column per class (``proba:<class>``),
+    # when the decision estimates the metric (CBPE) or a probability metric is the watched one (the labels
+    # that arrive later are scored with them)
+    proba = proba or cfg.trigger_metric in metrics.PROBABILITY_METRICS
+    classes = [str(c) for c in getattr(model, "classes_", [])] if proba else []
+    times, preds, probas = [], [], []
     for chunk in iter_chunks(path, [cfg.data.time_column, *cfg.data.feature_names]):
         chunk = prepare(cfg, chunk)
         times.append(chunk[cfg.data.time_column].to_numpy())
-        preds.append(np.asarray(predict(cfg, model, chunk)))
-    return pd.DataFrame(
+        if proba and classes:
+            pred, p = predict_with_proba(cfg, model, chunk)
+            if p is not None:
+                probas.append(np.asarray(p, dtype=float))
+        else:
+            pred = predict(cfg, model, chunk)
+        preds.append(np.asarray(pred))
+    out = pd.DataFrame(
         {
             cfg.data.time_column: np.concatenate(times) if times else np.array([], "datetime64[ns]"),
             "prediction": np.concatenate(preds) if preds else np.array([]),
         }
     )
+    if probas and len(probas) == len(preds):
+        stacked = np.concatenate(probas)
+        for j, c in enumerate(classes):
+            out[f"{feeds.PROBA}{c}"] = stacked[:, j]
+    return out
 
 
 # -- 4. signals -------------------------------------------------------------------------------------
@@ -489,9 +516,15 @@ def performance(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any])
         matured, extra = feeds.label_step(cfg, claim, df, version)
     else:
         lab = labelled(cfg, df)
+        proba, classes = feeds.stored_proba(lab)
         matured = [
             feeds.Matured(
-                claim["batch"], f"v{version}", lab[cfg.data.target].to_numpy(), lab["prediction"].to_numpy()
+                claim["batch"],
+                f"v{version}",
+                lab[cfg.data.target].to_numpy(),
+                lab["prediction"].to_numpy(),
+                proba=proba,
+                classes=classes,
             )
         ]
     signal = feeds.performance_signal(cfg, matured, f"v{version}")
@@ -669,7 +702,7 @@ def _estimate(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -
         est = fit_estimator(cfg, model, holdout)
         if est is None:
             return {}
-        return {"method": est.method, **est.estimate(cfg, model, _load(cfg, claim))}
+        return {"method": est.method, **_estimate_batch(cfg, est, model, claim, scored)}
     except (RetrainerError, ValueError) as exc:  # an estimate is advisory: never block the decision
         log.warning("no performance estimate for %s: %s", claim["batch"], exc)
         return {}
@@ -695,6 +728,56 @@ def _signals(
         flagged_rate=flagged_rate,
         has_champion=has_champion,
     )
+
+
+def _estimate_batch(
+    cfg: ModelConfig, est: Any, model: Any, claim: dict[str, Any], scored: dict[str, Any]
+) -> dict[str, float]:
+    """The estimator's metrics on the batch without holding its rows: CBPE reads the predictions and
+    probabilities the score task stored (computed chunk by chunk if they were not stored); DLE reads the
+    features :data:`~retrainer.storage.CHUNK_ROWS` rows at a time beside the stored predictions."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from retrainer import feeds
+    from retrainer.estimation import CBPE
+    from retrainer.train import predict_with_proba, prepare
+
+    stored = scored["predictions"]
+    columns = [cfg.data.time_column, *cfg.data.feature_names]
+    names = pq.read_schema(stored).names
+    proba_cols = [c for c in names if c.startswith(feeds.PROBA)]  # written in the model's class order
+    preds = pd.read_parquet(stored, columns=["prediction", *proba_cols])
+    y_pred = preds["prediction"].to_numpy()
+    if isinstance(est.impl, CBPE):
+        if proba_cols:
+            proba = preds[proba_cols].to_numpy()
+        else:  # predictions stored without probabilities: compute them chunk by chunk
+            parts = []
+            for chunk in iter_chunks(_batch_file(cfg, claim), columns):
+                _, p = predict_with_proba(cfg, model, prepare(cfg, chunk))
+                if p is None:
+                    return {}
+                parts.append(np.asarray(p, dtype=float))
+            proba = np.concatenate(parts) if parts else np.empty((0, len(est.impl.classes)))
+        return est.impl.estimate(proba, y_pred)
+    # DLE: expected squared and absolute loss per chunk, combined as the mean over all rows
+    sq = ab = 0.0
+    start = 0
+    for chunk in iter_chunks(_batch_file(cfg, claim), columns):
+        part = est.impl.estimate(
+            prepare(cfg, chunk)[cfg.data.feature_names],
+            y_pred[start : start + len(chunk)],
+            cfg.data.categorical,
+        )
+        if part:
+            sq += part["rmse"] ** 2 * len(chunk)
+            ab += part["mae"] * len(chunk)
+        start += len(chunk)
+    if not start:
+        return {}
+    return {"rmse": float(np.sqrt(sq / start)), "mae": float(ab / start)}
 
 
 def decide(
@@ -754,6 +837,12 @@ def decide(
                     "champion_version": scored.get("champion_version"),
                     "drifted_columns": drift_result.get("drifted_columns"),
                     "no_data_columns": drift_result.get("no_data_columns") or None,  # all null in batch
+                    # the batches whose labels made this step's realised metric (the view pairs a batch's
+                    # estimate with its realised metric once its labels arrive)
+                    "scored_batches": [
+                        b["batch"] for b in perf.get("scored_batches") or [] if b.get("scored")
+                    ]
+                    or None,
                     "policy_state": "1",
                     "policy_state_from": state_from,
                     "policy_state_note": state_note,
@@ -838,7 +927,12 @@ def _advance_head(
 # -- 6. archive -------------------------------------------------------------------------------------
 def archive_batch(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
     """Move the claimed batch into ``archive/<model>/`` (a no-op if it is already there)."""
-    dest = root(cfg).archive_claim(claim)
+    dr = root(cfg)
+    dest = dr.archive_claim(claim)
+    typed = dr.typed_copy(claim["sha256"]) if claim.get("sha256") else None
+    # the archive index learns the batch's time range now (from the typed copy: one column), so no
+    # retrain has to open the file to find out whether it falls in its window
+    dr.index_archived(dest, cfg.data.time_column, typed if typed is not None and typed.exists() else None)
     return {"archived": str(dest)}
 
 

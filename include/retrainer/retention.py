@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from retrainer import settings
 from retrainer.config import duration_hours
+from retrainer.snapshot import STALE_TEMP_HOURS, stale_temp
 from retrainer.storage import DataRoot
 from retrainer.storage import batch_stem as _stem
 
@@ -158,7 +159,11 @@ def collect(cfg: ModelConfig, *, dry_run: bool = False, now: float | None = None
             if _age_hours(p, now) < duration_hours(ret.snapshots):
                 continue  # may belong to a retrain that has not registered yet
             plan.add("snapshots", p, "no registered version was trained on it")
-        plan.kept["snapshots"] = len(snaps) - len(plan.remove.get("snapshots", []))
+        for p in stale_temp(dr.snapshots, now):
+            plan.add("snapshots", p, f"unfinished snapshot write, untouched for {STALE_TEMP_HOURS:g} h")
+        plan.kept["snapshots"] = len(snaps) - len(
+            [e for e in plan.remove.get("snapshots", []) if not Path(e["path"]).name.startswith(".")]
+        )
 
     # -- predictions ----------------------------------------------------------------------------------------
     if dr.predictions.exists():

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from retrainer.config import duration_hours
 from retrainer.exceptions import RetrainerError
-from retrainer.storage import DataRoot, read_batch, read_columns
+from retrainer.storage import DataRoot, read_columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -81,7 +81,7 @@ def gather_window(
     for path, (_, last) in ranges.items():  # name order, as before: the snapshot's row order is unchanged
         if not last > start:
             continue  # entirely before the window: never opened
-        df = with_labels(prepare(cfg, read_batch(path)))
+        df = with_labels(prepare(cfg, read_columns(path, [*key_columns, *cfg.data.feature_names])))
         if len(df):
             frames.append(df)
             sources.append(path.name)
@@ -180,3 +180,22 @@ def fit(cfg: ModelConfig, train: pd.DataFrame) -> Pipeline:
 
 def predict(cfg: ModelConfig, model: Any, df: pd.DataFrame) -> Any:
     return model.predict(_missing_as_none(cfg, df[cfg.data.feature_names]))
+
+
+def predict_with_proba(cfg: ModelConfig, model: Any, df: pd.DataFrame) -> tuple[Any, Any]:
+    """(predictions, class probabilities or None) of ``df``: exactly :func:`predict` and the classifier's
+    ``predict_proba``, with a pipeline's preprocessing run once for both."""
+    from sklearn.pipeline import Pipeline
+
+    x = _missing_as_none(cfg, df[cfg.data.feature_names])
+    final = model
+    if isinstance(model, Pipeline) and len(model.steps) > 1:
+        x, final = model[:-1].transform(x), model.steps[-1][1]
+    pred = final.predict(x)
+    proba = None
+    if cfg.task == "classification" and hasattr(final, "predict_proba"):
+        try:
+            proba = final.predict_proba(x)
+        except AttributeError:  # e.g. an SVC without probability=True exposes the method but cannot use it
+            proba = None
+    return pred, proba
