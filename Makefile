@@ -6,7 +6,7 @@ TUNE_SHOW ?= relative25_cd2,pd_ctl2_cd2
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration test-e2e lint bench bench-backtest bench-freshness bench-scale bench-scaleout bench-policy-state backtest-docs tune-triggers clean airflow airflow-prod stop env prod-deps chromium
+.PHONY: install demo docs config-docs test test-unit test-integration test-e2e lint bench bench-backtest bench-freshness bench-scale bench-scaleout bench-policy-state backtest-docs tune-triggers clean airflow airflow-prod stop env prod-deps chromium
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,13 @@ install: $(STAMP)  ## create .venv with the pinned stack and the retrainer packa
 demo: install  ## replay Bikeshare 2011 through the real DAGs (Airflow + MLflow on SQLite)
 	$(PY) scripts/demo.py
 
-test: install chromium prod-deps  ## the whole suite: unit, DAG integrity, integration, e2e (real scheduler + browser)
+docs: install  ## build the documentation site into site/ (mkdocs --strict: a broken link or missing page fails)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet --site-dir site
+
+config-docs: install  ## rewrite docs/configuration/reference.md and the JSON Schema from the config models
+	$(PY) -m retrainer.config_reference --write
+
+test: install docs chromium prod-deps  ## the whole suite: unit, DAG integrity, integration, e2e (real scheduler + browser)
 	$(PY) -m pytest -q
 
 test-unit: install
@@ -96,4 +102,4 @@ chromium:
 	  else echo "chromium missing and not root: the browser test will be skipped (apt-get install -y chromium)"; fi; }
 
 clean:  ## remove generated state (not the venv)
-	rm -rf .demo .test-artifacts .airflow .airflow-prod data mlflow.db mlartifacts
+	rm -rf .demo .test-artifacts .airflow .airflow-prod data mlflow.db mlartifacts site

@@ -2,10 +2,11 @@
 
     PYTHONPATH=include .venv/bin/python benchmarks/backtest_speed.py      (or: make bench)
 
-Goal (issue 3): the whole backtest (never, every_batch, every_2..every_8, the trigger policy with data
-drift, prediction drift, performance and an ADWIN detector, and one alternative) under 2 minutes on
-2 cores. Baseline measured in the same run: an every_batch-only replay (one fit per batch, no signals),
-the least any backtest must do. Prints both times and their ratio.
+Measures the whole backtest (never, every_batch, every_2..every_8, the trigger policy with data drift,
+prediction drift, performance and an ADWIN detector, one alternative, and the oracle bound) against a
+baseline measured in the same run: an every_batch-only replay (one fit per batch, no signals), the
+least any backtest must do. Prints both times, their ratio, and whether the whole backtest stays within
+the budget of 120 s on 2 cores (BUDGET_SECONDS).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 import numpy as np
 import pandas as pd
 
-GOAL_SECONDS = 120.0
+BUDGET_SECONDS = 120.0
 WEEKS, ROWS = 138, 350  # 8 warm-up weeks (the training window) + 130 replayed
 
 
@@ -81,7 +82,8 @@ def main() -> None:
     )
     print(f"baseline  every_batch-only replay: {baseline:6.1f} s")
     print(f"full      backtest (all policies): {full:6.1f} s  = {full / baseline:.2f} x baseline")
-    print(f"goal      < {GOAL_SECONDS:.0f} s on 2 cores: {'MET' if full < GOAL_SECONDS else 'NOT MET'}")
+    within = "within" if full < BUDGET_SECONDS else "over"
+    print(f"budget    {BUDGET_SECONDS:.0f} s on 2 cores: {within} ({full / BUDGET_SECONDS:.0%} of it)")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,21 @@ def _validate_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_schema(args: argparse.Namespace) -> int:
+    """JSON Schema of a model config, for editors (YAML language server) and other tools."""
+    import json
+
+    from retrainer.config_reference import json_schema
+
+    text = json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _seed(args: argparse.Namespace) -> int:
     """Put history into archive/ (the first champion is trained from it) or batches into landing/."""
     import pandas as pd
@@ -58,6 +73,9 @@ def _backtest(args: argparse.Namespace) -> int:
         max_k=args.max_k,
         progress=not args.no_progress,
         data_name=args.data,
+        oracle_bound=not args.no_oracle,
+        target_recovered=args.target_recovered,
+        max_share=args.max_share,
     )
     print(backtest.format_table(report))
     if args.json:
@@ -282,6 +300,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config")
     p.set_defaults(func=_validate_config)
 
+    p = sub.add_parser(
+        "config-schema", help="print the JSON Schema of a model config (for editor completion and validation)"
+    )
+    p.add_argument("--out", help="write it to this file instead")
+    p.set_defaults(func=_config_schema)
+
     p = sub.add_parser("seed", help="import a data file as a batch (history into archive/, or into landing/)")
     p.add_argument("config")
     p.add_argument("--data", required=True, help="CSV/Parquet file, or 'bikeshare' for the shipped dataset")
@@ -336,7 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("config")
     p.add_argument(
-        "--data", required=True, help="CSV/Parquet file, or a shipped dataset: bikeshare, rainfall"
+        "--data",
+        required=True,
+        help="CSV/Parquet file, or a shipped dataset: bikeshare, rainfall, co2, trump_approval",
     )
     p.add_argument("--batch-freq", help="batch length, e.g. 7D (default: backtest.batch_freq or 7D)")
     p.add_argument(
@@ -349,6 +375,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write the report as JSON here")
     p.add_argument("--plot", help="write a PNG plot here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument(
+        "--target-recovered",
+        type=float,
+        default=0.95,
+        help="check each trigger policy recovers at least this share of every_batch's gain over never "
+        "(default 0.95)",
+    )
+    p.add_argument(
+        "--max-share",
+        type=float,
+        default=0.25,
+        help="check each trigger policy uses at most this share of every_batch's retrains (default 0.25)",
+    )
+    p.add_argument(
+        "--no-oracle",
+        action="store_true",
+        help="skip the oracle bound (the best schedule with the same retrains, chosen in hindsight)",
+    )
     p.set_defaults(func=_backtest)
 
     args = parser.parse_args(argv)

@@ -76,6 +76,25 @@ class Matured:
     y: np.ndarray
     pred: np.ndarray
     batches_late: int = 0  # steps between the batch's own step and the step its labels arrived at
+    proba: np.ndarray | None = None  # class probabilities (rows x classes), when stored
+    classes: list[str] | None = None  # their classes, as text (column names of the stored predictions)
+
+
+PROBA = "proba:"  # prefix of the stored class-probability columns (``proba:<class>``)
+
+
+def proba_columns(df: pd.DataFrame) -> list[str]:
+    """The stored class-probability columns of a predictions frame, in class order."""
+    return [c for c in df.columns if str(c).startswith(PROBA)]
+
+
+def stored_proba(df: pd.DataFrame) -> tuple[np.ndarray | None, list[str] | None]:
+    """(probabilities, classes as text) from a frame's ``proba:<class>`` columns; (None, None) without
+    them or when any is missing."""
+    cols = proba_columns(df)
+    if not cols or df[cols].isna().to_numpy().any():
+        return None, None
+    return df[cols].to_numpy(dtype=float), [c[len(PROBA) :] for c in cols]
 
 
 def due_batch(step: int, label_delay_batches: int) -> int:
@@ -96,6 +115,11 @@ def performance_signal(cfg: ModelConfig, matured: list[Matured], champion_id: st
     y = np.concatenate([np.asarray(m.y) for m in used]) if used else np.array([])
     p = np.concatenate([np.asarray(m.pred) for m in used]) if used else np.array([])
     values = metrics.compute(cfg.task, y, p) if len(y) else {}
+    classes = used[0].classes if used else None
+    if len(y) and classes and all(m.proba is not None and m.classes == classes for m in used):
+        # the probability metrics, classes compared as text (the stored columns' names)
+        proba = np.concatenate([np.asarray(m.proba) for m in used])
+        values.update(metrics.probability_metrics(y.astype(str), proba, classes))
     batches = [
         {
             "batch": m.batch,
@@ -452,6 +476,7 @@ def label_step(
         rows = pd.read_parquet(path)
     matured = []
     for batch, part in rows.groupby("batch", sort=False):
+        proba, classes = stored_proba(part)
         matured.append(
             Matured(
                 batch=str(batch),
@@ -459,6 +484,8 @@ def label_step(
                 y=part["y"].to_numpy(),
                 pred=part["prediction"].to_numpy(),
                 batches_late=int(part["batches_late"].iloc[0]),
+                proba=proba,
+                classes=classes,
             )
         )
     late = rows[rows["batches_late"] > 0]
@@ -528,6 +555,7 @@ def _build_label_step(
                     "batch": claim["batch"],
                     "y": y[mask].to_numpy(),
                     "prediction": current["prediction"].reset_index(drop=True)[mask].to_numpy(),
+                    **{c: current[c].reset_index(drop=True)[mask].to_numpy() for c in proba_columns(current)},
                     "predicted_by": f"v{version}",
                     "delivery": cur_ids[mask].map(fresh["delivery"]).where(own[mask].isna(), None),
                     "arrived_at": None,
@@ -560,6 +588,11 @@ def _build_label_step(
                         "batch": str(batch),
                         "y": lab[VALUE].to_numpy(),
                         "prediction": pred,
+                        **(
+                            {c: preds[c].to_numpy()[hits["pos"].to_numpy()] for c in proba_columns(preds)}
+                            if preds is not None and len(preds) > hits["pos"].max()
+                            else {}
+                        ),
                         "predicted_by": model_id if preds is not None else (model_id or "none"),
                         "delivery": lab["delivery"].to_numpy(),
                         "arrived_at": lab["arrived_at"].to_numpy(),

@@ -376,22 +376,25 @@ def score_batch(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
     return {"champion_version": champ.version, "predictions": str(path)}
 
 
-PROBA = "proba_"  # stored class probabilities: proba_0, proba_1, ... in the model's class order
-
-
 def _predict_file(cfg: ModelConfig, model: Any, path: Path, proba: bool = False) -> pd.DataFrame:
     """Time column and predictions of a batch file (and, with ``proba``, the classifier's probabilities
-    as ``proba_<j>``), predicted :data:`~retrainer.storage.CHUNK_ROWS` rows at a time."""
+    as ``proba:<class>``), predicted :data:`~retrainer.storage.CHUNK_ROWS` rows at a time."""
     import numpy as np
     import pandas as pd
 
+    from retrainer import feeds, metrics
     from retrainer.train import predict, predict_with_proba, prepare
 
+    # class probabilities are stored beside the predictions, one column per class (``proba:<class>``),
+    # when the decision estimates the metric (CBPE) or a probability metric is the watched one (the labels
+    # that arrive later are scored with them)
+    proba = proba or cfg.trigger_metric in metrics.PROBABILITY_METRICS
+    classes = [str(c) for c in getattr(model, "classes_", [])] if proba else []
     times, preds, probas = [], [], []
     for chunk in iter_chunks(path, [cfg.data.time_column, *cfg.data.feature_names]):
         chunk = prepare(cfg, chunk)
         times.append(chunk[cfg.data.time_column].to_numpy())
-        if proba:
+        if proba and classes:
             pred, p = predict_with_proba(cfg, model, chunk)
             if p is not None:
                 probas.append(np.asarray(p, dtype=float))
@@ -406,8 +409,8 @@ def _predict_file(cfg: ModelConfig, model: Any, path: Path, proba: bool = False)
     )
     if probas and len(probas) == len(preds):
         stacked = np.concatenate(probas)
-        for j in range(stacked.shape[1]):
-            out[f"{PROBA}{j}"] = stacked[:, j]
+        for j, c in enumerate(classes):
+            out[f"{feeds.PROBA}{c}"] = stacked[:, j]
     return out
 
 
@@ -475,15 +478,23 @@ def performance(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any])
     version = scored.get("champion_version", champ.version)
     cols = [cfg.data.time_column, cfg.data.target, *([cfg.data.id_column] if cfg.data.id_column else [])]
     df = _load(cfg, claim, cols)
-    df["prediction"] = pd.read_parquet(scored["predictions"], columns=["prediction"])["prediction"].to_numpy()
+    stored = pd.read_parquet(scored["predictions"])
+    for col in ["prediction", *feeds.proba_columns(stored)]:
+        df[col] = stored[col].to_numpy()
     extra: dict[str, Any] = {}
     if cfg.data.id_column and cfg.data.id_column in df:
         matured, extra = feeds.label_step(cfg, claim, df, version)
     else:
         lab = df[df[cfg.data.target].notna()] if cfg.data.target in df else df.iloc[0:0]
+        proba, classes = feeds.stored_proba(lab)
         matured = [
             feeds.Matured(
-                claim["batch"], f"v{version}", lab[cfg.data.target].to_numpy(), lab["prediction"].to_numpy()
+                claim["batch"],
+                f"v{version}",
+                lab[cfg.data.target].to_numpy(),
+                lab["prediction"].to_numpy(),
+                proba=proba,
+                classes=classes,
             )
         ]
     signal = feeds.performance_signal(cfg, matured, f"v{version}")
@@ -671,13 +682,14 @@ def _estimate_batch(
     import pandas as pd
     import pyarrow.parquet as pq
 
+    from retrainer import feeds
     from retrainer.estimation import CBPE
     from retrainer.train import predict_with_proba, prepare
 
     stored = scored["predictions"]
     columns = [cfg.data.time_column, *cfg.data.feature_names]
     names = pq.read_schema(stored).names
-    proba_cols = sorted((c for c in names if c.startswith(PROBA)), key=lambda c: int(c[len(PROBA) :]))
+    proba_cols = [c for c in names if c.startswith(feeds.PROBA)]  # written in the model's class order
     preds = pd.read_parquet(stored, columns=["prediction", *proba_cols])
     y_pred = preds["prediction"].to_numpy()
     if isinstance(est.impl, CBPE):
@@ -776,6 +788,12 @@ def decide(
                     "champion_version": scored.get("champion_version"),
                     "drifted_columns": drift_result.get("drifted_columns"),
                     "no_data_columns": drift_result.get("no_data_columns") or None,  # all null in batch
+                    # the batches whose labels made this step's realised metric (the view pairs a batch's
+                    # estimate with its realised metric once its labels arrive)
+                    "scored_batches": [
+                        b["batch"] for b in perf.get("scored_batches") or [] if b.get("scored")
+                    ]
+                    or None,
                     "policy_state": "1",
                     "policy_state_from": state_from,
                     "policy_state_note": state_note,

@@ -107,6 +107,8 @@ def checks(cfg: ModelConfig, limit: int = 500) -> list[dict[str, Any]]:
                 "data_drift_share": m.get("data_drift_share"),
                 "prediction_drift": m.get("prediction_drift"),
                 "metric": m.get(f"batch_{cfg.metric}"),
+                "estimate": m.get(f"estimated_{cfg.trigger_metric}"),  # CBPE / DLE, before the labels
+                "scored_batches": _json_tag(t, "scored_batches", []) or [],
                 "rows": m.get("rows"),
                 "champion_version": int(champ) if champ and champ.isdigit() else None,
                 "dag_run_id": t.get(f"{tracking.TAG}dag_run_id"),
@@ -115,6 +117,11 @@ def checks(cfg: ModelConfig, limit: int = 500) -> list[dict[str, Any]]:
                 **_report_paths(dr, batch),
             }
         )
+    # a batch's realised metric: the step whose matured labels were that batch's alone (the same step
+    # with prompt labels, a later one with late labels); None while its labels are pending
+    realised = {c["scored_batches"][0]: c["metric"] for c in out if len(c["scored_batches"]) == 1}
+    for c in out:
+        c["realised"] = realised.get(c["batch"]) if cfg.trigger_metric == cfg.metric else None
     return out
 
 

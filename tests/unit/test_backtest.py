@@ -249,3 +249,70 @@ def test_bad_config_gives_clear_error(tmp_path, capsys):
     )
     assert cli.main(["backtest", str(cfg_path), "--data", "bikeshare"]) == 2
     assert "alternative name 'never'" in capsys.readouterr().err
+
+
+def _brute_force_oracle(values, lower_is_better, lo, hi):
+    """Every schedule of retrains in [lo, hi), every start model: the best mean per number of retrains."""
+    from itertools import combinations
+
+    n = values.shape[1]
+    sign = -1 if lower_is_better else 1
+    best = {}
+    starts = [r for r in range(lo + 1) if not np.isnan(values[r, lo])]
+    for m in range(hi - lo + 1):
+        for sched in combinations(range(lo, hi), m):
+            for start in starts:
+                total, row = 0.0, start
+                for e in range(lo, hi):
+                    total += values[row, e]
+                    if e in sched:
+                        row = e + 1 if e + 1 <= n else row
+                best[m] = max(best.get(m, -np.inf), sign * total)
+    out, running = [], -np.inf
+    for m in range(hi - lo + 1):
+        running = max(running, best[m])
+        out.append(sign * running / (hi - lo))
+    return out
+
+
+@pytest.mark.parametrize("lower_is_better", [True, False])
+def test_oracle_curve_equals_brute_force(lower_is_better):
+    """The dynamic programme finds the best schedule with m retrains, as trying every schedule does."""
+    rng = np.random.default_rng(3)
+    n = 7
+    values = rng.uniform(0, 10, size=(n + 1, n))
+    values[np.tril_indices(n + 1, -1, n)] = np.nan  # model r + 1 serves from batch r + 1 only
+    for lo, hi in [(0, n), (0, 3), (3, n)]:
+        got = backtest.oracle_curve(values, lower_is_better, lo, hi)
+        assert got == pytest.approx(_brute_force_oracle(values, lower_is_better, lo, hi))
+
+
+def test_oracle_bounds_every_policy_at_its_retrains(report):
+    """No policy beats the best schedule with the same retrains; with none, the oracle is never retraining."""
+    whole = report["oracle"]["whole"]
+    assert whole["recovered_gain"][0] == pytest.approx(0.0)
+    assert whole["mean"][0] == pytest.approx(report["policies"]["never"]["mean"])
+    for name, s in report["policies"].items():
+        bound = backtest.oracle_at(whole, s["retrains"])
+        assert report["recovered_gain"][name] <= bound + 1e-9, name
+    assert report["trigger_vs_frontier"]["oracle_recovered_gain"] == backtest.oracle_at(
+        whole, report["policies"]["trigger"]["retrains"]
+    )
+    for label in ("first", "second"):
+        for name, p in report["halves"][label]["policies"].items():
+            assert p["recovered_gain"] <= p["oracle_recovered_gain"] + 1e-9, (label, name)
+
+
+def test_report_speaks_in_comparisons_with_documented_thresholds(report):
+    text = backtest.format_table(report)
+    assert "of retrain-every-batch" in text and "of its retrains" in text
+    assert "fixed-schedule frontier" in text and "95% CI" in text and "oracle bound" in text
+    assert "(--target-recovered)" in text and "(--max-share)" in text
+    lowered = text.lower()
+    assert "goal" not in lowered and " met" not in lowered and "issue" not in lowered
+    strict = backtest.backtest(
+        make_cfg(), synthetic(), progress=False, oracle_bound=False, target_recovered=0.0, max_share=1.0
+    )
+    assert "oracle" not in strict and strict["thresholds"] == {"target_recovered": 0.0, "max_share": 1.0}
+    crit = strict["trigger_vs_frontier"]["criteria"]
+    assert crit["recovered"] is (strict["recovered_gain"]["trigger"] >= 0.0) and crit["share"] is True

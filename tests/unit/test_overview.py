@@ -101,3 +101,13 @@ def test_data_file_serves_only_report_files(lived, path):
 def test_overview_lists_every_configured_model(lived):
     names = [r["name"] for r in overview.overview()]
     assert names == sorted(p.stem for p in settings.config_dir().glob("*.yaml"))
+
+
+def test_decision_log_pairs_the_estimate_with_the_realised_metric(lived, bikeshare_cfg):
+    """Prompt labels: the batch's own step scored it, so its realised metric is the step's metric."""
+    check = overview.model_detail(bikeshare_cfg.name)["checks"][0]
+    run = tracking.client().get_run(check["mlflow_run_id"])
+
+    assert check["estimate"] == run.data.metrics[f"estimated_{bikeshare_cfg.trigger_metric}"] > 0  # DLE
+    assert check["scored_batches"] == [lived["batch"]]
+    assert check["realised"] == check["metric"] == run.data.metrics[f"batch_{bikeshare_cfg.metric}"]

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retrainer import monitor, retention, storage
+from retrainer import feeds, monitor, retention, storage
 from retrainer.config import parse_config
 from retrainer.estimation import fit_estimator
 from retrainer.snapshot import STALE_TEMP_HOURS, create_snapshot
@@ -78,7 +78,7 @@ def test_decide_estimate_chunk_by_chunk_equals_the_whole_batch(state, monkeypatc
 
     for with_proba in (True, False):
         stored = monitor._predict_file(cfg, model, path, proba=with_proba)
-        assert any(c.startswith(monitor.PROBA) for c in stored) == (with_proba and task == "classification")
+        assert any(c.startswith(feeds.PROBA) for c in stored) == (with_proba and task == "classification")
         pred_file = state / f"pred-{with_proba}.parquet"
         stored.to_parquet(pred_file, index=False)
         chunked = monitor._estimate_batch(cfg, est, model, claim, {"predictions": str(pred_file)})

@@ -135,3 +135,50 @@ def test_run_ids_are_not_shortened_like_numbers() -> None:
     )
     assert plugin.readable("rmse 34.01840569434635 > 30.5") == "rmse 34.02 > 30.5"
     assert re.search(r"1\.235", plugin.readable("x 1.23456 y"))
+
+
+def test_model_page_pairs_each_estimate_with_the_realised_metric_once_labels_arrive(
+    state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Labels two batches late: a batch's estimate is shown at once, its realised metric when its labels
+    are scored (by a later step, whose ``scored_batches`` tag names it); stored text stays escaped."""
+    import retrainer_view as plugin
+
+    from retrainer import overview, tracking
+    from retrainer.config import load_config
+
+    cfg_dir = state / "models"
+    cfg_dir.mkdir()
+    (cfg_dir / "bikeshare.yaml").write_text((REPO / "include" / "models" / "bikeshare.yaml").read_text())
+    monkeypatch.setenv("RETRAINER_CONFIG_DIR", str(cfg_dir))
+    cfg = load_config(cfg_dir / "bikeshare.yaml")
+    c, t = tracking.client(), tracking.TAG
+    mon = c.create_experiment("retrainer/bikeshare/monitor")
+    steps = [  # batch, estimate, realised metric of this step, batches whose labels it scored
+        (f"w1{X}.parquet", 41.5, None, []),
+        ("w2.parquet", 43.25, None, []),
+        ("w3.parquet", 47.75, 52.125, [f"w1{X}.parquet"]),
+    ]
+    for batch, est, realised, scored in steps:
+        run = c.create_run(mon, run_name=batch)
+        tags = {
+            "kind": "monitor",
+            "batch": batch,
+            "verdict": "no_retrain",
+            "scored_batches": json.dumps(scored),
+        }
+        for k, v in tags.items():
+            c.set_tag(run.info.run_id, f"{t}{k}", v)
+        c.log_metric(run.info.run_id, f"estimated_{cfg.trigger_metric}", est)
+        if realised is not None:
+            c.log_metric(run.info.run_id, f"batch_{cfg.metric}", realised)
+        c.set_terminated(run.info.run_id)
+
+    checks = {ch["batch"]: ch for ch in overview.checks(cfg)}
+    page = plugin.model_page("bikeshare")
+
+    assert checks[f"w1{X}.parquet"]["estimate"] == 41.5 and checks[f"w1{X}.parquet"]["realised"] == 52.125
+    assert checks["w2.parquet"]["realised"] is None and checks["w3.parquet"]["realised"] is None
+    assert "Estimated · realised" in page
+    assert "41.5 · 52.1" in page and "43.2 · labels pending" in page and "47.8 · labels pending" in page
+    assert f"w1{ESC}.parquet" in page and "<script" not in page.lower()

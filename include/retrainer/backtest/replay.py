@@ -1,0 +1,416 @@
+"""The replay: batches, labelled history, cached fits, and every policy replayed through them.
+
+Prequential: each batch is first predicted by the current model and scored against its labels (the
+score the policy is judged by); then the labels of batch ``i - label_delay`` become known to the policy
+and to training; then the policy decides, and a retrain that passes validation serves the next batch.
+The first ``warmup`` batches only train the first model. A fit is cached by the last labelled batch it
+saw (every policy retraining at that point trains the identical model).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from retrainer import compare, feeds, metrics, policy
+from retrainer.config import LOWER_IS_BETTER, duration_hours
+from retrainer.exceptions import BatchError, RetrainerError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from retrainer.config import ModelConfig, TriggerConfig
+
+log = logging.getLogger(__name__)
+STEP = policy.step  # the policy entry point, shared with the monitor DAG (retrainer.monitor.STEP)
+
+
+# -- data -------------------------------------------------------------------------------------------------
+def load_data(cfg: ModelConfig, data: str) -> pd.DataFrame:
+    """Read ``data`` (CSV/Parquet path, or a shipped dataset name) and check it against the config."""
+    import pandas as pd
+
+    from retrainer import datasets
+    from retrainer.storage import read_batch
+    from retrainer.train import prepare
+
+    path = Path(data)
+    if data in datasets.DATASETS and not path.exists():
+        df = datasets.load(data)
+    elif not path.exists():
+        raise BatchError(
+            f"--data {data}: no such file (give a CSV/Parquet file or one of {sorted(datasets.DATASETS)})"
+        )
+    elif path.suffix not in {".csv", ".parquet"}:
+        raise BatchError(f"--data {data}: unsupported format {path.suffix!r} (use .csv or .parquet)")
+    else:
+        df = read_batch(path)
+    need = [cfg.data.time_column, cfg.data.target, *cfg.data.feature_names]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise BatchError(
+            f"--data {data}: missing column(s) {missing} required by {cfg.source or cfg.name} "
+            f"(has {list(df.columns)[:20]})"
+        )
+    try:
+        df = prepare(cfg, df)
+    except (ValueError, TypeError) as exc:
+        raise BatchError(f"--data {data}: column {cfg.data.time_column!r} is not a timestamp: {exc}") from exc
+    for c in cfg.data.numeric:
+        if not pd.api.types.is_numeric_dtype(df[c]):
+            raise BatchError(
+                f"--data {data}: feature {c!r} is declared numeric but holds {df[c].dtype} values"
+            )
+    if df[cfg.data.target].isna().all():
+        raise BatchError(f"--data {data}: target {cfg.data.target!r} has no labels")
+    return df.sort_values(cfg.data.time_column, kind="mergesort").reset_index(drop=True)
+
+
+def split_batches(cfg: ModelConfig, df: pd.DataFrame, freq: str) -> list[tuple[str, pd.DataFrame]]:
+    """Consecutive batches of length ``freq`` (e.g. ``7D``), named by their start; empty ones dropped."""
+    from retrainer.datasets import weekly_batches
+
+    hours = duration_hours(freq)
+    return weekly_batches(df, cfg.data.time_column, f"{hours}h")
+
+
+# -- the shared replay: batches, labelled history, cached fits -------------------------------------------
+@dataclass
+class Fitted:
+    """A model trained at some point of the replay, with what the policies need to know about it."""
+
+    upto: int  # last batch whose labels it saw (the cache key)
+    model: Any
+    window: pd.DataFrame  # the training window (the snapshot: train + holdout)
+    holdout: pd.DataFrame
+    holdout_metrics: dict[str, float]
+    train_rows: int
+    seconds: float
+    _reference: pd.DataFrame | None = field(default=None, repr=False)
+    _estimator: Any = field(default=None, repr=False)
+
+    def estimator(self, cfg: ModelConfig) -> Any:
+        """CBPE / DLE fitted on this model's holdout (None when it cannot be fitted)."""
+        if self._estimator is None:
+            from retrainer.estimation import fit_estimator
+
+            self._estimator = fit_estimator(cfg, self.model, self.holdout) or False
+        return self._estimator or None
+
+    @property
+    def id(self) -> str:
+        return f"upto-{self.upto}"
+
+    def reference(self, cfg: ModelConfig) -> pd.DataFrame:
+        """The training window with this model's predictions: the drift reference (as in the monitor)."""
+        if self._reference is None:
+            from retrainer.train import predict
+
+            ref = self.window.copy()
+            ref["prediction"] = predict(cfg, self.model, ref)
+            self._reference = ref
+        return self._reference
+
+
+class Replay:
+    """Everything the policies share: the batches, labelled history, and the fit cache."""
+
+    def __init__(self, cfg: ModelConfig, batches: list[tuple[str, pd.DataFrame]], warmup: int, delay: int):
+        import pandas as pd
+
+        from retrainer.train import labelled
+
+        self.cfg, self.batches, self.warmup, self.delay = cfg, batches, warmup, delay
+        self.names = [n for n, _ in batches]
+        frames = []
+        for i, (_, b) in enumerate(batches):
+            lab = labelled(cfg, b).copy()
+            lab["_batch"] = i
+            frames.append(lab)
+        self.labelled = pd.concat(frames, ignore_index=True)
+        self._fits: dict[int, Fitted | str] = {}
+
+    def fit(self, upto: int) -> Fitted | str:
+        """The model a retrain trains when labels up to batch ``upto`` are known (or why it cannot)."""
+        if upto in self._fits:
+            return self._fits[upto]
+        from retrainer.train import fit, select_window, split_holdout
+
+        start = time.perf_counter()
+        known = self.labelled[self.labelled["_batch"] <= upto]
+        try:
+            if known.empty:
+                raise RetrainerError("no labelled data yet")
+            window, _ = select_window(self.cfg, known)
+            train_df, holdout = split_holdout(self.cfg, window)
+        except RetrainerError as exc:
+            self._fits[upto] = f"retrain failed: {exc}"
+            return self._fits[upto]
+        model = fit(self.cfg, train_df)
+        scores = metrics.score(self.cfg, model, holdout) if len(holdout) else {}
+        out = Fitted(upto, model, window, holdout, scores, len(train_df), time.perf_counter() - start)
+        self._fits[upto] = out
+        return out
+
+
+# -- one policy's replay ---------------------------------------------------------------------------------
+@dataclass
+class PolicyRun:
+    name: str
+    kind: str  # never | schedule | trigger
+    k: int | None = None
+    per_batch: list[float] = field(default_factory=list)
+    per_batch_all: list[dict[str, float]] = field(default_factory=list)
+    retrain_batches: list[int] = field(default_factory=list)  # batch indices where a retrain ran
+    promoted_batches: list[int] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    rows_trained: int = 0
+    seconds: float = 0.0
+    fired: dict[str, int] = field(default_factory=dict)
+    suppressed: int = 0
+    states: list[Any] = field(default_factory=list)  # policy state after each batch (trigger policies)
+    estimates: list[float | None] = field(default_factory=list)  # CBPE / DLE estimate per batch
+    decisions: list[dict[str, Any]] = field(default_factory=list)  # the numbers behind each decision
+
+
+def _retrain(replay: Replay, run: PolicyRun, champion: Fitted, i: int) -> Fitted:
+    """Retrain at batch ``i`` as the retrain DAG does: window, fit, validate against the champion."""
+    cfg = replay.cfg
+    upto = i - replay.delay
+    run.retrain_batches.append(i)
+    cand = replay.fit(upto)
+    if isinstance(cand, str):
+        run.rejected.append(f"{replay.names[i]}: {cand}")
+        return champion
+    run.rows_trained += cand.train_rows
+    run.seconds += cand.seconds  # charged to every policy that trains it, cached or not
+    if cand.upto == champion.upto:
+        run.rejected.append(f"{replay.names[i]}: no change: same training data as the champion")
+        return champion
+    champ_scores = metrics.score(cfg, champion.model, cand.holdout) if len(cand.holdout) else {}
+    failed = compare.failed_checks(cfg, cand.holdout_metrics, champ_scores)
+    if failed:
+        run.rejected.append(f"{replay.names[i]}: " + "; ".join(failed))
+        return champion
+    run.promoted_batches.append(i)
+    return cand
+
+
+def run_policy(
+    replay: Replay,
+    name: str,
+    kind: str,
+    *,
+    k: int | None = None,
+    triggers: TriggerConfig | None = None,
+    progress: Any = None,
+) -> PolicyRun:
+    """Replay every evaluation batch under one policy."""
+    from retrainer.train import predict
+
+    cfg = replay.cfg
+    run = PolicyRun(name, kind, k)
+    started = time.perf_counter()
+    first = replay.fit(replay.warmup - 1)  # the history before the replay trains the first champion
+    if isinstance(first, str):
+        raise RetrainerError(f"cannot train the first model from {replay.warmup} warm-up batches: {first}")
+    champion = first
+    state = policy.PolicyState()
+    preds: dict[int, tuple[str, np.ndarray, Any, Any]] = {}
+    for i in range(replay.warmup, len(replay.batches)):
+        batch = replay.batches[i][1]
+        pred = predict(cfg, champion.model, batch)
+        proba, classes = metrics.predict_proba(cfg, champion.model, batch)
+        preds[i] = (champion.id, pred, proba, classes)
+        lab = batch[cfg.data.target].notna().to_numpy()
+        scores = metrics.compute(
+            cfg.task,
+            batch[cfg.data.target].to_numpy()[lab],
+            pred[lab],
+            None if proba is None else proba[lab],
+            classes,
+        )
+        run.per_batch.append(scores.get(cfg.metric, float("nan")))
+        run.per_batch_all.append(scores)
+        step = i - replay.warmup + 1
+        if kind == "schedule":
+            retrain = step % (k or 1) == 0
+        elif kind == "trigger":
+            assert triggers is not None
+            retrain, state = _trigger_step(replay, run, champion, triggers, i, pred, preds, state)
+            run.states.append(state)
+        else:
+            retrain = False
+        if retrain:
+            champion = _retrain(replay, run, champion, i)
+        if progress is not None:
+            progress.update(1)
+    run.seconds += time.perf_counter() - started
+    return run
+
+
+def _trigger_step(
+    replay: Replay,
+    run: PolicyRun,
+    champion: Fitted,
+    t: TriggerConfig,
+    i: int,
+    pred: np.ndarray,
+    preds: dict[int, tuple[str, np.ndarray, Any, Any]],
+    state: policy.PolicyState,
+) -> tuple[bool, policy.PolicyState]:
+    """Signals for batch ``i`` as the monitor measures them, then the shared policy step."""
+    from dataclasses import replace
+
+    from retrainer.drift import drift_signals
+
+    cfg = replay.cfg
+    cur = replay.batches[i][1].copy()
+    cur["prediction"] = pred
+    drift: dict[str, Any] = {}
+    if t.data_drift is not None or t.prediction_drift is not None:
+        drift = drift_signals(cfg, champion.reference(cfg), cur)
+    metric = cfg.trigger_metric
+    signals = policy.Signals(
+        data_drift_share=drift.get("data_drift_share"),
+        drifted_columns=tuple(drift.get("drifted_columns") or ()),
+        prediction_drift=drift.get("prediction_drift"),
+        metric_name=metric,
+        lower_is_better=metric in LOWER_IS_BETTER,
+    )
+    estimate = None
+    if t.performance is not None and t.performance.use_estimate and t.estimation is not None:
+        est = champion.estimator(cfg)  # CBPE / DLE on the new batch, before any of its labels
+        if est is not None:
+            estimate = est.estimate(cfg, champion.model, cur.drop(columns=["prediction"])).get(metric)
+            signals = replace(signals, estimated_value=estimate, estimate_method=est.method)
+    run.estimates.append(estimate)
+    errors = None
+    j = feeds.due_batch(i, replay.delay)  # the batch whose labels arrive now
+    if j in preds:  # the live path's rule: only the current champion's own predictions are judged
+        batch_j = replay.batches[j][1]
+        lab = batch_j[cfg.data.target].notna().to_numpy()
+        y, p = batch_j[cfg.data.target].to_numpy()[lab], preds[j][1][lab]
+        matured = feeds.Matured(replay.names[j], preds[j][0], y, p, batches_late=i - j)
+        perf = feeds.performance_signal(cfg, [matured], champion.id)
+        value = perf["value"]
+        proba = preds[j][2]
+        if metric in metrics.PROBABILITY_METRICS and proba is not None and preds[j][0] == champion.id:
+            value = metrics.compute(cfg.task, y, p, proba[lab], preds[j][3]).get(metric)
+        if perf["labelled_rows"]:
+            signals = replace(
+                signals,
+                metric_value=value,
+                metric_reference=champion.holdout_metrics.get(metric),
+                labelled_rows=perf["labelled_rows"],
+            )
+            errors = perf["errors"]
+    decision, new_state, _ = STEP(signals, t, state, errors=errors, model_id=champion.id)
+    run.decisions.append({"batch": i, "retrain": decision.retrain, **decision.details})
+    for name in decision.fired:
+        run.fired[name] = run.fired.get(name, 0) + 1
+    run.suppressed += decision.suppressed_by is not None
+    return decision.retrain, new_state
+
+
+def _baseline(replay: Replay) -> PolicyRun:
+    """Majority class / mean of the labelled training window, refreshed every batch (no model)."""
+    import numpy as np
+
+    from retrainer.train import select_window
+
+    cfg = replay.cfg
+    run = PolicyRun("majority_class" if cfg.task == "classification" else "mean_prediction", "baseline")
+    started = time.perf_counter()
+    for i in range(replay.warmup, len(replay.batches)):
+        known = replay.labelled[replay.labelled["_batch"] <= i - 1 - replay.delay]
+        window, _ = select_window(cfg, known)
+        y_train = window[cfg.data.target]
+        const = y_train.mode().iloc[0] if cfg.task == "classification" else float(y_train.mean())
+        batch = replay.batches[i][1]
+        y = batch[cfg.data.target].dropna().to_numpy()
+        scores = metrics.compute(cfg.task, y, np.full(len(y), const))
+        run.per_batch.append(scores.get(cfg.metric, float("nan")))
+        run.per_batch_all.append(scores)
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+# -- every model on every later batch: the matrix behind the oracle bound --------------------------------
+def _fast_metric(metric: str, y: np.ndarray, p: np.ndarray) -> float | None:
+    """``metric`` on one batch without sklearn's overhead (the same definitions), or None if not covered."""
+    import numpy as np
+
+    if not len(y):
+        return float("nan")
+    if metric == "rmse":
+        return float(np.sqrt(np.mean((y.astype(float) - p.astype(float)) ** 2)))
+    if metric == "mae":
+        return float(np.mean(np.abs(y.astype(float) - p.astype(float))))
+    if metric == "accuracy":
+        return float(np.mean(y == p))
+    if metric == "f1":  # macro over the classes present in labels or predictions, zero_division=0
+        scores = []
+        for c in np.union1d(y, p):
+            tp = np.sum((y == c) & (p == c))
+            denom = 2 * tp + np.sum((y != c) & (p == c)) + np.sum((y == c) & (p != c))
+            scores.append(2 * tp / denom if denom else 0.0)
+        return float(np.mean(scores))
+    return None
+
+
+def labelled_rows(cfg: ModelConfig, batch: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``batch`` with a label."""
+    return batch[batch[cfg.data.target].notna()]
+
+
+def model_metrics(replay: Replay) -> tuple[np.ndarray, list[int]]:
+    """The configured metric of every model the replay can train, on every batch after it could serve.
+
+    Row 0 is the first model (trained before the replay); row ``r + 1`` is the model a retrain at
+    evaluation batch ``r`` trains (labels up to ``r - label_delay``), which serves from batch ``r + 1``.
+    Entry ``[row, e]`` is that model's metric on evaluation batch ``e`` (NaN where it cannot serve or
+    the fit failed). Uses the replay's fit cache: after ``every_batch`` has run, no new fit is needed.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from retrainer.train import predict
+
+    cfg, w = replay.cfg, replay.warmup
+    n = len(replay.batches) - w
+    out = np.full((n + 1, n), np.nan)
+    frames = [labelled_rows(cfg, replay.batches[i][1]) for i in range(w, len(replay.batches))]
+    sizes = [len(f) for f in frames]
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    rows = pd.concat(frames, ignore_index=True)
+    ys = rows[cfg.data.target].to_numpy()
+    need_proba = cfg.metric in metrics.PROBABILITY_METRICS
+    for row in range(n):  # the model serving from batch `row` (row 0: the first model)
+        fitted = replay.fit(w - 1 if row == 0 else w + row - 1 - replay.delay)
+        if isinstance(fitted, str):
+            continue
+        later = rows.iloc[starts[row] :]
+        pred = predict(cfg, fitted.model, later)  # one call per model: every later batch at once
+        proba, classes = metrics.predict_proba(cfg, fitted.model, later) if need_proba else (None, None)
+        for e in range(row, n):
+            a, b = starts[e] - starts[row], starts[e + 1] - starts[row]
+            y = ys[starts[e] : starts[e + 1]]
+            value = None if need_proba else _fast_metric(cfg.metric, y, pred[a:b])
+            if value is None:
+                value = metrics.compute(
+                    cfg.task, y, pred[a:b], None if proba is None else proba[a:b], classes
+                ).get(cfg.metric, float("nan"))
+            out[row, e] = value
+    return out, sizes
+
+
+def default_warmup(cfg: ModelConfig, freq: str) -> int:
+    """Batches covering the training window (at least 2), unless the config says otherwise."""
+    if cfg.backtest.warmup_batches:
+        return cfg.backtest.warmup_batches
+    return max(2, -(-duration_hours(cfg.training.window) // duration_hours(freq)))

@@ -1,0 +1,102 @@
+"""The report as text: the table printed by ``retrainer backtest``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The human-readable report printed on stdout."""
+    m = report["metric"]
+    extra = [k for k in next(iter(report["policies"].values()))["metrics"] if k != m]
+    widths = {x: max(10, len(x) + 2) for x in extra}
+    head = f"{'policy':<18}{'mean ' + m:>12}{'worst':>10}" + "".join(f"{x:>{widths[x]}}" for x in extra)
+    head += f"{'retrains':>10}{'share':>7}{'recovered':>10}{'promoted':>10}{'rows trained':>14}{'seconds':>9}"
+    lines = [
+        f"backtest of {report['model']} on {report['data']}: {report['batches']} batches of {report['batch_freq']} "
+        f"({report['rows']} rows) after {report['warmup_batches']} warm-up batches; label delay "
+        f"{report['label_delay_batches']} batch(es); {m} is {'lower' if report['lower_is_better'] else 'higher'}"
+        " = better",
+        head,
+        "-" * len(head),
+    ]
+
+    def row(name: str, s: dict[str, Any]) -> str:
+        cells = f"{name:<18}{s['mean']:>12.4f}{s['worst']:>10.4f}" + "".join(
+            f"{s['metrics'].get(x, float('nan')):>{widths[x]}.4f}" for x in extra
+        )
+        share = report["retrain_share"].get(name)
+        rec = report["recovered_gain"].get(name)
+        cells += f"{s['retrains']:>10}" + (f"{share:>7.0%}" if share is not None else f"{'':>7}")
+        cells += f"{rec:>10.1%}" if rec is not None else f"{'':>10}"
+        return cells + f"{s['promoted']:>10}{s['rows_trained']:>14}{s['seconds']:>9.2f}"
+
+    for name, s in report["policies"].items():
+        lines.append(row(name, s))
+    b = report["baseline"]
+    lines.append(row(b["policy"], b) + "   (no model)")
+    lines.append(
+        "share: retrains as a share of every_batch's; recovered: (policy - never) / (every_batch - never)"
+    )
+    for tv in [report["trigger_vs_frontier"], *report["alternatives_vs_frontier"].values()]:
+        lines += ["", *comparison_lines(report, tv)]
+    h = report.get("halves")
+    if h:
+        names = ["trigger", *report["alternatives_vs_frontier"]]
+        lines += [
+            "",
+            "by half of the replay (recovered gain / retrain share; the oracle bound at the same retrains):",
+        ]
+        lines.append(f"  {'policy':<18}" + "".join(f"{label + ' half':>22}" for label in h))
+        for name in names:
+            cells = "".join(
+                f"{h[label]['policies'][name]['recovered_gain']:>13.1%} / "
+                f"{h[label]['policies'][name]['retrain_share']:>4.0%}"
+                + (
+                    f" ({h[label]['policies'][name]['oracle_recovered_gain']:.0%})"
+                    if "oracle_recovered_gain" in h[label]["policies"][name]
+                    else ""
+                )
+                for label in h
+            )
+            lines.append(f"  {name:<18}{cells}")
+    return "\n".join(lines)
+
+
+def comparison_lines(report: dict[str, Any], tv: dict[str, Any]) -> list[str]:
+    """One trigger policy against retrain-every-batch, the fixed-schedule frontier and the oracle bound."""
+    m = report["metric"]
+    g = tv["criteria"]
+    rel = tv["relative_gap_to_every_batch"]
+    worse = rel > 0 if report["lower_is_better"] else rel < 0
+    closeness = (
+        f"within {abs(rel):.1%} of retrain-every-batch"
+        if worse
+        else f"{abs(rel):.1%} better than retrain-every-batch"
+    )
+    eb_retrains = report["policies"]["every_batch"]["retrains"]
+    if g["above_frontier_ci_excludes_0"]:
+        place = "above the fixed-schedule frontier"
+    elif g["above_frontier"]:
+        place = "above the fixed-schedule frontier, but the CI includes 0"
+    else:
+        place = "below the fixed-schedule frontier"
+    lo, hi = tv["ci95"]
+    out = [
+        f"{tv['policy']}: {closeness} ({m} {tv['mean']:.4f} vs {tv['every_batch_mean']:.4f}) with "
+        f"{tv['retrain_share']:.0%} of its retrains ({tv['retrains']} of {eb_retrains}); recovered "
+        f"{tv['recovered_gain']:.1%} of its gain over never retraining",
+        f"  {place} at the same retrains ({' / '.join(tv['frontier_between'])}: {m} "
+        f"{tv['frontier_mean']:.4f}; difference {tv['difference']:+.4f}, 95% CI {lo:+.4f} .. {hi:+.4f}, "
+        f"paired bootstrap over batches; {tv['better_is']} is better)",
+    ]
+    if "oracle_recovered_gain" in tv:
+        out.append(
+            f"  oracle bound: the best schedule with {tv['retrains']} retrains, chosen in hindsight, "
+            f"recovers {tv['oracle_recovered_gain']:.1%}"
+        )
+    out.append(
+        f"  recovered >= {g['recovered_at_least']:.0%} (--target-recovered): {'yes' if g['recovered'] else 'no'}; "
+        f"retrain share <= {g['retrain_share_at_most']:.0%} (--max-share): {'yes' if g['share'] else 'no'}"
+    )
+    return out
