@@ -6,7 +6,7 @@ TUNE_SHOW ?= pd_ctl2_cd3,pd_ctl1_cd3,pd30_ctl1_cd3,relative25_cd2
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration test-e2e lint bench bench-backtest bench-freshness bench-scale bench-scaleout bench-policy-state backtest-docs tune-triggers clean airflow airflow-prod stop env prod-deps chromium
+.PHONY: install demo docs config-docs test test-unit test-integration test-e2e lint typecheck bench bench-backtest bench-freshness bench-scale bench-scaleout bench-policy-state backtest-docs tune-triggers clean airflow airflow-prod stop env prod-deps chromium
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,13 @@ install: $(STAMP)  ## create .venv with the pinned stack and the retrainer packa
 demo: install  ## replay Bikeshare 2011 through the real DAGs (Airflow + MLflow on SQLite)
 	$(PY) scripts/demo.py
 
-test: install chromium prod-deps  ## the whole suite: unit, DAG integrity, integration, e2e (real scheduler + browser)
+docs: install  ## build the documentation site into site/ (mkdocs --strict: a broken link or missing page fails)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet --site-dir site
+
+config-docs: install  ## rewrite docs/configuration/reference.md and the JSON Schema from the config models
+	$(PY) -m retrainer.config_reference --write
+
+test: install lint typecheck docs chromium prod-deps  ## lint, types and the docs build first (fail early), then the whole suite: unit, DAG integrity, integration, e2e (real scheduler + browser)
 	$(PY) -m pytest -q
 
 test-unit: install
@@ -32,8 +38,11 @@ test-integration: install
 test-e2e: install chromium prod-deps  ## the real Airflow components on loopback, and the Retraining view in Chromium
 	$(PY) -m pytest -q -m e2e
 
-lint: install
+lint: install  ## ruff check and ruff format --check (a few seconds)
 	$(PY) -m ruff check include dags tests scripts plugins benchmarks && $(PY) -m ruff format --check include dags tests scripts plugins benchmarks
+
+typecheck: install  ## mypy on the package (settings in pyproject.toml)
+	$(PY) -m mypy
 
 bench: bench-backtest bench-freshness bench-scaleout bench-policy-state  ## every benchmark; each prints its time and the ratio to a baseline measured in the same run
 
@@ -57,7 +66,7 @@ tune-triggers: install  ## re-run the trigger tuning (cached in .tune-cache/) an
 AIRFLOW_PORT ?= 8080
 MLFLOW_PORT ?= 5000
 airflow: install  ## start Airflow + MLflow on loopback with the Retraining view (prints URLs and login)
-	$(PY) scripts/airflow_stack.py start --state .airflow --port $(AIRFLOW_PORT) --mlflow-port $(MLFLOW_PORT)
+	$(PY) -m retrainer.stack start --state .airflow --port $(AIRFLOW_PORT) --mlflow-port $(MLFLOW_PORT)
 
 # The production twin: Debian Postgres + Redis, Airflow on the CeleryExecutor with WORKERS Celery workers and
 # the FAB auth manager, an MLflow server on Postgres with proxied artifacts and basic auth; all on 127.0.0.1,
@@ -65,11 +74,11 @@ airflow: install  ## start Airflow + MLflow on loopback with the Retraining view
 PROD_STATE ?= .airflow-prod
 WORKERS ?= 2
 airflow-prod: install prod-deps  ## start the production twin on loopback (prints URLs and logins)
-	$(PY) scripts/airflow_stack.py start --prod --state $(PROD_STATE) --port $(AIRFLOW_PORT) --mlflow-port $(MLFLOW_PORT) --workers $(WORKERS)
+	$(PY) -m retrainer.stack start --prod --state $(PROD_STATE) --port $(AIRFLOW_PORT) --mlflow-port $(MLFLOW_PORT) --workers $(WORKERS)
 
 stop:  ## stop what `make airflow` / `make airflow-prod` started (by recorded process group, never by name)
-	$(PY) scripts/airflow_stack.py stop --state .airflow
-	$(PY) scripts/airflow_stack.py stop --state $(PROD_STATE)
+	$(PY) -m retrainer.stack stop --state .airflow
+	$(PY) -m retrainer.stack stop --state $(PROD_STATE)
 
 env: install  ## write .env for docker compose with fresh random secrets (refuses to overwrite one)
 	$(PY) -m retrainer.deploy env --out .env
@@ -96,4 +105,4 @@ chromium:
 	  else echo "chromium missing and not root: the browser test will be skipped (apt-get install -y chromium)"; fi; }
 
 clean:  ## remove generated state (not the venv)
-	rm -rf .demo .test-artifacts .airflow .airflow-prod data mlflow.db mlartifacts
+	rm -rf .demo .test-artifacts .airflow .airflow-prod data mlflow.db mlartifacts site

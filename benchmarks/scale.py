@@ -49,6 +49,7 @@ GOALS = {
     "archive_growth": 1.2,
     "state_growth": 1.2,
 }
+PROFILE: list[str] = []  # steps run under cProfile (--profile STEP): their stats go beside the step's output
 
 
 # -- data ------------------------------------------------------------------------------------------------
@@ -111,9 +112,22 @@ def _child(spec_file: str) -> None:
         tracking.client().search_experiments(max_results=1)
     rss_imports = _maxrss_mb()
     fn = globals()[f"step_{spec['step']}"]
+    profile = spec["step"] in spec.get("profile", [])
+    if profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
     t = time.perf_counter()
     result = fn(*spec["args"])
     seconds = time.perf_counter() - t
+    if profile:
+        import pstats
+
+        prof.disable()
+        prof.dump_stats(Path(spec["out"]).with_suffix(".prof"))
+        with Path(spec["out"]).with_suffix(".profile.txt").open("w") as f:
+            pstats.Stats(prof, stream=f).sort_stats("cumulative").print_stats(40)
     out = {"seconds": seconds, "rss_mb": _maxrss_mb(), "rss_imports_mb": rss_imports, "result": result}
     Path(spec["out"]).write_text(json.dumps(out, default=str))
 
@@ -123,7 +137,11 @@ def run_step(
 ) -> dict[str, Any]:
     spec = work / f"step-{step}-{time.monotonic_ns()}.json"
     out = spec.with_suffix(".out.json")
-    spec.write_text(json.dumps({"env": env, "step": step, "args": args, "imports": imports, "out": str(out)}))
+    spec.write_text(
+        json.dumps(
+            {"env": env, "step": step, "args": args, "imports": imports, "out": str(out), "profile": PROFILE}
+        )
+    )
     proc = subprocess.run(
         [sys.executable, __file__, "--child", str(spec)],
         env={**os.environ, "PYTHONPATH": str(REPO / "include")},
@@ -132,6 +150,8 @@ def run_step(
     )
     if proc.returncode != 0:
         raise SystemExit(f"step {step} failed:\n{proc.stderr[-4000:]}")
+    if step in PROFILE:
+        print(f"    profile of {step}: {out.with_suffix('.profile.txt')}", flush=True)
     return json.loads(out.read_text())
 
 
@@ -177,7 +197,7 @@ def step_score(config: str, claim: dict[str, Any]) -> Any:
 def step_drift(config: str, claim: dict[str, Any], scored: dict[str, Any]) -> Any:
     from retrainer import monitor
 
-    return monitor.drift(_cfg(config), claim, scored)
+    return monitor.measure_drift(_cfg(config), claim, scored)
 
 
 def step_performance(config: str, claim: dict[str, Any], scored: dict[str, Any]) -> Any:
@@ -298,6 +318,18 @@ def step_retrain(config: str) -> dict[str, Any]:
     reg = timed("register", retrain.register, cfg, snap, trained, ev, trigger)
     timed("promote", retrain.promote, cfg, reg, ev, trigger)
     return {"stages": times, "rows": snap["rows"], "sources": len(snap["sources"])}
+
+
+def step_index_archive(config: str) -> dict[str, Any]:
+    """Record every archived batch in the archive index, as the archive step does when it archives one."""
+    from retrainer.settings import data_root
+    from retrainer.storage import DataRoot
+
+    cfg = _cfg(config)
+    dr = DataRoot(data_root(), cfg.name)
+    for path in dr.archived():
+        dr.index_archived(path, cfg.data.time_column)
+    return {"batches": len(dr.archived())}
 
 
 def step_minimal_retrain(config: str, files: list[str]) -> dict[str, Any]:
@@ -500,12 +532,15 @@ def bench_retrain(base: Path, batch_rows: int, window: int, lengths: list[int], 
         dr = DataRoot(root / "data", "scale").ensure()
         for name in files[-n:]:
             os.link(pool / name, dr.archive / name)  # the same files in every archive: no copies
+        # as the monitor's archive step does for each batch it archives: its time range into the index
+        indexed = run_step(base, env, "index_archive", [config], ["retrainer.storage", "pandas"])
         res = run_step(base, env, "retrain", [config], [*HEAVY, "great_expectations"])
         out[str(n)] = {
             "seconds": res["seconds"],
             "stages": res["result"]["stages"],
             "rss_mb": res["rss_mb"],
             "rows": res["result"]["rows"],
+            "index_seconds_per_batch": indexed["seconds"] / n,
         }
         say(
             f"  retrain, {n:3d} archived batches: {res['seconds']:6.1f} s ({res['result']['rows']:,} rows)  peak RSS {res['rss_mb']:.0f} MB  {json.dumps({k: round(v, 1) for k, v in res['result']['stages'].items()})}"
@@ -544,12 +579,21 @@ def main() -> None:
     p.add_argument("--archive", default="10,100", help="archive lengths to compare")
     p.add_argument("--decisions", default="100,3000", help="decision-log lengths to compare")
     p.add_argument("--only", choices=["monitor", "retrain", "state"], action="append")
+    p.add_argument(
+        "--profile",
+        action="append",
+        default=[],
+        metavar="STEP",
+        help="run this step (validate, score, drift, retrain, ...) under cProfile; stats are written to "
+        "<work>/step-STEP-*.out.profile.txt (times then include the profiler's overhead)",
+    )
     p.add_argument("--work", default=str(REPO / ".bench" / "scale"))
     p.add_argument("--json", default=str(REPO / ".bench" / "scale.json"))
     args = p.parse_args()
     if args.child:
         _child(args.child)
         return
+    PROFILE.extend(args.profile)
     base = Path(args.work)
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from retrainer.exceptions import RetrainerError
 
@@ -18,6 +19,21 @@ def _validate_config(args: argparse.Namespace) -> int:
         f"{args.config}: OK (model {cfg.name!r}, {cfg.task}, {len(cfg.data.features)} features, "
         f"metric {cfg.metric}, schedule {cfg.schedule!r})"
     )
+    return 0
+
+
+def _config_schema(args: argparse.Namespace) -> int:
+    """JSON Schema of a model config, for editors (YAML language server) and other tools."""
+    import json
+
+    from retrainer.config_reference import json_schema
+
+    text = json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}")
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -214,7 +230,13 @@ def _retrain(args: argparse.Namespace) -> int:
     retrain.gate(cfg, snap)
     trained = retrain.train(cfg, snap, trigger, "cli")
     evaluation = retrain.evaluate(cfg, snap, trained, trigger["force"])
-    out = {"snapshot": snap, "train": trained, "evaluation": evaluation, "registered": None, "promoted": None}
+    out: dict[str, Any] = {
+        "snapshot": snap,
+        "train": trained,
+        "evaluation": evaluation,
+        "registered": None,
+        "promoted": None,
+    }
     try:
         registered = retrain.register(cfg, snap, trained, evaluation, trigger)
     except ModelRejected:
@@ -284,6 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("validate-config", help="check a model config; non-zero exit with the problem")
     p.add_argument("config")
     p.set_defaults(func=_validate_config)
+
+    p = sub.add_parser(
+        "config-schema", help="print the JSON Schema of a model config (for editor completion and validation)"
+    )
+    p.add_argument("--out", help="write it to this file instead")
+    p.set_defaults(func=_config_schema)
 
     p = sub.add_parser("seed", help="import a data file as a batch (history into archive/, or into landing/)")
     p.add_argument("config")

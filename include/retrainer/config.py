@@ -21,7 +21,9 @@ from retrainer.exceptions import ConfigError
 DURATION_RE = re.compile(r"^(\d+)([DWH])$")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
-Duration = Annotated[str, Field(pattern=DURATION_RE.pattern, description="e.g. 56D, 8W, 12H")]
+Duration = Annotated[
+    str, Field(pattern=DURATION_RE.pattern, description="a number and a unit: H hours, D days, W weeks (8W)")
+]
 LOWER_IS_BETTER = {"rmse", "mae", "log_loss", "brier"}
 TRIGGER_SIGNALS = ("data_drift", "prediction_drift", "performance", "flags", "error_detector", "cost")
 METRICS = {
@@ -44,37 +46,79 @@ class _Strict(BaseModel):
 
 
 class FeatureSpec(_Strict):
-    """One input column. Bounds and categories, when given, become expectations in the quality gate."""
+    """One input column. A bare name in `data.features` is a numeric feature without bounds. Bounds and
+    categories, when given, become expectations in the quality gate."""
 
-    name: str
-    type: Literal["numeric", "categorical"] = "numeric"
-    min: float | None = None
-    max: float | None = None
-    categories: list[str] | None = None
-    nullable: bool = False
+    name: str = Field(description="column name in the batches")
+    type: Literal["numeric", "categorical"] = Field(
+        "numeric",
+        description="numeric features are scaled (`model.scale_numeric`), categorical ones one-hot encoded",
+    )
+    min: float | None = Field(
+        None, description="numeric: smallest valid value (a gate expectation, see `validation.mostly`)"
+    )
+    max: float | None = Field(
+        None, description="numeric: largest valid value (a gate expectation, see `validation.mostly`)"
+    )
+    categories: list[str] | None = Field(
+        None,
+        description="categorical: the valid values; unseen categories fail the gate (see `validation.mostly`)",
+    )
+    nullable: bool = Field(
+        False,
+        description="may be missing in some or all rows of a batch; gaps are filled by `data.impute`. "
+        "A feature that is not nullable must never be null (the gate rejects such batches)",
+    )
 
 
 class ImputeConfig(_Strict):
     """How missing values of ``nullable`` features are filled before the estimator sees them (features
     that are not nullable are never null: the quality gate rejects such batches)."""
 
-    numeric: Literal["median", "mean", "constant"] = "median"
-    numeric_fill: float = Field(0.0, description="the value used when numeric is 'constant'")
-    categorical: Literal["most_frequent", "constant"] = "constant"
-    categorical_fill: str = Field("missing", description="the category used when categorical is 'constant'")
-    add_indicator: bool = Field(False, description="also give the model a was-missing column per feature")
+    numeric: Literal["median", "mean", "constant"] = Field(
+        "median", description="how gaps of nullable numeric features are filled"
+    )
+    numeric_fill: float = Field(0.0, description="the value used when `numeric` is `constant`")
+    categorical: Literal["most_frequent", "constant"] = Field(
+        "constant", description="how gaps of nullable categorical features are filled"
+    )
+    categorical_fill: str = Field("missing", description="the category used when `categorical` is `constant`")
+    add_indicator: bool = Field(
+        False, description="also give the model a was-missing column for each nullable feature"
+    )
+
+
+def _name_or_feature(schema: dict[str, Any]) -> None:
+    """JSON Schema of `data.features`: each item is a bare column name or a feature mapping."""
+    schema["items"] = {"anyOf": [{"type": "string", "description": "a numeric feature"}, schema["items"]]}
 
 
 class DataConfig(_Strict):
-    time_column: str
-    target: str
-    features: list[FeatureSpec]
-    id_column: str | None = Field(
-        None, description="row id, unique across batches; the labels and flags feeds join on it"
+    """The columns of a batch: time, target, features and (optionally) a row id."""
+
+    time_column: str = Field(description="timestamp column; batches and training windows are ordered by it")
+    target: str = Field(
+        description="label column; it may be missing or null in a batch (labels often arrive late)"
     )
-    min_batch_rows: int = Field(1, ge=1)
-    max_future: Duration = "1D"  # times later than now + this are quarantined (clock skew allowance)
-    impute: ImputeConfig = Field(default_factory=ImputeConfig)
+    features: list[FeatureSpec] = Field(
+        description="the model's inputs: column names (numeric) or mappings (see `data.features[]`)",
+        json_schema_extra=_name_or_feature,
+    )
+    id_column: str | None = Field(
+        None,
+        description="row id, unique across batches; required by the labels and flags feeds (late labels and "
+        "flags join on it). When set, the batch gate also checks that the column exists, is non-null "
+        "and unique",
+    )
+    min_batch_rows: int = Field(1, ge=1, description="a batch with fewer rows fails the quality gate")
+    max_future: Duration = Field(
+        "1D",
+        description="rows timed later than now + this are quarantined (an allowance for clock skew; such "
+        "a row would otherwise anchor every later training window)",
+    )
+    impute: ImputeConfig = Field(
+        default_factory=ImputeConfig, description="how gaps of `nullable` features are filled"
+    )
 
     @field_validator("features", mode="before")
     @classmethod
@@ -116,9 +160,20 @@ class DataConfig(_Strict):
 
 
 class ModelSpec(_Strict):
-    estimator: str = Field(description="import path of a scikit-learn estimator class")
-    params: dict[str, Any] = Field(default_factory=dict)
-    scale_numeric: bool = True
+    """The estimator a retrain fits. Whoever can edit this can run code in every worker: the import path
+    is imported."""
+
+    estimator: str = Field(
+        description="import path of a scikit-learn estimator class, e.g. `sklearn.linear_model.Ridge`"
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="its constructor arguments; seed it (`random_state`) so `retrainer reproduce` can "
+        "refit bit for bit",
+    )
+    scale_numeric: bool = Field(
+        True, description="StandardScaler on numeric features (categorical features are one-hot encoded)"
+    )
 
     @field_validator("estimator")
     @classmethod
@@ -141,23 +196,46 @@ class ModelSpec(_Strict):
 
 
 class TrainingConfig(_Strict):
-    window: Duration = "8W"
-    holdout: Duration = "1W"
-    min_rows: int = Field(100, ge=10)
+    """What a retrain trains on."""
+
+    window: Duration = Field(
+        "8W", description="training window, ending at the newest archived data (not the clock)"
+    )
+    holdout: Duration = Field(
+        "1W", description="most recent part of the window held out to compare candidate and champion"
+    )
+    min_rows: int = Field(100, ge=10, description="fewer training rows fail the retrain with a clear message")
 
 
 class DataDriftTrigger(_Strict):
-    share: float = Field(0.3, gt=0, le=1, description="fire when this share of features drifted")
+    """Data drift (Evidently) of the batch's features against the champion's training snapshot. Measured
+    and recorded on every batch; it votes only when this section is set. Off by default: on seasonal
+    data it fires on nearly every batch."""
+
+    share: float = Field(0.3, gt=0, le=1, description="fire when this share of the features drifted")
     column_threshold: float = Field(
-        0.5, gt=0, description="per-column effect size: normed Wasserstein (in std units) / Jensen-Shannon"
+        0.5,
+        gt=0,
+        description="a feature drifted when its distance is at least this effect size: normed Wasserstein "
+        "(in standard deviations) for numeric features, Jensen-Shannon for categorical ones",
     )
-    num_method: str = "wasserstein"
-    cat_method: str = "jensenshannon"
+    num_method: str = Field("wasserstein", description="Evidently's drift method for numeric features")
+    cat_method: str = Field("jensenshannon", description="Evidently's drift method for categorical features")
 
 
 class PredictionDriftTrigger(_Strict):
-    threshold: float = Field(0.15, gt=0, description="normed Wasserstein distance of predictions")
-    method: str = "wasserstein"
+    """Distance between the champion's predictions on the batch and on its training data."""
+
+    threshold: float = Field(
+        0.15,
+        gt=0,
+        description="fire when the normed Wasserstein distance of the predictions is at least this",
+    )
+    method: str = Field(
+        "wasserstein",
+        description="Evidently's drift method for a regressor's predictions; a classifier's predicted labels "
+        "use `data_drift.cat_method`",
+    )
 
 
 class PerformanceTrigger(_Strict):
@@ -171,9 +249,14 @@ class PerformanceTrigger(_Strict):
     ``noise_batches``). Until ``min_noise_points`` differences are known it falls back to ``relative``.
     """
 
-    mode: Literal["relative", "control"] = "relative"
-    max_degradation: float = Field(0.2, gt=0, description="relative worsening vs the champion's validation")
-    min_labelled_rows: int = Field(20, ge=1)
+    mode: Literal["relative", "control"] = Field("relative", description="`relative` or `control` (above)")
+    max_degradation: float = Field(
+        0.2,
+        gt=0,
+        description="relative mode (and control mode's fallback): fire when the batch metric is worse than "
+        "the champion's holdout metric by more than this fraction",
+    )
+    min_labelled_rows: int = Field(20, ge=1, description="batches with fewer labelled rows are not judged")
     z: float = Field(2.0, gt=0, description="control mode: limit in units of the stream's per-batch noise")
     baseline_batches: int = Field(1, ge=1, description="control mode: batches that set a champion's baseline")
     noise_batches: int = Field(26, ge=3, description="control mode: recent batches the noise is measured on")
@@ -185,13 +268,21 @@ class PerformanceTrigger(_Strict):
 
 
 class FlagsTrigger(_Strict):
-    threshold: float = Field(0.05, gt=0, le=1, description="share of predictions flagged by people")
+    """Predictions people flagged as wrong (a `<batch>.flags.csv` sidecar, or the flags feed)."""
+
+    threshold: float = Field(
+        0.05, gt=0, le=1, description="fire when this share of a batch's predictions was flagged by people"
+    )
 
 
 class ErrorDetectorTrigger(_Strict):
-    """A change detector from ``river.drift`` on the champion's per-row error stream (labelled rows)."""
+    """A change detector from ``river.drift`` on the champion's per-row error stream (labelled rows: 0/1
+    errors for classification, absolute errors for regression). It fires when it sees a change point in
+    the batch's labelled rows. Its state is kept with each decision and reset when the champion changes."""
 
-    method: Literal["adwin", "page_hinkley", "ddm"] = "adwin"
+    method: Literal["adwin", "page_hinkley", "ddm"] = Field(
+        "adwin", description="`adwin`, `page_hinkley`, or `ddm` (classification only)"
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="constructor arguments of the detector")
 
 
@@ -200,7 +291,8 @@ class CostTrigger(_Strict):
 
     Expected gain = ``value_per_unit`` x the champion's degradation since its baseline (metric units,
     realised or, with ``performance.use_estimate``, estimated) x ``horizon_batches`` (the batches a new
-    model is expected to serve). Costs and values are in any one currency (money, compute minutes).
+    model is expected to serve). Costs and values are in any one currency (money, compute minutes). Every
+    decision records the degradation, the gain and the cost.
     """
 
     retrain_cost: float = Field(gt=0, description="cost of one retrain")
@@ -211,40 +303,82 @@ class CostTrigger(_Strict):
 class EstimationConfig(_Strict):
     """Performance estimation without labels: CBPE (classification) or DLE (regression)."""
 
-    enabled: bool = Field(True, description="estimate the champion's metric on every batch and record it")
+    enabled: bool = Field(
+        True,
+        description="estimate the champion's metric on every batch (CBPE for classifiers with "
+        "`predict_proba`, DLE for regressors), fitted on its holdout; recorded on every monitor decision "
+        "(`estimated_<metric>`, `decision.json` -> `estimate`)",
+    )
     min_reference_rows: int = Field(50, ge=10, description="holdout rows needed to fit the estimator")
 
 
 class TriggerConfig(_Strict):
     """Signals, combination and timing of the trigger policy. The defaults are the ones the backtest
-    chose on the shipped datasets (README, "Choosing the default trigger policy"): prediction drift or a
+    chose on the shipped datasets (docs/backtest, "Choosing the default trigger policy"): prediction drift or a
     performance drop, cooldown 2. Data drift is measured and recorded but does not vote unless configured:
     on seasonal data it fires on nearly every batch even with effect-size thresholds."""
 
-    data_drift: DataDriftTrigger | None = None
-    prediction_drift: PredictionDriftTrigger | None = Field(default_factory=PredictionDriftTrigger)
-    performance: PerformanceTrigger | None = Field(default_factory=PerformanceTrigger)
-    flags: FlagsTrigger | None = Field(default_factory=FlagsTrigger)
-    error_detector: ErrorDetectorTrigger | None = None
-    cost: CostTrigger | None = None
-    estimation: EstimationConfig | None = Field(default_factory=EstimationConfig)
-    combine: Literal["any", "k_of_n", "weighted"] = "any"
-    k: int = Field(2, ge=1, description="signals needed when combine is k_of_n")
-    weights: dict[str, float] = Field(default_factory=dict, description="per-signal weights when weighted")
-    weighted_threshold: float = Field(1.0, gt=0)
+    data_drift: DataDriftTrigger | None = Field(
+        None, description="data drift signal; `null`: measured and recorded, no vote"
+    )
+    prediction_drift: PredictionDriftTrigger | None = Field(
+        default_factory=PredictionDriftTrigger, description="prediction drift signal; `null` disables"
+    )
+    performance: PerformanceTrigger | None = Field(
+        default_factory=PerformanceTrigger, description="performance signal; `null` disables"
+    )
+    flags: FlagsTrigger | None = Field(
+        default_factory=FlagsTrigger, description="human flags signal; `null` disables"
+    )
+    error_detector: ErrorDetectorTrigger | None = Field(
+        None, description="change detector on the champion's error stream; `null`: off"
+    )
+    cost: CostTrigger | None = Field(None, description="cost-aware retraining; `null`: off")
+    estimation: EstimationConfig | None = Field(
+        default_factory=EstimationConfig, description="performance estimation without labels; `null` disables"
+    )
+    combine: Literal["any", "k_of_n", "weighted"] = Field(
+        "any",
+        description="how the signals that fired make a decision: `any` one, `k_of_n` (at least `k`), or "
+        "`weighted` (the sum of `weights` of the signals that fired reaches `weighted_threshold`)",
+    )
+    k: int = Field(2, ge=1, description="signals needed when `combine` is `k_of_n`")
+    weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="per-signal weights when `combine` is `weighted`; keys: " + ", ".join(TRIGGER_SIGNALS),
+    )
+    weighted_threshold: float = Field(
+        1.0, gt=0, description="fire when the weights of the signals that fired add up to this"
+    )
     cooldown_batches: int = Field(
-        2, ge=0, description="batches after a request during which new ones are suppressed"
+        2,
+        ge=0,
+        description="after a request, this many batches cannot request again (recorded as `suppressed`)",
     )
     hysteresis_batches: int = Field(
-        0, ge=0, description="after a request, quiet batches needed before the trigger can fire again"
+        0,
+        ge=0,
+        description="after a request, this many consecutive quiet batches (rule not met) are needed before "
+        "the trigger can fire again (one drift event, one retrain); it does not hold back while the "
+        "request has not replaced the champion",
     )
     follow_up_refit: bool = Field(
-        False, description="retrain once more on the batch after a triggered retrain"
+        False,
+        description="retrain once more on the batch after a triggered retrain (the first window still mixed "
+        "regimes after an abrupt change); bypasses the cooldown",
     )
-    label_delay_batches: int = Field(0, ge=0, description="batches until a batch's labels arrive (backtest)")
-    poke_interval_seconds: int = Field(15, ge=1)
-    sensor_timeout_hours: float = Field(24, gt=0)
-    report_max_rows: int = Field(20_000, ge=100, description="rows sampled per side for the drift report")
+    label_delay_batches: int = Field(
+        0, ge=0, description="batches until a batch's labels arrive; the backtest's default `--label-delay`"
+    )
+    poke_interval_seconds: int = Field(15, ge=1, description="how often the sensor looks for a new batch")
+    sensor_timeout_hours: float = Field(
+        24,
+        gt=0,
+        description="a monitor run with no batch by then is skipped (soft fail) and the next run starts",
+    )
+    report_max_rows: int = Field(
+        20_000, ge=100, description="rows sampled (seeded) per side for drift and the Evidently report"
+    )
 
     @model_validator(mode="after")
     def _weights_known(self) -> TriggerConfig:
@@ -255,14 +389,16 @@ class TriggerConfig(_Strict):
 
 
 class Floor(_Strict):
-    min: float | None = None
-    max: float | None = None
+    """An absolute bound on one holdout metric of a candidate, e.g. `r2: {min: 0.3}`."""
+
+    min: float | None = Field(None, description="the metric must be at least this")
+    max: float | None = Field(None, description="the metric must be at most this")
 
 
 class SliceCheck(_Strict):
-    """The primary metric on each value of a categorical column, candidate vs champion."""
+    """The primary metric on each value of a column, candidate vs champion on the same holdout rows."""
 
-    column: str
+    column: str = Field(description="a feature; every value of it is a slice")
     max_degradation: float = Field(0.25, ge=0, description="relative worsening allowed per slice")
     min_rows: int = Field(20, ge=1, description="slices with fewer holdout rows are not judged")
 
@@ -270,7 +406,7 @@ class SliceCheck(_Strict):
 class InvarianceCheck(_Strict):
     """Small noise on features that should barely matter must barely move the predictions."""
 
-    features: list[str]
+    features: list[str] = Field(description="features whose small changes should barely move the predictions")
     noise: float = Field(0.05, gt=0, description="noise scale, in standard deviations of each feature")
     tolerance: float = Field(
         0.1,
@@ -282,41 +418,95 @@ class InvarianceCheck(_Strict):
 class PredictionRangeCheck(_Strict):
     """Predictions must be finite and inside [min, max] (default: the training target's range widened)."""
 
-    min: float | None = None
-    max: float | None = None
+    min: float | None = Field(
+        None, description="lowest allowed prediction; default: from the training target"
+    )
+    max: float | None = Field(
+        None, description="highest allowed prediction; default: from the training target"
+    )
     slack: float = Field(0.5, ge=0, description="widening of the training target's range, as a share of it")
 
 
 class BehaviourConfig(_Strict):
-    invariance: InvarianceCheck | None = None
-    prediction_range: PredictionRangeCheck | None = Field(default_factory=PredictionRangeCheck)
+    """Behavioural checks of a candidate on the holdout (model tests, not data tests)."""
+
+    invariance: InvarianceCheck | None = Field(None, description="invariance check; `null`: off")
+    prediction_range: PredictionRangeCheck | None = Field(
+        default_factory=PredictionRangeCheck,
+        description="predictions finite and in range (for classification: only labels seen in training); "
+        "`null` disables",
+    )
     min_prediction_spread: bool = Field(
         True, description="minimum functionality: a model that predicts one value for every row fails"
     )
 
 
 class ValidationConfig(_Strict):
-    metric: str | None = Field(None, description="primary metric; default rmse or f1 by task")
-    max_degradation: float = Field(0.0, ge=0, lt=1, description="relative margin the candidate may lose")
-    floors: dict[str, Floor] = Field(default_factory=dict)
-    range_tolerance: float = Field(
-        0.5, ge=0, description="slack on reference ranges, as a share of the range"
+    """The quality gate's tolerances, and what a candidate must pass before it is registered."""
+
+    metric: str | None = Field(
+        None,
+        description="primary metric, also the one the performance and cost signals watch; default `rmse` "
+        "(regression) or `f1` (classification). Regression: `rmse`, `mae`, `r2`; classification: "
+        "`accuracy`, `f1` (macro), `balanced_accuracy`, and for classifiers with `predict_proba`: "
+        "`roc_auc`, `pr_auc` (average precision), `log_loss`, `brier` (one-vs-rest macro for more than "
+        "two classes)",
     )
-    mostly: float = Field(0.99, gt=0, le=1, description="share of rows that must satisfy value expectations")
-    slices: list[SliceCheck] = Field(default_factory=list)
-    behaviour: BehaviourConfig = Field(default_factory=BehaviourConfig)
+    max_degradation: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="how much worse (relative) than the champion a candidate may be and still pass",
+    )
+    floors: dict[str, Floor] = Field(
+        default_factory=dict,
+        description="absolute floors per metric, e.g. `{r2: {min: 0.3}, rmse: {max: 80}}`",
+    )
+    range_tolerance: float = Field(
+        0.5,
+        ge=0,
+        description="numeric features without declared bounds: the reference range widened by this share of "
+        "itself is what the gate accepts",
+    )
+    mostly: float = Field(
+        0.99,
+        gt=0,
+        le=1,
+        description="share of rows that must satisfy value expectations (ranges, categories)",
+    )
+    slices: list[SliceCheck] = Field(
+        default_factory=list,
+        description="per-slice checks, e.g. `[{column: weathersit, max_degradation: 0.25, min_rows: 20}]`",
+    )
+    behaviour: BehaviourConfig = Field(default_factory=BehaviourConfig, description="behavioural checks")
 
 
 class PromotionConfig(_Strict):
     """How a validated candidate reaches the ``champion`` alias."""
 
-    mode: Literal["immediate", "shadow", "approval"] = "immediate"
-    shadow_batches: int = Field(3, ge=1, description="labelled batches the challenger must hold up on")
+    mode: Literal["immediate", "shadow", "approval"] = Field(
+        "immediate",
+        description="`immediate`: the candidate becomes `champion`; `shadow`: it becomes `challenger` and is "
+        "scored beside the champion on the next labelled batches; `approval`: it becomes `challenger` "
+        "and a person approves or rejects it",
+    )
+    shadow_batches: int = Field(
+        3,
+        ge=1,
+        description="shadow mode: labelled batches the challenger must be non-inferior on before it is promoted",
+    )
     margin: float = Field(
-        0.05, ge=0, lt=1, description="relative amount the challenger may trail the champion on a batch"
+        0.05,
+        ge=0,
+        lt=1,
+        description="shadow mode: how much worse (relative) than the champion the challenger may be on a "
+        "batch; also the automatic-rollback margin",
     )
     rollback_batches: int = Field(
-        0, ge=0, description="watch a new champion against the previous one on this many batches; 0: off"
+        0,
+        ge=0,
+        description="automatic rollback: batches after a promotion on which the new champion is compared "
+        "with the previous one (moved back if worse by more than `margin`); `0` disables",
     )
     approval_timeout: str = Field(
         "24H",
@@ -326,7 +516,8 @@ class PromotionConfig(_Strict):
     )
     approvers: list[str] = Field(
         default_factory=list,
-        description="approval mode: Airflow user names who may answer; empty: anyone allowed to edit the DAG",
+        description="approval mode: Airflow user names who may answer (the human-in-the-loop operator's "
+        "`assigned_users`); empty: anyone allowed to edit the DAG",
     )
 
     @property
@@ -350,7 +541,7 @@ class AlertChannel(_Strict):
     """Where alerts go: ``smtp`` (the SMTP provider, installed); ``slack`` / ``apprise`` need their Airflow
     provider installed (optional extras)."""
 
-    type: Literal["smtp", "slack", "apprise"] = "smtp"
+    type: Literal["smtp", "slack", "apprise"] = Field("smtp", description="the Airflow notifier to use")
     to: list[str] = Field(default_factory=list, description="smtp: recipients")
     conn_id: str | None = Field(
         None,
@@ -372,7 +563,7 @@ class AlertsConfig(_Strict):
 
     channels: list[AlertChannel] = Field(default_factory=list, description="empty: no alerts")
     events: list[Literal[ALERT_EVENTS]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: list(ALERT_EVENTS), description="events to send; default: all"
+        default_factory=lambda: list(ALERT_EVENTS), description="which events are sent; default: all"
     )
 
 
@@ -435,19 +626,35 @@ class RetentionConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    name: str
-    task: Literal["classification", "regression"]
-    description: str = ""
-    data: DataConfig
-    model: ModelSpec
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-    schedule: str | None = Field("0 3 * * 1", description="cron for scheduled retrains; null for none")
-    triggers: TriggerConfig = Field(default_factory=TriggerConfig)
-    validation: ValidationConfig = Field(default_factory=ValidationConfig)
-    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
-    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
-    backtest: BacktestConfig = Field(default_factory=BacktestConfig)
-    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    """One model: `include/models/<name>.yaml`. Unknown keys are errors that name the key and the file."""
+
+    name: str = Field(
+        description="model name: lower case letters, digits and `_`, starting with a letter; must equal the "
+        "file name. Used for the DAG ids, the registered model and the experiments"
+    )
+    task: Literal["classification", "regression"] = Field(description="`classification` or `regression`")
+    description: str = Field("", description="free text, shown in the Retraining view")
+    data: DataConfig = Field(description="the columns of a batch")
+    model: ModelSpec = Field(description="the estimator")
+    training: TrainingConfig = Field(default_factory=TrainingConfig, description="the training window")
+    schedule: str | None = Field(
+        "0 3 * * 1",
+        description="cron (5 fields) or `@preset` for scheduled retrains; `null` for trigger-only",
+    )
+    triggers: TriggerConfig = Field(default_factory=TriggerConfig, description="the trigger policy")
+    validation: ValidationConfig = Field(
+        default_factory=ValidationConfig, description="data gate tolerances and candidate validation"
+    )
+    promotion: PromotionConfig = Field(
+        default_factory=PromotionConfig, description="how a validated candidate becomes champion"
+    )
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="where alerts go")
+    backtest: BacktestConfig = Field(
+        default_factory=BacktestConfig, description="defaults of `retrainer backtest`"
+    )
+    retention: RetentionConfig = Field(
+        default_factory=RetentionConfig, description="what `retrainer gc` may remove"
+    )
     source: str = Field("", exclude=True, description="file the config came from (set by load_config)")
 
     @field_validator("name")

@@ -112,6 +112,8 @@ def _to_gx(e: Expectation) -> Any:
 
     if e.kind == "row_count":
         return gxe.ExpectTableRowCountToBeBetween(**e.kwargs)
+    if e.column is None:
+        raise ValueError(f"expectation {e.kind} needs a column")
     if e.kind == "exists":
         return gxe.ExpectColumnToExist(column=e.column)
     if e.kind == "not_null":
@@ -175,18 +177,21 @@ def _gx_frame(df: pd.DataFrame, expectations: list[Expectation]) -> pd.DataFrame
     import pandas as pd
 
     wanted = [e.column for e in expectations if e.column is not None and e.column in df.columns]
-    frame = df[list(dict.fromkeys(wanted))] if wanted else df
+    columns = list(dict.fromkeys(wanted)) if wanted else list(df.columns)
     categorical = {
-        e.column for e in expectations if e.kind == "types" and e.kwargs.get("type_list") == CATEGORICAL_TYPES
+        e.column
+        for e in expectations
+        if e.column is not None and e.kind == "types" and e.kwargs.get("type_list") == CATEGORICAL_TYPES
     }
-    converted = {}
-    for c in categorical & set(frame.columns):
-        col = frame[c]
-        if col.dtype == object and pd.api.types.infer_dtype(col, skipna=True) in ("string", "empty"):
-            converted[c] = col.astype("string")
-    if converted:
-        frame = frame.assign(**converted)
-    return frame.copy() if frame is df else frame._consolidate()  # one block per dtype: cheap row filters
+    out: dict[str, Any] = {}
+    for c in columns:
+        col = df[c]
+        strings = c in categorical and col.dtype == object
+        if strings and pd.api.types.infer_dtype(col, skipna=True) in ("string", "empty"):
+            col = col.astype("string")
+        out[c] = col
+    # built in one copy, one block per dtype (cheap row filters); the caller's frame is never changed
+    return pd.DataFrame(out, index=df.index)
 
 
 def _key(config: dict[str, Any]) -> str:

@@ -36,7 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 from retrainer import settings
 from retrainer.config import duration_hours
+from retrainer.snapshot import STALE_TEMP_HOURS, stale_temp
 from retrainer.storage import DataRoot
+from retrainer.storage import batch_stem as _stem
 
 if TYPE_CHECKING:
     from retrainer.config import ModelConfig
@@ -99,7 +101,7 @@ def _aliased_versions(model: str) -> set[int]:
 
     out = set()
     for alias in (registry.CHAMPION, registry.CHALLENGER):
-        held = registry.champion(model, alias)
+        held = registry.aliased(model, alias)
         if held is not None:
             out.add(held.version)
     return out
@@ -115,10 +117,6 @@ def _batch_extent(cfg: ModelConfig, path: Path) -> tuple[Any, bool]:
     newest = pd.to_datetime(df[cfg.data.time_column]).max()
     pending = cfg.data.target not in df or bool(df[cfg.data.target].isna().any())
     return newest, pending
-
-
-def _stem(name: str) -> str:
-    return name.rsplit(".", 1)[0]
 
 
 def collect(cfg: ModelConfig, *, dry_run: bool = False, now: float | None = None) -> Plan:
@@ -161,7 +159,11 @@ def collect(cfg: ModelConfig, *, dry_run: bool = False, now: float | None = None
             if _age_hours(p, now) < duration_hours(ret.snapshots):
                 continue  # may belong to a retrain that has not registered yet
             plan.add("snapshots", p, "no registered version was trained on it")
-        plan.kept["snapshots"] = len(snaps) - len(plan.remove.get("snapshots", []))
+        for p in stale_temp(dr.snapshots, now):
+            plan.add("snapshots", p, f"unfinished snapshot write, untouched for {STALE_TEMP_HOURS:g} h")
+        plan.kept["snapshots"] = len(snaps) - len(
+            [e for e in plan.remove.get("snapshots", []) if not Path(e["path"]).name.startswith(".")]
+        )
 
     # -- predictions ----------------------------------------------------------------------------------------
     if dr.predictions.exists():
@@ -181,7 +183,7 @@ def collect(cfg: ModelConfig, *, dry_run: bool = False, now: float | None = None
     # -- reports ------------------------------------------------------------------------------------------
     quarantined = {_stem(p.name) for p in dr.quarantine.glob("*")} if dr.quarantine.exists() else set()
     limit = duration_hours(ret.reports)
-    for folder in (dr.reports / "gx", dr.reports / "evidently"):
+    for folder in dr.report_dirs:
         if not folder.exists():
             continue
         for p in sorted(folder.iterdir()):

@@ -37,6 +37,36 @@ def content_hash(df: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
+STALE_TEMP_HOURS = 6.0  # a snapshot write older than this was killed: no live write takes hours
+
+
+def stale_temp(folder: Path, now: float | None = None) -> list[Path]:
+    """Unfinished snapshot writes (``.tmp-*`` folders) under ``folder`` untouched for
+    :data:`STALE_TEMP_HOURS`: left by a process that was killed mid-write (the rename never happened)."""
+    import time
+
+    now = time.time() if now is None else now
+    if not folder.exists():
+        return []
+    return [
+        p
+        for p in sorted(folder.glob(".tmp-*"))
+        if p.is_dir()
+        and now - max((q.stat().st_mtime for q in [p, *p.iterdir()]), default=0) > STALE_TEMP_HOURS * 3600
+    ]
+
+
+def remove_stale_temp(folder: Path, now: float | None = None) -> list[Path]:
+    """Remove :func:`stale_temp` folders (a younger one may be a concurrent write: it stays)."""
+    import shutil
+
+    gone = stale_temp(folder, now)
+    for p in gone:
+        shutil.rmtree(p, ignore_errors=True)
+        log.warning("removed %s: a snapshot write that never finished", p.name)
+    return gone
+
+
 @dataclass(frozen=True)
 class Snapshot:
     sha256: str
@@ -70,6 +100,7 @@ def create_snapshot(
         log.info("snapshot %s already exists (%d rows): reused, not rewritten", digest[:12], len(df))
         return Snapshot(digest, final, len(df), created=False)
     folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp(folder)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder))
     df.to_parquet(tmp / "data.parquet", index=False)
     manifest = {

@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -69,6 +68,11 @@ def max_attempts() -> int:
 def stuck_after() -> timedelta:
     """``RETRAINER_STUCK_AFTER_MINUTES`` (default 60): a batch in processing this long is shown as stuck."""
     return timedelta(minutes=float(os.environ.get("RETRAINER_STUCK_AFTER_MINUTES", "60")))
+
+
+def batch_stem(batch: str) -> str:
+    """A batch's file name without its suffix: the key of its reports and predictions."""
+    return batch.rsplit(".", 1)[0]
 
 
 def sha256_file(path: Path) -> str:
@@ -183,6 +187,37 @@ class DataRoot:
     @property
     def inflight(self) -> Path:
         return self.state / "inflight"
+
+    def feed_state(self, kind: str) -> Path:
+        """Bookkeeping of a feed (``labels``, ``flags``): its delivery index, rows and per-step records."""
+        return self.state / "feeds" / kind
+
+    # -- generated files of a batch (``batch`` is its file name; the stem keys them) --------------------
+    def gx_dir(self, name: str) -> Path:
+        """GX result and Data Docs of a gate run: a batch's stem or ``snapshot-<sha256[:12]>``."""
+        return self.reports / "gx" / name
+
+    def evidently_report(self, batch: str) -> Path:
+        return self.reports / "evidently" / f"{batch_stem(batch)}.html"
+
+    @property
+    def report_dirs(self) -> tuple[Path, Path]:
+        """Where gate results and drift reports are written (what retention ages out)."""
+        return self.reports / "gx", self.reports / "evidently"
+
+    def batch_predictions(self, batch: str, version: Any) -> Path:
+        """The champion ``version``'s stored predictions of ``batch``."""
+        return self.predictions / f"{batch_stem(batch)}.v{version}.parquet"
+
+    def all_batch_predictions(self, batch: str) -> list[Path]:
+        """Every stored prediction file of ``batch`` (one per model version that scored it), oldest first."""
+        return sorted(
+            self.predictions.glob(f"{batch_stem(batch)}.v*.parquet"), key=lambda p: p.stat().st_mtime
+        )
+
+    def reference_predictions(self, version: Any) -> Path:
+        """The champion ``version``'s predictions on its own training snapshot (the drift reference)."""
+        return self.predictions / f"reference-v{version}.parquet"
 
     def ensure(self) -> DataRoot:
         for stage in (*STAGES, "snapshots", "reports", "predictions"):
@@ -528,30 +563,64 @@ class DataRoot:
     def archive_ranges(self, time_column: str) -> dict[Path, tuple[Any, Any]]:
         """(first, last) time of every archived batch, oldest name first.
 
-        Read once per file and kept in ``state/<model>/archive_index.json`` (keyed by name, size and
-        modification time, so a replaced file is read again): a retrain or gc then opens only the files
-        its window needs, and the cost of finding them does not grow with the archive's data.
+        Kept in ``state/<model>/archive_index.json`` (keyed by name, size and modification time, so a
+        replaced file is read again). The monitor's archive step records each batch as it archives it
+        (:meth:`index_archived`), so a retrain or gc lists the archive and reads this small file: it opens
+        only the files its window needs, and finding them reads no data. A file missing from the index
+        (archived by hand, or before the index existed) has its time column read once and is added.
         """
         import pandas as pd
 
+        index = self._read_index()
+        out, changed, present = {}, {}, set()
+        for path in self.archived():
+            present.add(path.name)
+            key = self._index_key(path, time_column)
+            entry = index.get(path.name)
+            if not entry or entry.get("key") != key:
+                entry = changed[path.name] = self._index_entry(path, time_column, key)
+            out[path] = (pd.Timestamp(entry["first"]), pd.Timestamp(entry["last"]))
+        if changed or set(index) - present:
+            self._update_index(changed)
+        return out
+
+    def index_archived(self, path: Path, time_column: str, source: Path | None = None) -> None:
+        """Record an archived batch's (first, last) time in the archive index, read from ``source`` (a
+        file with the same rows, such as the gate's typed Parquet copy: one column read) or the batch."""
+        key = self._index_key(path, time_column)
+        if self._read_index().get(path.name, {}).get("key") == key:
+            return
+        self._update_index({path.name: self._index_entry(source or path, time_column, key)})
+
+    @staticmethod
+    def _index_key(path: Path, time_column: str) -> str:
+        st = path.stat()
+        return f"{time_column}:{st.st_size}:{st.st_mtime_ns}"
+
+    @staticmethod
+    def _index_entry(path: Path, time_column: str, key: str) -> dict[str, str]:
+        import pandas as pd
+
+        times = pd.to_datetime(read_columns(path, [time_column]).get(time_column, pd.Series([])))
+        return {"key": key, "first": str(times.min()), "last": str(times.max())}
+
+    def _read_index(self) -> dict[str, Any]:
         try:
             index = json.loads(self.archive_index.read_text())
         except (OSError, ValueError):
-            index = {}
-        out, fresh, changed = {}, {}, False
-        for path in self.archived():
-            st = path.stat()
-            key = f"{time_column}:{st.st_size}:{st.st_mtime_ns}"
-            entry = index.get(path.name)
-            if not entry or entry.get("key") != key:
-                times = pd.to_datetime(read_columns(path, [time_column]).get(time_column, pd.Series([])))
-                entry = {"key": key, "first": str(times.min()), "last": str(times.max())}
-                changed = True
-            fresh[path.name] = entry
-            out[path] = (pd.Timestamp(entry["first"]), pd.Timestamp(entry["last"]))
-        if changed or set(fresh) != set(index):
-            write_json(self.archive_index, fresh)
-        return out
+            return {}
+        return index if isinstance(index, dict) else {}
+
+    def _update_index(self, entries: dict[str, dict[str, str]]) -> None:
+        """Merge ``entries`` into the index and drop files no longer archived, under a lock (the archive
+        steps of parallel runs add entries concurrently; none is lost)."""
+        import fcntl
+
+        self.state.mkdir(parents=True, exist_ok=True)
+        with open(self.state / "archive_index.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            index = {**self._read_index(), **entries}
+            write_json(self.archive_index, {n: e for n, e in index.items() if (self.archive / n).is_file()})
 
     def archived_with_hash(
         self, sha256: str, size: int | None = None, exclude: Path | None = None
@@ -666,11 +735,14 @@ def read_columns(path: Path, columns: list[str]) -> pd.DataFrame:
 
 
 def iter_chunks(
-    path: Path, columns: list[str] | None = None, rows: int = CHUNK_ROWS
+    path: Path, columns: list[str] | None = None, rows: int | None = None
 ) -> Iterator[pd.DataFrame]:
-    """A batch in chunks of ``rows`` rows (only ``columns`` when given), in file order."""
+    """A batch in chunks of ``rows`` rows (default :data:`CHUNK_ROWS`; only ``columns`` when given), in
+    file order."""
     import pandas as pd
     import pyarrow.parquet as pq
+
+    rows = rows or CHUNK_ROWS
 
     try:
         if path.suffix == ".csv":
@@ -731,9 +803,3 @@ def _atomic_write(path: Path, text: str) -> None:
 def write_json(path: Path, payload: Any) -> Path:
     _atomic_write(path, json.dumps(payload, indent=2, default=str))
     return path
-
-
-def clear_tree(path: Path) -> None:
-    """Remove a generated folder (demo/test state only; never used on batches)."""
-    if path.exists():
-        shutil.rmtree(path)

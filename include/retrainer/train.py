@@ -6,13 +6,12 @@ Everything here is plain pandas/scikit-learn; MLflow logging lives in :mod:`retr
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from retrainer.config import duration_hours
 from retrainer.exceptions import RetrainerError
-from retrainer.storage import DataRoot, read_batch, read_columns
+from retrainer.storage import DataRoot, read_columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -31,6 +30,8 @@ def prepare(cfg: ModelConfig, df: pd.DataFrame) -> pd.DataFrame:
     df[cfg.data.time_column] = pd.to_datetime(df[cfg.data.time_column], utc=False)
     for c in cfg.data.categorical:
         if c in df:
+            if df[c].dtype == object and pd.api.types.infer_dtype(df[c], skipna=False) == "string":
+                continue  # strings already, none missing: the conversion below would give the same values
             col = df[c].astype("string").astype(object)
             df[c] = col.where(col.notna(), None)  # missing is None, as after a Parquet round trip
     return df
@@ -82,7 +83,7 @@ def gather_window(
     for path, (_, last) in ranges.items():  # name order, as before: the snapshot's row order is unchanged
         if not last > start:
             continue  # entirely before the window: never opened
-        df = with_labels(prepare(cfg, read_batch(path)))
+        df = with_labels(prepare(cfg, read_columns(path, [*key_columns, *cfg.data.feature_names])))
         if len(df):
             frames.append(df)
             sources.append(path.name)
@@ -183,9 +184,20 @@ def predict(cfg: ModelConfig, model: Any, df: pd.DataFrame) -> Any:
     return model.predict(_missing_as_none(cfg, df[cfg.data.feature_names]))
 
 
-@dataclass
-class TrainResult:
-    model: Any
-    train_rows: int
-    holdout_rows: int
-    holdout_metrics: dict[str, float]
+def predict_with_proba(cfg: ModelConfig, model: Any, df: pd.DataFrame) -> tuple[Any, Any]:
+    """(predictions, class probabilities or None) of ``df``: exactly :func:`predict` and the classifier's
+    ``predict_proba``, with a pipeline's preprocessing run once for both."""
+    from sklearn.pipeline import Pipeline
+
+    x = _missing_as_none(cfg, df[cfg.data.feature_names])
+    final = model
+    if isinstance(model, Pipeline) and len(model.steps) > 1:
+        x, final = model[:-1].transform(x), model.steps[-1][1]
+    pred = final.predict(x)
+    proba = None
+    if cfg.task == "classification" and hasattr(final, "predict_proba"):
+        try:
+            proba = final.predict_proba(x)
+        except AttributeError:  # e.g. an SVC without probability=True exposes the method but cannot use it
+            proba = None
+    return pred, proba

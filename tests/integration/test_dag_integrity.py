@@ -16,7 +16,7 @@ HEAVY = ["pandas", "sklearn", "mlflow", "evidently", "great_expectations", "nump
 
 
 def test_dagbag_has_both_dags_per_model_with_tags_and_retries(airflow_env: Path) -> None:
-    import airflow_harness as harness
+    from retrainer import harness
 
     bag = harness.dagbag()
 
@@ -67,7 +67,7 @@ def test_bad_config_surfaces_in_its_own_invalid_config_dag(
         .replace("cooldown_batches", "cooldown_batchez")
     )
     monkeypatch.setenv("RETRAINER_CONFIG_DIR", str(bad))
-    import airflow_harness as harness
+    from retrainer import harness
 
     bag = harness.dagbag()
 
