@@ -249,12 +249,12 @@ def main() -> None:
     ranked = [n for n in VARIANTS if all(n in r["halves"]["first"]["policies"] for r in reports.values())]
     for name in ranked:
         first = [case(r, "first", name) for r in reports.values()]
-        met = sum(shortfall(*c) == 0 for c in first)
+        at_target = sum(shortfall(*c) == 0 for c in first)
         worst = max(shortfall(*c) for c in first)
         total = sum(shortfall(*c) for c in first)
-        scores.append((total, -met, worst, name))
+        scores.append((total, -at_target, worst, name))
     scores.sort()
-    print("variant            met(first half)  total shortfall  worst shortfall")
+    print("variant            at target (first half)  total shortfall  worst shortfall")
     for total, neg_met, worst, name in scores:
         print(f"{name:<18} {-neg_met:>8}/{len(reports)} {total:>16.3f} {worst:>16.3f}")
     if args.write:
