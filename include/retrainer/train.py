@@ -30,6 +30,8 @@ def prepare(cfg: ModelConfig, df: pd.DataFrame) -> pd.DataFrame:
     df[cfg.data.time_column] = pd.to_datetime(df[cfg.data.time_column], utc=False)
     for c in cfg.data.categorical:
         if c in df:
+            if df[c].dtype == object and pd.api.types.infer_dtype(df[c], skipna=False) == "string":
+                continue  # strings already, none missing: the conversion below would give the same values
             col = df[c].astype("string").astype(object)
             df[c] = col.where(col.notna(), None)  # missing is None, as after a Parquet round trip
     return df
