@@ -2,11 +2,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-TUNE_SHOW ?= relative25_cd2,pd_ctl2_cd2
+TUNE_SHOW ?= pd_ctl2_cd3,pd_ctl1_cd3,pd30_ctl1_cd3,relative25_cd2
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo docs config-docs test test-unit test-integration test-e2e lint bench bench-backtest bench-freshness bench-scale bench-scaleout bench-policy-state backtest-docs tune-triggers clean airflow airflow-prod stop env prod-deps chromium
+.PHONY: install demo docs config-docs test test-unit test-integration test-e2e lint typecheck bench bench-backtest bench-freshness bench-scale bench-scaleout bench-policy-state backtest-docs tune-triggers clean airflow airflow-prod stop env prod-deps chromium
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ docs: install  ## build the documentation site into site/ (mkdocs --strict: a br
 config-docs: install  ## rewrite docs/configuration/reference.md and the JSON Schema from the config models
 	$(PY) -m retrainer.config_reference --write
 
-test: install docs chromium prod-deps  ## the whole suite: unit, DAG integrity, integration, e2e (real scheduler + browser)
+test: install lint typecheck docs chromium prod-deps  ## lint, types and the docs build first (fail early), then the whole suite: unit, DAG integrity, integration, e2e (real scheduler + browser)
 	$(PY) -m pytest -q
 
 test-unit: install
@@ -38,8 +38,11 @@ test-integration: install
 test-e2e: install chromium prod-deps  ## the real Airflow components on loopback, and the Retraining view in Chromium
 	$(PY) -m pytest -q -m e2e
 
-lint: install
+lint: install  ## ruff check and ruff format --check (a few seconds)
 	$(PY) -m ruff check include dags tests scripts plugins benchmarks && $(PY) -m ruff format --check include dags tests scripts plugins benchmarks
+
+typecheck: install  ## mypy on the package (settings in pyproject.toml)
+	$(PY) -m mypy
 
 bench: bench-backtest bench-freshness bench-scaleout bench-policy-state  ## every benchmark; each prints its time and the ratio to a baseline measured in the same run
 
@@ -56,14 +59,14 @@ backtest-docs: install  ## re-run the backtests whose tables and plots are in do
 	$(PY) -m retrainer.cli backtest docs/backtest/configs/trump_approval.yaml --data trump_approval --no-progress --json docs/backtest/trump_approval.json --plot docs/backtest/trump_approval.png | tee docs/backtest/trump_approval.txt
 
 tune-triggers: install  ## re-run the trigger tuning (cached in .tune-cache/) and write docs/backtest/tuning.md
-	PYTHONPATH=include $(PY) scripts/tune_triggers.py --write docs/backtest/tuning.md --write-variants $(TUNE_SHOW)
+	PYTHONPATH=include $(PY) scripts/tune_triggers.py --write docs/backtest/tuning.md --write-variants $(TUNE_SHOW) --chosen pd_ctl2_cd3
 
 # Airflow 3 (api-server, scheduler, dag-processor, triggerer; LocalExecutor on SQLite) and an MLflow server,
 # all on 127.0.0.1, state in .airflow/. Ctrl-C or `make stop` stops exactly the processes it started.
 AIRFLOW_PORT ?= 8080
 MLFLOW_PORT ?= 5000
 airflow: install  ## start Airflow + MLflow on loopback with the Retraining view (prints URLs and login)
-	$(PY) scripts/airflow_stack.py start --state .airflow --port $(AIRFLOW_PORT) --mlflow-port $(MLFLOW_PORT)
+	$(PY) -m retrainer.stack start --state .airflow --port $(AIRFLOW_PORT) --mlflow-port $(MLFLOW_PORT)
 
 # The production twin: Debian Postgres + Redis, Airflow on the CeleryExecutor with WORKERS Celery workers and
 # the FAB auth manager, an MLflow server on Postgres with proxied artifacts and basic auth; all on 127.0.0.1,
@@ -71,11 +74,11 @@ airflow: install  ## start Airflow + MLflow on loopback with the Retraining view
 PROD_STATE ?= .airflow-prod
 WORKERS ?= 2
 airflow-prod: install prod-deps  ## start the production twin on loopback (prints URLs and logins)
-	$(PY) scripts/airflow_stack.py start --prod --state $(PROD_STATE) --port $(AIRFLOW_PORT) --mlflow-port $(MLFLOW_PORT) --workers $(WORKERS)
+	$(PY) -m retrainer.stack start --prod --state $(PROD_STATE) --port $(AIRFLOW_PORT) --mlflow-port $(MLFLOW_PORT) --workers $(WORKERS)
 
 stop:  ## stop what `make airflow` / `make airflow-prod` started (by recorded process group, never by name)
-	$(PY) scripts/airflow_stack.py stop --state .airflow
-	$(PY) scripts/airflow_stack.py stop --state $(PROD_STATE)
+	$(PY) -m retrainer.stack stop --state .airflow
+	$(PY) -m retrainer.stack stop --state $(PROD_STATE)
 
 env: install  ## write .env for docker compose with fresh random secrets (refuses to overwrite one)
 	$(PY) -m retrainer.deploy env --out .env

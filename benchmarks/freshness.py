@@ -1,6 +1,6 @@
 """Freshness under the real scheduler: how long from a batch landing to the decision, and to a new champion.
 
-Starts the real Airflow components on loopback in a temp folder (scripts/airflow_stack.py), seeds six weeks
+Starts the real Airflow components on loopback in a temp folder (retrainer.stack), seeds six weeks
 of Bikeshare history, trains the first champion, then lands the following weeks one at a time and measures:
 
 * landing -> decision: the batch file appears in ``landing/`` until the monitor's ``decide`` task has
@@ -29,9 +29,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from retrainer import stack as S
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-import airflow_stack as S  # noqa: E402
 
 MODEL = "bikeshare"
 MONITOR, RETRAIN = f"{MODEL}__monitor", f"{MODEL}__retrain"

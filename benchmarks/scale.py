@@ -197,7 +197,7 @@ def step_score(config: str, claim: dict[str, Any]) -> Any:
 def step_drift(config: str, claim: dict[str, Any], scored: dict[str, Any]) -> Any:
     from retrainer import monitor
 
-    return monitor.drift(_cfg(config), claim, scored)
+    return monitor.measure_drift(_cfg(config), claim, scored)
 
 
 def step_performance(config: str, claim: dict[str, Any], scored: dict[str, Any]) -> Any:

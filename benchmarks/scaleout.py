@@ -22,11 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-sys.path.insert(0, str(REPO / "include"))
+from retrainer import stack as S
 
-import airflow_stack as S  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def model_configs(dest: Path, models: int) -> list[str]:

@@ -19,7 +19,7 @@ For each model `<name>`:
   holdout) -> `register` (only if it passed) -> `promote` (alias `champion`, or `challenger` in the
   `shadow` / `approval` promotion modes; history recorded). Approval mode adds `request_approval`, which
   hands the challenger to `<name>__approval` and ends the run; shadow mode adds `shadow_score` to the
-  monitor DAG.
+  monitor DAG, and `promotion.rollback_batches` adds `watch_champion` (automatic rollback) before it.
 * **`<name>__approval`** (approval mode only): runs when a challenger is staged. `pending_approval` ->
   `approval` (human-in-the-loop; only the config's `promotion.approvers` when set; no answer within
   `promotion.approval_timeout`, default 24H, chooses Reject) -> `apply_approval` (promote, or retire and
@@ -161,7 +161,7 @@ def build_monitor(cfg: ModelConfig) -> Any:
         def drift_report(claim: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
             from retrainer import monitor
 
-            return _run(monitor.drift, cfg, claim, scored)
+            return _run(monitor.measure_drift, cfg, claim, scored)
 
         @task
         def ingest_feeds(claim: dict[str, Any]) -> dict[str, Any]:
@@ -232,17 +232,36 @@ def build_monitor(cfg: ModelConfig) -> Any:
         decision = decide(claim, validation, scored, drift, perf, flags)
         archived = archive_batch(claim, decision)
         request_retrain(decision, archived)  # after the archive: the retrain must see this batch
-        if cfg.promotion.mode == "shadow" or cfg.promotion.rollback_batches:
-            _shadow_task(cfg)(claim, decision)
+        watch = _watch_task(cfg)(claim, decision) if cfg.promotion.rollback_batches else None
+        if cfg.promotion.mode == "shadow":
+            shadow = _shadow_task(cfg)(claim, decision)
+            if watch is not None:
+                watch >> shadow  # the challenger is compared with the champion the watch left in place
 
     return monitor_dag()
+
+
+def _watch_task(cfg: ModelConfig) -> Any:
+    @task
+    def watch_champion(
+        claim: dict[str, Any], decision: dict[str, Any], **context: Any
+    ) -> dict[str, Any] | None:
+        """Automatic rollback: for the first labelled batches after a promotion, score the previous champion
+        on the same rows and roll back when the new one trails it by more than the margin."""
+        from retrainer import alerts, promotion
+
+        out = _run(promotion.watch_champion, cfg, claim, decision, context["run_id"])
+        if out is not None:
+            alerts.for_result(cfg, "watch", out, context)
+        return out
+
+    return watch_champion
 
 
 def _shadow_task(cfg: ModelConfig) -> Any:
     @task
     def shadow_score(claim: dict[str, Any], decision: dict[str, Any], **context: Any) -> dict[str, Any]:
-        """Champion and challenger on the same labelled rows; promote or retire the challenger; watch a new
-        champion against the previous one (automatic rollback)."""
+        """Champion and challenger on the same labelled rows; promote or retire the challenger."""
         from retrainer import alerts, promotion
 
         out = _run(promotion.shadow_score, cfg, claim, decision, context["run_id"])

@@ -16,8 +16,9 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 # -- helpers --------------------------------------------------------------------------------------
-# a long float inside free text (``34.01840569434635``), but not the seconds of a time (``05:51:13.243611``)
-_LONG_FLOAT = re.compile(r"(?<![\d:.])\d+\.\d{4,}(?![\d.])")
+# a long float standing on its own in free text (``34.01840569434635``, ``+18.23456%``, ``1.234567e-05``), never
+# digits inside a word or a time: the seconds of a run id (``05:51:13.243611``), a hash, a dotted version
+_LONG_FLOAT = re.compile(r"(?<![\w:.])\d+\.\d{4,}(?:[eE][-+]?\d+)?(?![\w:]|\.\d)")
 
 
 def readable(v: Any) -> str:

@@ -21,8 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import airflow_harness as harness
+from retrainer import harness
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -184,7 +183,7 @@ def main() -> int:
                 "verdict": verdict,
                 "reasons": d.get("reasons"),
                 "seconds": res["seconds"],
-                "version": (registry.champion(cfg.name) or registry.Champion(0, "", None, {}, {})).version,
+                "version": champ.version if (champ := registry.champion(cfg.name)) else 0,
             }
         )
         if len(events) > before:  # the monitor emitted the asset: run the asset-triggered retrain

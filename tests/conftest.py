@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))  # airflow_harness
 # tests deliver batches by rename (the delivery contract), so nothing needs to settle first
 os.environ.setdefault("RETRAINER_SETTLE_SECONDS", "0")
 

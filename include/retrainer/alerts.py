@@ -196,8 +196,8 @@ def _reason(result: dict[str, Any] | None, fallback: str) -> str:
 def for_result(
     cfg: ModelConfig, step: str, result: dict[str, Any], context: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """The alerts a pipeline step's result calls for (``promote``, ``shadow``, ``approval``, ``rollback``,
-    ``approval_waiting``), sent; returns what :func:`send` reported for each."""
+    """The alerts a pipeline step's result calls for (``promote``, ``watch``, ``shadow``, ``approval``,
+    ``rollback``, ``approval_waiting``), sent; returns what :func:`send` reported for each."""
     out: list[dict[str, Any]] = []
 
     def emit(event: str, reason: str, **details: Any) -> None:
@@ -207,10 +207,10 @@ def for_result(
 
     if step == "promote" and result.get("promoted"):
         emit("promotion", _reason(result, "new champion"), Version=f"v{result['version']}")
+    elif step == "watch":
+        if result.get("action") == "rolled_back":
+            emit("rollback", _reason(result.get("rollback"), "automatic rollback"), Kind="automatic")
     elif step == "shadow":
-        watch = result.get("watch") or {}
-        if watch.get("action") == "rolled_back":
-            emit("rollback", _reason(watch.get("rollback"), "automatic rollback"), Kind="automatic")
         if result.get("action") == "promoted":
             emit("promotion", _reason(result, "shadow promotion"), Version=f"v{result['challenger_version']}")
         elif result.get("action") == "retired":

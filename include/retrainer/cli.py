@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from retrainer.exceptions import RetrainerError
 
@@ -229,7 +230,13 @@ def _retrain(args: argparse.Namespace) -> int:
     retrain.gate(cfg, snap)
     trained = retrain.train(cfg, snap, trigger, "cli")
     evaluation = retrain.evaluate(cfg, snap, trained, trigger["force"])
-    out = {"snapshot": snap, "train": trained, "evaluation": evaluation, "registered": None, "promoted": None}
+    out: dict[str, Any] = {
+        "snapshot": snap,
+        "train": trained,
+        "evaluation": evaluation,
+        "registered": None,
+        "promoted": None,
+    }
     try:
         registered = retrain.register(cfg, snap, trained, evaluation, trigger)
     except ModelRejected:

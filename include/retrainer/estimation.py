@@ -72,8 +72,9 @@ def expected_roc_auc_binary(p_true: np.ndarray, score: np.ndarray) -> float:
     with np.errstate(divide="ignore", invalid="ignore"):
         tps = np.cumsum(p_true)
         fps = 1 + np.arange(len(p_true)) - tps
-        tps, fps = np.round(np.r_[0, tps], 5), np.round(np.r_[0, fps], 5)
-        return float(auc(fps / fps[-1], tps / tps[-1]))
+        tpr = np.round(np.concatenate(([0.0], tps)), 5)
+        fpr = np.round(np.concatenate(([0.0], fps)), 5)
+        return float(auc(fpr / fpr[-1], tpr / tpr[-1]))
 
 
 @dataclass
@@ -228,7 +229,7 @@ def fit_estimator(cfg: ModelConfig, model: Any, reference: pd.DataFrame) -> Esti
     y = lab[cfg.data.target].to_numpy()
     if cfg.task == "classification":
         proba, classes = predict_proba(cfg, model, lab)
-        if proba is None:
+        if proba is None or classes is None:
             return None
         return Estimator(cfg.task, "cbpe", CBPE.fit(y, proba, classes))
     y_pred = predict(cfg, model, lab)

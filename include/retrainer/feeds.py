@@ -162,7 +162,7 @@ class FeedStore:
         self.landing = self.dr.landing / kind
         self.archive = self.dr.archive / kind
         self.quarantine = self.dr.quarantine / kind
-        self.state = self.dr.root / "state" / cfg.name / "feeds" / kind
+        self.state = self.dr.feed_state(kind)
         self.steps = self.state / "steps"
 
     # -- bookkeeping
@@ -448,11 +448,10 @@ def _predictions(dr: DataRoot, batch: str, version: Any) -> tuple[pd.DataFrame |
     newest stored ones), as (frame, model id, mtime)."""
     import pandas as pd
 
-    stem = batch.rsplit(".", 1)[0]
-    mine = dr.predictions / f"{stem}.v{version}.parquet"
+    mine = dr.batch_predictions(batch, version)
     if mine.exists():
         return pd.read_parquet(mine), f"v{version}", mine.stat().st_mtime
-    others = sorted(dr.predictions.glob(f"{stem}.v*.parquet"), key=lambda p: p.stat().st_mtime)
+    others = dr.all_batch_predictions(batch)
     if others:
         return None, others[-1].name.rsplit(".", 2)[-2], others[-1].stat().st_mtime
     return None, None, 0.0

@@ -26,6 +26,7 @@ from retrainer.storage import (
     Claim,
     DataRoot,
     batch_columns,
+    batch_stem,
     iter_chunks,
     read_batch,
     read_columns,
@@ -49,10 +50,6 @@ HEAD_TAG = f"{tracking.TAG}policy_head"  # monitor experiment tag: the newest de
 
 def root(cfg: ModelConfig) -> DataRoot:
     return DataRoot(settings.data_root(), cfg.name)
-
-
-def _stem(batch: str) -> str:
-    return batch.rsplit(".", 1)[0]
 
 
 # -- 1. claim -----------------------------------------------------------------------------------------
@@ -81,7 +78,7 @@ def claim_batch(
     return claim.to_dict()
 
 
-def _champion(cfg: ModelConfig, claim: dict[str, Any]) -> registry.Champion | None:
+def _champion(cfg: ModelConfig, claim: dict[str, Any]) -> registry.RegisteredVersion | None:
     """The champion this run resolved at claim time (resolved and recorded now for an older claim)."""
     notes = claim.get("notes") or {}
     if "champion_version" not in notes:
@@ -90,7 +87,7 @@ def _champion(cfg: ModelConfig, claim: dict[str, Any]) -> registry.Champion | No
             root(cfg).annotate(claim, champion_version=champ.version if champ else None)
         return champ
     version = notes["champion_version"]
-    return None if version is None else registry.champion_version(cfg.name, int(version))
+    return None if version is None else registry.get_version(cfg.name, int(version))
 
 
 def _columns(cfg: ModelConfig) -> list[str]:
@@ -114,6 +111,44 @@ def _load(cfg: ModelConfig, claim: dict[str, Any], columns: list[str] | None = N
 
     path = _batch_file(cfg, claim)
     return prepare(cfg, read_batch(path) if columns is None else read_columns(path, columns))
+
+
+def _predictions(scored: dict[str, Any]) -> Any:
+    """The champion's predictions of the batch, in row order (what :func:`score_batch` stored)."""
+    import pandas as pd
+
+    return pd.read_parquet(scored["predictions"], columns=["prediction"])["prediction"].to_numpy()
+
+
+def _scored_frame(
+    cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any] | None, columns: list[str] | None
+) -> pd.DataFrame:
+    """The claimed batch (``columns`` of it when given) with what :func:`score_batch` stored when ``scored``
+    is given: the champion's predictions (``prediction``) and any class probabilities (``proba:<class>``)."""
+    import pandas as pd
+
+    from retrainer import feeds
+
+    df = _load(cfg, claim, columns)
+    if scored is not None:
+        stored = pd.read_parquet(scored["predictions"])
+        for col in ["prediction", *feeds.proba_columns(stored)]:
+            df[col] = stored[col].to_numpy()
+    return df
+
+
+def labelled_batch(
+    cfg: ModelConfig,
+    claim: dict[str, Any],
+    scored: dict[str, Any] | None = None,
+    columns: list[str] | None = None,
+) -> pd.DataFrame:
+    """The claimed batch's rows whose label came with it, with the champion's predictions (column
+    ``prediction``) when ``scored`` is given: what every per-batch score (performance, change detector,
+    shadow, rollback watch) is computed on."""
+    from retrainer.train import labelled
+
+    return labelled(cfg, _scored_frame(cfg, claim, scored, columns))
 
 
 def _read_rows(cfg: ModelConfig, path: Path, columns: list[str], positions: Any) -> pd.DataFrame:
@@ -232,7 +267,7 @@ def validate_batch(cfg: ModelConfig, claim: dict[str, Any], run_id: str = "") ->
     if stage == "quarantine":  # a retry of a task that already quarantined this batch
         reason = dr.quarantine_reason(path.name) or {}
         raise DataValidationError(reason.get("message", f"{batch} was quarantined"), reason.get("failures"))
-    docs_dir = dr.reports / "gx" / _stem(batch)
+    docs_dir = dr.gx_dir(batch_stem(batch))
     try:
         duplicate = dr.archived_with_hash(claim["sha256"], path.stat().st_size, exclude=path)
         if duplicate is not None:  # a re-delivery would count its rows twice in every training window
@@ -251,7 +286,7 @@ def validate_batch(cfg: ModelConfig, claim: dict[str, Any], run_id: str = "") ->
         result = quality.validate(
             df,
             quality.build_expectations(cfg, reference),
-            name=f"{cfg.name}_{_stem(batch)}",
+            name=f"{cfg.name}_{batch_stem(batch)}",
             docs_dir=docs_dir,
         )
     except (DataValidationError, BatchError) as exc:
@@ -323,7 +358,7 @@ def _log_quarantine(
 
 
 # -- reference data -----------------------------------------------------------------------------------
-def _reference_frame(cfg: ModelConfig, champ: registry.Champion | None) -> pd.DataFrame | None:
+def _reference_frame(cfg: ModelConfig, champ: registry.RegisteredVersion | None) -> pd.DataFrame | None:
     """The champion's training snapshot (hash-verified), or None before the first champion."""
     from retrainer.snapshot import load_snapshot
 
@@ -332,7 +367,7 @@ def _reference_frame(cfg: ModelConfig, champ: registry.Champion | None) -> pd.Da
     return load_snapshot(root(cfg).snapshots, champ.snapshot_sha256)
 
 
-def _reference_predictions(cfg: ModelConfig, champ: registry.Champion) -> pd.DataFrame:
+def _reference_predictions(cfg: ModelConfig, champ: registry.RegisteredVersion) -> pd.DataFrame:
     """Reference frame plus the champion's predictions on it (cached per champion version)."""
     import pandas as pd
 
@@ -340,7 +375,7 @@ def _reference_predictions(cfg: ModelConfig, champ: registry.Champion) -> pd.Dat
     from retrainer.train import predict
 
     dr = root(cfg)
-    cache = dr.predictions / f"reference-v{champ.version}.parquet"
+    cache = dr.reference_predictions(champ.version)
     if cache.exists():
         return pd.read_parquet(cache)
     ref = _reference_frame(cfg, champ)
@@ -369,7 +404,7 @@ def score_batch(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
     path = _batch_file(cfg, claim)
     # class probabilities are kept beside the predictions when the decision estimates the metric (CBPE)
     out = _predict_file(cfg, load_run_model(champ.run_id), path, proba=cfg.triggers.estimation is not None)
-    path = root(cfg).predictions / f"{_stem(claim['batch'])}.v{champ.version}.parquet"
+    path = root(cfg).batch_predictions(claim["batch"], champ.version)
     path.parent.mkdir(parents=True, exist_ok=True)
     out.to_parquet(path, index=False)
     log.info("scored %d rows of %s with champion v%s", len(out), claim["batch"], champ.version)
@@ -415,20 +450,18 @@ def _predict_file(cfg: ModelConfig, model: Any, path: Path, proba: bool = False)
 
 
 # -- 4. signals -------------------------------------------------------------------------------------
-def drift(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
+def measure_drift(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
     """Evidently data and prediction drift of the batch against the champion's training snapshot.
 
     Both sides are sampled to ``triggers.report_max_rows`` rows; ``sampled`` in the result says how many.
     """
-    import pandas as pd
-
     champ = _champion(cfg, claim)
     if champ is None or scored.get("predictions") is None:
         return {"data_drift_share": None, "prediction_drift": None, "drifted_columns": [], "report": None}
-    path = _batch_file(cfg, claim)
-    predictions = pd.read_parquet(scored["predictions"], columns=["prediction"])["prediction"].to_numpy()
-    html = root(cfg).reports / "evidently" / f"{_stem(claim['batch'])}.html"
-    out = _drift_of(cfg, _reference_predictions(cfg, champ), path, predictions, html)
+    html = root(cfg).evidently_report(claim["batch"])
+    out = _drift_of(
+        cfg, _reference_predictions(cfg, champ), _batch_file(cfg, claim), _predictions(scored), html
+    )
     return {**out, "champion_version": champ.version}
 
 
@@ -468,24 +501,21 @@ def performance(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any])
     Without ``data.id_column``: the batch's own labelled rows. With it, also the labels feed: labels that
     arrived late for earlier batches score those batches' stored predictions (recorded per batch with how
     late they came), and labels delivered before their batch score it when it arrives."""
-    import pandas as pd
 
     from retrainer import feeds
+    from retrainer.train import labelled
 
     champ = _champion(cfg, claim)
     if champ is None or scored.get("predictions") is None:
         return {"metric": cfg.metric, "value": None, "reference": None, "labelled_rows": 0}
     version = scored.get("champion_version", champ.version)
     cols = [cfg.data.time_column, cfg.data.target, *([cfg.data.id_column] if cfg.data.id_column else [])]
-    df = _load(cfg, claim, cols)
-    stored = pd.read_parquet(scored["predictions"])
-    for col in ["prediction", *feeds.proba_columns(stored)]:
-        df[col] = stored[col].to_numpy()
+    df = _scored_frame(cfg, claim, scored, cols)
     extra: dict[str, Any] = {}
     if cfg.data.id_column and cfg.data.id_column in df:
         matured, extra = feeds.label_step(cfg, claim, df, version)
     else:
-        lab = df[df[cfg.data.target].notna()] if cfg.data.target in df else df.iloc[0:0]
+        lab = labelled(cfg, df)
         proba, classes = feeds.stored_proba(lab)
         matured = [
             feeds.Matured(
@@ -520,7 +550,6 @@ def performance(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any])
 def flagged_rate(cfg: ModelConfig, claim: dict[str, Any], validation: dict[str, Any]) -> dict[str, Any]:
     """Share of the batch's predictions that people flagged: the sidecar ``<batch>.flags.csv`` and, with
     ``data.id_column``, the flags feed (late flags count towards the batch they refer to)."""
-    import pandas as pd
 
     from retrainer import feeds
 
@@ -529,15 +558,12 @@ def flagged_rate(cfg: ModelConfig, claim: dict[str, Any], validation: dict[str, 
     flags_file = dr.flags_path(path)
     rows = max(int(validation.get("rows", 0)), 1)
     id_col = cfg.data.id_column
-    flags = pd.read_csv(flags_file) if flags_file.exists() else None
-    key = None
-    if flags is not None:
-        key = "row" if "row" in flags else (id_col if id_col in flags else None)
-        if key is None:
-            raise BatchError(
-                f"{flags_file.name}: needs a 'row' column (0-based row in the batch)"
-                + (f" or '{id_col}'" if id_col else "")
-            )
+    flags, key = _read_flags(cfg, flags_file)
+    if flags is not None and key is None:
+        raise BatchError(
+            f"{flags_file.name}: needs a 'row' column (0-based row in the batch)"
+            + (f" or '{id_col}'" if id_col else "")
+        )
     if id_col:
         current = _load(cfg, claim, [cfg.data.time_column, id_col])
         if id_col in current:
@@ -553,6 +579,18 @@ def flagged_rate(cfg: ModelConfig, claim: dict[str, Any], validation: dict[str, 
         return {"flagged_rate": None, "flagged": 0, "flags_file": None}
     n = int(flags[key].nunique())
     return {"flagged_rate": n / rows, "flagged": n, "flags_file": str(flags_file)}
+
+
+def _read_flags(cfg: ModelConfig, flags_file: Path) -> tuple[pd.DataFrame | None, str | None]:
+    """The batch's sidecar flags file (None if there is none) and the column naming the flagged rows:
+    ``row`` (0-based position in the batch) or the id column; None when it has neither."""
+    import pandas as pd
+
+    if not flags_file.exists():
+        return None, None
+    flags = pd.read_csv(flags_file)
+    id_col = cfg.data.id_column
+    return flags, "row" if "row" in flags else (id_col if id_col and id_col in flags else None)
 
 
 # -- 5. decide ------------------------------------------------------------------------------------
@@ -639,11 +677,9 @@ def _errors(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> 
             for b, g in rows.groupby("batch", sort=False)
         ]
         return feeds.performance_signal(cfg, matured, f"v{version}")["errors"]
-    df = _load(cfg, claim, [cfg.data.time_column, cfg.data.target])
-    if cfg.data.target not in df:
+    lab = labelled_batch(cfg, claim, scored, [cfg.data.time_column, cfg.data.target])
+    if cfg.data.target not in lab:
         return None
-    df["prediction"] = pd.read_parquet(scored["predictions"], columns=["prediction"])["prediction"].to_numpy()
-    lab = df[df[cfg.data.target].notna()]
     return policy.error_stream(cfg.task, lab[cfg.data.target].to_numpy(), lab["prediction"].to_numpy())
 
 
@@ -670,6 +706,28 @@ def _estimate(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -
     except (RetrainerError, ValueError) as exc:  # an estimate is advisory: never block the decision
         log.warning("no performance estimate for %s: %s", claim["batch"], exc)
         return {}
+
+
+def _signals(
+    cfg: ModelConfig,
+    drift_result: dict[str, Any],
+    perf: dict[str, Any],
+    flagged_rate: float | None,
+    has_champion: bool,
+) -> policy.Signals:
+    """The policy's input from what the signal tasks returned (drift, performance, flagged rate)."""
+    return policy.Signals(
+        data_drift_share=drift_result.get("data_drift_share"),
+        drifted_columns=tuple(drift_result.get("drifted_columns") or ()),
+        prediction_drift=drift_result.get("prediction_drift"),
+        metric_name=perf.get("metric"),
+        metric_value=perf.get("value"),
+        metric_reference=perf.get("reference"),
+        lower_is_better=cfg.lower_is_better,
+        labelled_rows=int(perf.get("labelled_rows") or 0),
+        flagged_rate=flagged_rate,
+        has_champion=has_champion,
+    )
 
 
 def _estimate_batch(
@@ -735,17 +793,8 @@ def decide(
     """Apply the policy and record the decision (fired or not) as an MLflow run."""
     import mlflow
 
-    signals = policy.Signals(
-        data_drift_share=drift_result.get("data_drift_share"),
-        drifted_columns=tuple(drift_result.get("drifted_columns") or ()),
-        prediction_drift=drift_result.get("prediction_drift"),
-        metric_name=perf.get("metric"),
-        metric_value=perf.get("value"),
-        metric_reference=perf.get("reference"),
-        lower_is_better=cfg.lower_is_better,
-        labelled_rows=int(perf.get("labelled_rows") or 0),
-        flagged_rate=flags.get("flagged_rate"),
-        has_champion=scored.get("champion_version") is not None,
+    signals = _signals(
+        cfg, drift_result, perf, flags.get("flagged_rate"), scored.get("champion_version") is not None
     )
     estimate = _estimate(cfg, claim, scored)
     if estimate.get(cfg.trigger_metric) is not None:
@@ -900,14 +949,12 @@ def check_file(cfg: ModelConfig, path: Path, report_dir: Path | None = None) -> 
     quarantined or recorded in the decision log (the policy state is read, not written). With
     ``report_dir`` the GX result, Data Docs and the Evidently report are written there.
     """
-    import numpy as np
-
     from retrainer import metrics
     from retrainer.models import load_run_model
     from retrainer.storage import sha256_file
-    from retrainer.train import prepare
+    from retrainer.train import labelled, prepare
 
-    stem = _stem(path.name)
+    stem = batch_stem(path.name)
     df = read_columns(path, _columns(cfg))  # the gate checks row ids too
     with contextlib.suppress(KeyError, ValueError, TypeError):  # GX names what cannot be prepared
         df = prepare(cfg, df)
@@ -941,38 +988,21 @@ def check_file(cfg: ModelConfig, path: Path, report_dir: Path | None = None) -> 
         html = None if report_dir is None else report_dir / "evidently" / f"{stem}.html"
         drift_result = _drift_of(cfg, _reference_predictions(cfg, champ), path, preds, html)
         if cfg.data.target in df:
-            mask = df[cfg.data.target].notna().to_numpy()
-            y, p = df[cfg.data.target].to_numpy()[mask], preds[mask]
+            lab = labelled(cfg, df.assign(prediction=preds))
+            y, p = lab[cfg.data.target].to_numpy(), lab["prediction"].to_numpy()
             values = metrics.compute(cfg.task, y, p)
             perf = {
                 "metric": cfg.metric,
                 "value": values.get(cfg.metric),
                 "all": values,
                 "reference": champ.metrics.get(cfg.metric),
-                "labelled_rows": int(mask.sum()),
+                "labelled_rows": len(lab),
             }
             if cfg.triggers.error_detector is not None:
-                errors = policy.error_stream(cfg.task, y, np.asarray(p))
-    flags_file = root(cfg).flags_path(path)
-    flagged_rate = None
-    if flags_file.exists():
-        import pandas as pd
-
-        flags = pd.read_csv(flags_file)
-        key = "row" if "row" in flags else cfg.data.id_column
-        flagged_rate = int(flags[key].nunique()) / max(len(df), 1) if key in flags else None
-    signals = policy.Signals(
-        data_drift_share=drift_result.get("data_drift_share"),
-        drifted_columns=tuple(drift_result.get("drifted_columns") or ()),
-        prediction_drift=drift_result.get("prediction_drift"),
-        metric_name=perf.get("metric"),
-        metric_value=perf.get("value"),
-        metric_reference=perf.get("reference"),
-        lower_is_better=cfg.lower_is_better,
-        labelled_rows=int(perf.get("labelled_rows") or 0),
-        flagged_rate=flagged_rate,
-        has_champion=champ is not None,
-    )
+                errors = policy.error_stream(cfg.task, y, p)
+    flags, key = _read_flags(cfg, root(cfg).flags_path(path))
+    flagged_rate = int(flags[key].nunique()) / max(len(df), 1) if flags is not None and key else None
+    signals = _signals(cfg, drift_result, perf, flagged_rate, champ is not None)
     state = policy_state(cfg, exclude_sha=sha256_file(path))
     decision, _, signals = STEP(
         signals,

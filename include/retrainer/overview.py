@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from retrainer import registry, settings, tracking
 from retrainer.config import find_config, load_valid
-from retrainer.storage import DataRoot
+from retrainer.storage import DataRoot, batch_stem
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -74,9 +74,8 @@ def drift_level(share: float | None, cfg: ModelConfig) -> str:
 
 def _report_paths(dr: DataRoot, batch: str) -> dict[str, str | None]:
     """Evidently HTML and GX Data Docs of a batch, relative to the data root (None if absent)."""
-    stem = batch.rsplit(".", 1)[0]
-    evidently = dr.reports / "evidently" / f"{stem}.html"
-    gx_docs = dr.reports / "gx" / stem / "docs" / "index.html"
+    evidently = dr.evidently_report(batch)
+    gx_docs = dr.gx_dir(batch_stem(batch)) / "docs" / "index.html"
     base = settings.data_root()
     return {
         "evidently": str(evidently.relative_to(base)) if evidently.exists() else None,
@@ -215,7 +214,7 @@ def pending(cfg: ModelConfig) -> int:
 def summary(cfg: ModelConfig) -> dict[str, Any]:
     """One overview row: champion, last check, drift level, last retrain, challenger."""
     champ = registry.champion(cfg.name)
-    challenger = registry.champion(cfg.name, registry.CHALLENGER)
+    challenger = registry.challenger(cfg.name)
     log = checks(cfg)
     trains = retrains(cfg)
     last = log[-1] if log else None

@@ -486,7 +486,7 @@ def calibrate(signals: Signals, t: TriggerConfig, state: PolicyState, model_id: 
     same = state.baseline_model == model_id
     base_vals = state.baseline_values if same else ()
     est_vals = state.estimate_baseline_values if same else ()
-    out = {}
+    out: dict[str, Any] = {}
     if p.mode == "control" or t.cost is not None:
         sigma, n = noise(state.metric_log, p.noise_batches)
         out["metric_noise"] = sigma if n >= p.min_noise_points else None

@@ -65,23 +65,16 @@ def shadow_score(
     cfg: ModelConfig, claim: dict[str, Any], decision: dict[str, Any], run_id: str = ""
 ) -> dict[str, Any]:
     """Score the batch with champion and challenger, log both on the batch's monitor run, and promote or
-    retire the challenger when the evidence is in. Nothing to do without a challenger."""
+    retire the challenger when the evidence is in. Nothing to do without a challenger. Runs after
+    :func:`watch_champion` (the champion it compares against is the one the watch left in place)."""
     from retrainer import monitor
     from retrainer.models import load_run_model
-    from retrainer.train import labelled
 
-    chal = registry.champion(cfg.name, registry.CHALLENGER)
+    chal = registry.challenger(cfg.name)
     champ = registry.champion(cfg.name)
-    watch = watch_champion(cfg, claim, decision, run_id) if champ is not None else None
-    if watch and watch.get("action") == "rolled_back":
-        champ = registry.champion(cfg.name)
     if chal is None or champ is None or cfg.promotion.mode != "shadow":
-        return {
-            "challenger_version": chal.version if chal else None,
-            "verdict": "no_challenger",
-            "watch": watch,
-        }
-    lab = labelled(cfg, monitor._load(cfg, claim))
+        return {"challenger_version": chal.version if chal else None, "verdict": "no_challenger"}
+    lab = monitor.labelled_batch(cfg, claim)
     out: dict[str, Any] = {
         "challenger_version": chal.version,
         "champion_version": champ.version,
@@ -133,7 +126,6 @@ def shadow_score(
         out["action"] = "promoted"
     else:
         out["action"] = "waiting"
-    out["watch"] = watch
     log.info("shadow on %s: %s", claim["batch"], out)
     return out
 
@@ -145,7 +137,6 @@ def watch_champion(
     champion too; if the new one trails it by more than ``margin`` on a batch, roll back and say so."""
     from retrainer import monitor
     from retrainer.models import load_run_model
-    from retrainer.train import labelled
 
     m = cfg.promotion.rollback_batches
     champ = registry.champion(cfg.name)
@@ -159,7 +150,7 @@ def watch_champion(
         or last["to_version"] != champ.version
     ):
         return None  # only a promotion is watched (not a rollback, not the first model)
-    previous = registry.champion_version(cfg.name, int(last["from_version"]))
+    previous = registry.get_version(cfg.name, int(last["from_version"]))
     watched = tracking.find_runs(
         cfg.name,
         "monitor",
@@ -168,7 +159,7 @@ def watch_champion(
     )
     if len(watched) >= m:
         return {"champion_version": champ.version, "action": "watch_over"}
-    lab = labelled(cfg, monitor._load(cfg, claim))
+    lab = monitor.labelled_batch(cfg, claim)
     if len(lab) == 0:
         return {"champion_version": champ.version, "action": "no_labels"}
     new_v = metrics.score(cfg, load_run_model(champ.run_id), lab)[cfg.metric]
@@ -208,11 +199,11 @@ APPROVE, REJECT = "Approve", "Reject"
 
 def pending_approval(cfg: ModelConfig) -> dict[str, Any] | None:
     """The challenger waiting for a person, with why it was staged; None when there is none."""
-    chal = registry.champion(cfg.name, registry.CHALLENGER)
+    chal = registry.challenger(cfg.name)
     if chal is None:
         return None
     champ = registry.champion(cfg.name)
-    staged = next(
+    staged: dict[str, Any] = next(
         (
             e
             for e in reversed(registry.history(cfg.name))
@@ -243,7 +234,7 @@ def apply_approval(
     chosen = list(response.get("chosen_options") or [])
     user = response.get("responded_by_user") or {}
     timed_out = not user.get("name")
-    chal = registry.champion(cfg.name, registry.CHALLENGER)
+    chal = registry.challenger(cfg.name)
     champ = registry.champion(cfg.name)
     if chal is None and champ is not None and champ.version == version and chosen == [APPROVE]:
         return {"version": version, "decision": "approved", "event": None}  # a re-run after the promotion

@@ -112,6 +112,8 @@ def _to_gx(e: Expectation) -> Any:
 
     if e.kind == "row_count":
         return gxe.ExpectTableRowCountToBeBetween(**e.kwargs)
+    if e.column is None:
+        raise ValueError(f"expectation {e.kind} needs a column")
     if e.kind == "exists":
         return gxe.ExpectColumnToExist(column=e.column)
     if e.kind == "not_null":
@@ -177,9 +179,11 @@ def _gx_frame(df: pd.DataFrame, expectations: list[Expectation]) -> pd.DataFrame
     wanted = [e.column for e in expectations if e.column is not None and e.column in df.columns]
     columns = list(dict.fromkeys(wanted)) if wanted else list(df.columns)
     categorical = {
-        e.column for e in expectations if e.kind == "types" and e.kwargs.get("type_list") == CATEGORICAL_TYPES
+        e.column
+        for e in expectations
+        if e.column is not None and e.kind == "types" and e.kwargs.get("type_list") == CATEGORICAL_TYPES
     }
-    out = {}
+    out: dict[str, Any] = {}
     for c in columns:
         col = df[c]
         strings = c in categorical and col.dtype == object

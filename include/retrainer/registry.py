@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from retrainer.tracking import TAG, client
+from retrainer.tracking import TAG, client, holdout_metrics
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,10 @@ CHALLENGER = "challenger"
 
 
 @dataclass(frozen=True)
-class Champion:
+class RegisteredVersion:
+    """A registered model version with what the monitor needs: its training run, snapshot and holdout
+    metrics (whichever alias it holds, if any)."""
+
     version: int
     run_id: str
     snapshot_sha256: str | None
@@ -47,33 +50,40 @@ def _ensure_registered_model(name: str) -> None:
             c.get_registered_model(name)
 
 
-def champion(name: str, alias: str = CHAMPION) -> Champion | None:
-    """The version holding ``alias`` with its holdout metrics, or None."""
-    from mlflow.exceptions import MlflowException
-
-    c = client()
-    try:
-        mv = c.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
-    run = c.get_run(mv.run_id)
-    metrics = {k.removeprefix("holdout_"): v for k, v in run.data.metrics.items() if k.startswith("holdout_")}
-    return Champion(
+def _described(mv: Any) -> RegisteredVersion:
+    return RegisteredVersion(
         version=int(mv.version),
         run_id=mv.run_id,
         snapshot_sha256=mv.tags.get(f"{TAG}snapshot_sha256"),
-        metrics=metrics,
+        metrics=holdout_metrics(client().get_run(mv.run_id)),
         tags=dict(mv.tags),
     )
 
 
-def champion_version(name: str, version: int) -> Champion:
-    """A given version in the same shape as :func:`champion` (run, snapshot, holdout metrics)."""
-    c = client()
-    mv = c.get_model_version(name, str(version))
-    run = c.get_run(mv.run_id)
-    metrics = {k.removeprefix("holdout_"): v for k, v in run.data.metrics.items() if k.startswith("holdout_")}
-    return Champion(int(mv.version), mv.run_id, mv.tags.get(f"{TAG}snapshot_sha256"), metrics, dict(mv.tags))
+def aliased(name: str, alias: str) -> RegisteredVersion | None:
+    """The version ``alias`` points at, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client().get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+    return _described(mv)
+
+
+def champion(name: str) -> RegisteredVersion | None:
+    """The version serving predictions (alias ``champion``), or None before the first model."""
+    return aliased(name, CHAMPION)
+
+
+def challenger(name: str) -> RegisteredVersion | None:
+    """The version staged against the champion (alias ``challenger``: shadow or approval), or None."""
+    return aliased(name, CHALLENGER)
+
+
+def get_version(name: str, version: int) -> RegisteredVersion:
+    """A given version, alias or not, in the same shape as :func:`champion`."""
+    return _described(client().get_model_version(name, str(version)))
 
 
 def find_version(name: str, run_key: str) -> int | None:
@@ -167,7 +177,7 @@ def move_alias(
 ) -> dict[str, Any] | None:
     """Point ``alias`` at ``version`` and record the move; a no-op (None) if it already points there."""
     c = client()
-    current = champion(name, alias)
+    current = aliased(name, alias)
     if current is not None and current.version == version:
         return None
     c.set_registered_model_alias(name, alias, str(version))
@@ -181,7 +191,7 @@ def remove_alias(
 ) -> dict[str, Any] | None:
     """Delete ``alias`` (e.g. retire a challenger) and record why; a no-op (None) if nothing holds it."""
     c = client()
-    current = champion(name, alias)
+    current = aliased(name, alias)
     if current is None:
         return None
     c.delete_registered_model_alias(name, alias)

@@ -67,6 +67,8 @@ def reproduce(name: str, version: int) -> dict[str, Any]:
         raise RetrainerError(
             f"{name} v{version} has no retrainer.snapshot_sha256 tag: not a Retrainer version"
         )
+    if not mv.run_id:
+        raise RetrainerError(f"{name} v{version} has no training run: not a Retrainer version")
     run = c.get_run(mv.run_id)
     recorded_fp = run.data.tags.get("retrainer.config_fingerprint")
     cfg = recorded_config(name, mv.run_id, recorded_fp)
@@ -75,9 +77,7 @@ def reproduce(name: str, version: int) -> dict[str, Any]:
     model = fit(cfg, train_df)
     preds = predict(cfg, model, holdout)
     scores = metrics.compute(cfg.task, holdout[cfg.data.target].to_numpy(), preds)
-    recorded = {
-        k.removeprefix("holdout_"): v for k, v in run.data.metrics.items() if k.startswith("holdout_")
-    }
+    recorded = tracking.holdout_metrics(run)
     per_metric = {
         k: {
             "recorded": recorded.get(k),

@@ -38,6 +38,7 @@ from retrainer import settings
 from retrainer.config import duration_hours
 from retrainer.snapshot import STALE_TEMP_HOURS, stale_temp
 from retrainer.storage import DataRoot
+from retrainer.storage import batch_stem as _stem
 
 if TYPE_CHECKING:
     from retrainer.config import ModelConfig
@@ -100,7 +101,7 @@ def _aliased_versions(model: str) -> set[int]:
 
     out = set()
     for alias in (registry.CHAMPION, registry.CHALLENGER):
-        held = registry.champion(model, alias)
+        held = registry.aliased(model, alias)
         if held is not None:
             out.add(held.version)
     return out
@@ -116,10 +117,6 @@ def _batch_extent(cfg: ModelConfig, path: Path) -> tuple[Any, bool]:
     newest = pd.to_datetime(df[cfg.data.time_column]).max()
     pending = cfg.data.target not in df or bool(df[cfg.data.target].isna().any())
     return newest, pending
-
-
-def _stem(name: str) -> str:
-    return name.rsplit(".", 1)[0]
 
 
 def collect(cfg: ModelConfig, *, dry_run: bool = False, now: float | None = None) -> Plan:
@@ -186,7 +183,7 @@ def collect(cfg: ModelConfig, *, dry_run: bool = False, now: float | None = None
     # -- reports ------------------------------------------------------------------------------------------
     quarantined = {_stem(p.name) for p in dr.quarantine.glob("*")} if dr.quarantine.exists() else set()
     limit = duration_hours(ret.reports)
-    for folder in (dr.reports / "gx", dr.reports / "evidently"):
+    for folder in dr.report_dirs:
         if not folder.exists():
             continue
         for p in sorted(folder.iterdir()):

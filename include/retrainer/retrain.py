@@ -107,7 +107,7 @@ def _snapshot_frame(cfg: ModelConfig, snap: dict[str, Any]) -> pd.DataFrame:
 def gate(cfg: ModelConfig, snap: dict[str, Any]) -> dict[str, Any]:
     """GX gate on the training snapshot: config expectations, target required (no reference ranges)."""
     df = _snapshot_frame(cfg, snap)
-    docs = root(cfg).reports / "gx" / f"snapshot-{snap['sha256'][:12]}"
+    docs = root(cfg).gx_dir(f"snapshot-{snap['sha256'][:12]}")
     result = quality.validate(
         df,
         quality.build_expectations(cfg, None, require_target=True),
@@ -143,9 +143,7 @@ def train(
             "run_id": run.info.run_id,
             "run_key": key,
             "reused": True,
-            "holdout": {
-                k.removeprefix("holdout_"): v for k, v in run.data.metrics.items() if k.startswith("holdout_")
-            },
+            "holdout": tracking.holdout_metrics(run),
         }
     df = _snapshot_frame(cfg, snap)
     train_df, holdout = split_holdout(cfg, df)

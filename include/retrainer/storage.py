@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -69,6 +68,11 @@ def max_attempts() -> int:
 def stuck_after() -> timedelta:
     """``RETRAINER_STUCK_AFTER_MINUTES`` (default 60): a batch in processing this long is shown as stuck."""
     return timedelta(minutes=float(os.environ.get("RETRAINER_STUCK_AFTER_MINUTES", "60")))
+
+
+def batch_stem(batch: str) -> str:
+    """A batch's file name without its suffix: the key of its reports and predictions."""
+    return batch.rsplit(".", 1)[0]
 
 
 def sha256_file(path: Path) -> str:
@@ -183,6 +187,37 @@ class DataRoot:
     @property
     def inflight(self) -> Path:
         return self.state / "inflight"
+
+    def feed_state(self, kind: str) -> Path:
+        """Bookkeeping of a feed (``labels``, ``flags``): its delivery index, rows and per-step records."""
+        return self.state / "feeds" / kind
+
+    # -- generated files of a batch (``batch`` is its file name; the stem keys them) --------------------
+    def gx_dir(self, name: str) -> Path:
+        """GX result and Data Docs of a gate run: a batch's stem or ``snapshot-<sha256[:12]>``."""
+        return self.reports / "gx" / name
+
+    def evidently_report(self, batch: str) -> Path:
+        return self.reports / "evidently" / f"{batch_stem(batch)}.html"
+
+    @property
+    def report_dirs(self) -> tuple[Path, Path]:
+        """Where gate results and drift reports are written (what retention ages out)."""
+        return self.reports / "gx", self.reports / "evidently"
+
+    def batch_predictions(self, batch: str, version: Any) -> Path:
+        """The champion ``version``'s stored predictions of ``batch``."""
+        return self.predictions / f"{batch_stem(batch)}.v{version}.parquet"
+
+    def all_batch_predictions(self, batch: str) -> list[Path]:
+        """Every stored prediction file of ``batch`` (one per model version that scored it), oldest first."""
+        return sorted(
+            self.predictions.glob(f"{batch_stem(batch)}.v*.parquet"), key=lambda p: p.stat().st_mtime
+        )
+
+    def reference_predictions(self, version: Any) -> Path:
+        """The champion ``version``'s predictions on its own training snapshot (the drift reference)."""
+        return self.predictions / f"reference-v{version}.parquet"
 
     def ensure(self) -> DataRoot:
         for stage in (*STAGES, "snapshots", "reports", "predictions"):
@@ -768,9 +803,3 @@ def _atomic_write(path: Path, text: str) -> None:
 def write_json(path: Path, payload: Any) -> Path:
     _atomic_write(path, json.dumps(payload, indent=2, default=str))
     return path
-
-
-def clear_tree(path: Path) -> None:
-    """Remove a generated folder (demo/test state only; never used on batches)."""
-    if path.exists():
-        shutil.rmtree(path)

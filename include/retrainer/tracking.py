@@ -72,6 +72,14 @@ def find_runs(
     )
 
 
+HOLDOUT = "holdout_"  # prefix of the metrics a training run logs on its holdout
+
+
+def holdout_metrics(run: Any) -> dict[str, float]:
+    """A training run's metrics on its holdout (logged as ``holdout_<metric>``), keyed by metric name."""
+    return {k.removeprefix(HOLDOUT): v for k, v in run.data.metrics.items() if k.startswith(HOLDOUT)}
+
+
 def flat_tags(prefix_dict: dict[str, Any]) -> dict[str, str]:
     """Our tags with the ``retrainer.`` prefix, values as strings (MLflow tags are strings)."""
     out = {}

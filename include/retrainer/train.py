@@ -6,7 +6,6 @@ Everything here is plain pandas/scikit-learn; MLflow logging lives in :mod:`retr
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -202,11 +201,3 @@ def predict_with_proba(cfg: ModelConfig, model: Any, df: pd.DataFrame) -> tuple[
         except AttributeError:  # e.g. an SVC without probability=True exposes the method but cannot use it
             proba = None
     return pred, proba
-
-
-@dataclass
-class TrainResult:
-    model: Any
-    train_rows: int
-    holdout_rows: int
-    holdout_metrics: dict[str, float]

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from e2e_helpers import wait_until
+
+from tests.support.e2e import wait_until
 
 pytestmark = pytest.mark.e2e
 

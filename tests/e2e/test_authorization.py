@@ -17,7 +17,8 @@ import urllib.request
 from typing import Any
 
 import pytest
-from e2e_helpers import MODEL
+
+from tests.support.e2e import MODEL
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +50,7 @@ def fab_stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
     import secrets
     import subprocess
 
-    import airflow_stack as S
+    from retrainer import stack as S
 
     passwords = {u: secrets.token_urlsafe(12) for u in ("admin", "ann", "ben")}
 

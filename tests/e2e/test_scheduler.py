@@ -10,7 +10,8 @@ import time
 from typing import Any
 
 import pytest
-from e2e_helpers import MODEL, MONITOR, RETRAIN, wait_until
+
+from tests.support.e2e import MODEL, MONITOR, RETRAIN, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -45,7 +46,7 @@ def test_drifted_batch_retrains_through_the_scheduler(stack: Any) -> None:
     stack.unpause(MONITOR)
     week, df = stack.weeks[0]  # 2011-02-12: the first warm week drifts (temperature, predictions, rmse)
     landed = time.monotonic()
-    from airflow_stack import drop_batch
+    from retrainer.stack import drop_batch
 
     drop_batch(stack, week, df)
 
@@ -99,7 +100,7 @@ def test_drifted_batch_retrains_through_the_scheduler(stack: Any) -> None:
 
 
 def test_manual_trigger_params_validated_and_recorded(stack: Any) -> None:
-    from airflow_stack import ApiError
+    from retrainer.stack import ApiError
 
     stack.unpause(RETRAIN)
     with pytest.raises(ApiError) as bad:

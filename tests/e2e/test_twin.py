@@ -1,5 +1,5 @@
 """The production twin end to end: Postgres, Redis, the CeleryExecutor with two workers, the FAB auth manager
-and an MLflow server with basic auth, all on 127.0.0.1 (scripts/airflow_stack.py ProdStack, the settings of
+and an MLflow server with basic auth, all on 127.0.0.1 (retrainer.stack.ProdStack, the settings of
 docker-compose.yaml). Started once for this module; the faults run one after another on it.
 
 Each fault ends with nothing lost (every delivered batch in exactly one of archive/ or quarantine/), no
@@ -20,7 +20,8 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from e2e_helpers import MODEL, MONITOR, RETRAIN, wait_until
+
+from tests.support.e2e import MODEL, MONITOR, RETRAIN, wait_until
 
 pytestmark = pytest.mark.e2e
 CRON_MODEL = "bikecron"  # a copy of bikeshare with a per-minute cron, for the schedule path
@@ -38,7 +39,7 @@ def _cron_config(dest: Path) -> None:
 
 @pytest.fixture(scope="module")
 def twin(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    import airflow_stack as S
+    from retrainer import stack as S
 
     state = tmp_path_factory.mktemp("twin")
     models = S.fast_config_dir(state / "models", poke_interval=2)
@@ -77,9 +78,7 @@ def twin(tmp_path_factory: pytest.TempPathFactory) -> Any:
         mp.undo()
         pids = {name: p.pid for name, p in stack.procs.items()}  # after any restarts
         # what `make stop` runs: it reads the PIDs recorded in stack.json
-        subprocess.run(
-            [sys.executable, str(REPO / "scripts" / "airflow_stack.py"), "stop", "--state", str(state)]
-        )
+        subprocess.run([sys.executable, "-m", "retrainer.stack", "stop", "--state", str(state)])
         for p in stack.procs.values():
             with contextlib.suppress(Exception):
                 p.wait(timeout=5)
@@ -257,7 +256,7 @@ def test_cron_retrain_under_the_real_scheduler(twin: Any) -> None:
 
 
 def test_drifted_batch_to_new_champion_through_celery(twin: Any) -> None:
-    from airflow_stack import drop_batch
+    from retrainer.stack import drop_batch
 
     # first champion: the run unpausing started (see the fixture); a manual run if there was none
     try:
@@ -352,7 +351,7 @@ def test_mlflow_down_for_60s_during_a_retrain(twin: Any) -> None:
     run_id = _manual_retrain(twin, "4W", "fault: MLflow down")
     _wait_task_running(twin, RETRAIN, run_id, "snapshot")
     name = "mlflow"
-    from airflow_stack import stop_groups
+    from retrainer.stack import stop_groups
 
     stop_groups({name: twin.procs[name].pid})
     down = time.monotonic()
@@ -381,7 +380,7 @@ def test_scheduler_restarted_mid_run(twin: Any) -> None:
 
 
 def test_postgres_restarted_between_two_batches(twin: Any) -> None:
-    from airflow_stack import drop_batch
+    from retrainer.stack import drop_batch
 
     def monitored(n: int) -> bool:
         runs = [r for r in twin.runs(MONITOR) if r["state"] in ("success", "failed")]

@@ -12,14 +12,15 @@ import urllib.request
 from typing import Any
 
 import pytest
-from e2e_helpers import MODEL, artifacts_dir, ensure_champion
+
+from tests.support.e2e import MODEL, artifacts_dir, ensure_champion
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def browser() -> Any:
-    from headless import Browser, chromium_path
+    from tests.support.headless import Browser, chromium_path
 
     if chromium_path() is None:
         pytest.skip(

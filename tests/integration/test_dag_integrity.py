@@ -16,7 +16,7 @@ HEAVY = ["pandas", "sklearn", "mlflow", "evidently", "great_expectations", "nump
 
 
 def test_dagbag_has_both_dags_per_model_with_tags_and_retries(airflow_env: Path) -> None:
-    import airflow_harness as harness
+    from retrainer import harness
 
     bag = harness.dagbag()
 
@@ -67,10 +67,44 @@ def test_bad_config_surfaces_in_its_own_invalid_config_dag(
         .replace("cooldown_batches", "cooldown_batchez")
     )
     monkeypatch.setenv("RETRAINER_CONFIG_DIR", str(bad))
-    import airflow_harness as harness
+    from retrainer import harness
 
     bag = harness.dagbag()
 
     assert bag.import_errors == {}  # one bad file no longer takes every model's DAGs down
     message = bag.dags["broken__invalid_config"].doc_md
     assert "cooldown_batchez" in message and "broken.yaml" in message
+
+
+def test_promotion_settings_add_the_watch_and_shadow_tasks(
+    airflow_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from retrainer import harness
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    variants = {  # name: promotion settings
+        "plain": {"mode": "immediate"},
+        "guarded": {"mode": "immediate", "rollback_batches": 2},
+        "shadowed": {"mode": "shadow"},
+        "both": {"mode": "shadow", "rollback_batches": 2},
+    }
+    for name, promotion in variants.items():
+        raw = yaml.safe_load((REPO / "include/models/bikeshare.yaml").read_text())
+        raw["name"], raw["promotion"] = name, promotion
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("RETRAINER_CONFIG_DIR", str(folder))
+
+    bag = harness.dagbag()
+    tasks = {name: set(bag.dags[f"{name}__monitor"].task_ids) for name in variants}
+
+    assert not {"watch_champion", "shadow_score"} & tasks["plain"]
+    assert "watch_champion" in tasks["guarded"] and "shadow_score" not in tasks["guarded"]
+    assert "shadow_score" in tasks["shadowed"] and "watch_champion" not in tasks["shadowed"]
+    both = bag.dags["both__monitor"]
+    assert {"watch_champion", "shadow_score"} <= tasks["both"]
+    # the challenger is compared with the champion the rollback watch left in place
+    assert "watch_champion" in both.get_task("shadow_score").upstream_task_ids
+    assert "decide" in both.get_task("watch_champion").upstream_task_ids

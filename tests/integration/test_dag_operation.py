@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_batch_is_archived_before_the_retrain_request(airflow_env: Path) -> None:
-    import airflow_harness as harness
+    from retrainer import harness
 
     dag = harness.get_dag("bikeshare__monitor")
     request = dag.get_task("request_retrain")

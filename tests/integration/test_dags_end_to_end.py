@@ -15,6 +15,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from tests.support import dags
+from tests.support.dags import run, xcom
+
 pytestmark = pytest.mark.integration
 
 ASSET_URI = "retrainer://bikeshare/retrain-request"
@@ -23,32 +26,9 @@ ASSET_URI = "retrainer://bikeshare/retrain-request"
 @pytest.fixture(scope="module")
 def world(airflow_env: Path, bikeshare_weeks: list[tuple[str, pd.DataFrame]]) -> dict[str, Any]:
     """Module-wide state: the data root and MLflow store all steps share."""
-    import os
-
-    base = airflow_env / "e2e"
-    os.environ["RETRAINER_DATA_ROOT"] = str(base / "data")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{base / 'mlflow.db'}"
-    os.environ["RETRAINER_ARTIFACT_ROOT"] = str(base / "mlartifacts")
-    from retrainer import settings
-    from retrainer.storage import DataRoot
-
-    dr = DataRoot(settings.data_root(), "bikeshare").ensure()
-    dr.import_batch(
-        pd.concat([w for _, w in bikeshare_weeks[:6]]), "2011-01-00-history.parquet", stage="archive"
-    )
+    dags.use_store(airflow_env / "e2e")
+    dr = dags.seed_history("bikeshare", bikeshare_weeks)
     return {"dr": dr, "weeks": bikeshare_weeks}
-
-
-def run(dag_id: str, conf: dict[str, Any] | None = None) -> dict[str, Any]:
-    import airflow_harness as harness
-
-    return harness.run_dag(dag_id, conf)
-
-
-def xcom(res: dict[str, Any], task_id: str) -> Any:
-    import airflow_harness as harness
-
-    return harness.xcom(res["dag_id"], res["run_id"], task_id)
 
 
 def versions() -> list[int]:
@@ -79,7 +59,7 @@ def test_01_first_champion_from_history(world: dict[str, Any]) -> None:
 
 
 def test_02_clean_batch_does_not_retrain(world: dict[str, Any]) -> None:
-    import airflow_harness as harness
+    from retrainer import harness
 
     # The last two history weeks again, resampled: the data the champion was trained on, so no drift.
     recent = (
@@ -101,7 +81,7 @@ def test_02_clean_batch_does_not_retrain(world: dict[str, Any]) -> None:
 
 
 def test_03_drifted_batch_requests_retrain_and_promotes(world: dict[str, Any]) -> None:
-    import airflow_harness as harness
+    from retrainer import harness
 
     name, week = world["weeks"][6]  # the week after the history: a warm spell (temp +2 std)
     world["dr"].import_batch(week, f"{name}.parquet")
@@ -186,7 +166,7 @@ def test_05_reruns_do_not_duplicate_versions_or_snapshots(world: dict[str, Any])
 
 
 def test_06_worse_candidate_is_not_promoted(world: dict[str, Any], airflow_env: Path) -> None:
-    import airflow_harness as harness
+    from retrainer import harness
 
     # A config change to a much weaker estimator, with new data so the run is a real new candidate.
     cfg_path = airflow_env / "models" / "bikeshare.yaml"

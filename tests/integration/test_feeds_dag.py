@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import pytest
-import yaml
+
+from tests.support import dags
+from tests.support.dags import run, xcom
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 NAME = "bikefeeds"
 
 
@@ -31,44 +34,19 @@ def with_ids(week: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def world(airflow_env: Path, bikeshare_weeks: list[tuple[str, pd.DataFrame]]) -> Any:
-    import os
+    from retrainer import harness
 
-    import airflow_harness as harness
-
-    base = airflow_env / "feeds"
-    os.environ["RETRAINER_DATA_ROOT"] = str(base / "data")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{base / 'mlflow.db'}"
-    os.environ["RETRAINER_ARTIFACT_ROOT"] = str(base / "mlartifacts")
-    from retrainer import settings
-    from retrainer.storage import DataRoot
-
-    raw = yaml.safe_load((REPO / "include" / "models" / "bikeshare.yaml").read_text())
-    raw["name"] = NAME
+    dags.use_store(airflow_env / "feeds")
+    raw = dags.bikeshare_config(NAME)
     raw["data"]["id_column"] = "row_id"
     for f in raw["data"]["features"]:  # a sensor that may fail: nullable, so the model imputes it
         if f["name"] == "windspeed":
             f["nullable"] = True
-    folder = airflow_env / "models"
-    (folder / f"{NAME}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    harness.reload_dags()
-    dr = DataRoot(settings.data_root(), NAME).ensure()
-    history = pd.concat([with_ids(w) for _, w in bikeshare_weeks[:6]])
-    dr.import_batch(history, "2011-01-00-history.parquet", stage="archive")
+    path = dags.write_config(airflow_env / "models", raw)
+    dr = dags.seed_history(NAME, bikeshare_weeks, prepare=with_ids)
     yield {"dr": dr, "weeks": bikeshare_weeks, "state": {}}
-    (folder / f"{NAME}.yaml").unlink()
+    path.unlink()
     harness.reload_dags()
-
-
-def run(dag_id: str, conf: dict[str, Any] | None = None) -> dict[str, Any]:
-    import airflow_harness as harness
-
-    return harness.run_dag(dag_id, conf)
-
-
-def xcom(res: dict[str, Any], task_id: str) -> Any:
-    import airflow_harness as harness
-
-    return harness.xcom(res["dag_id"], res["run_id"], task_id)
 
 
 def test_01_champion_and_an_unlabelled_batch(world: dict[str, Any]) -> None:

@@ -9,23 +9,26 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import pytest
-import yaml
+
+from tests.support import dags
+from tests.support.dags import run, write_config, xcom
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import pandas as pd
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 SHADOW, APPROVAL, GUARD = "bikeshadow", "bikeapproval", "bikeguard"
 LINEAR = {"estimator": "sklearn.linear_model.LinearRegression", "params": {}}
 
 
 def _config(name: str, promotion: dict[str, Any], **model: Any) -> dict[str, Any]:
-    raw = yaml.safe_load((REPO / "include" / "models" / "bikeshare.yaml").read_text())
-    raw["name"] = name
+    raw = dags.bikeshare_config(name)
     raw["promotion"] = promotion
     raw["validation"]["floors"] = {}
     if model:
@@ -33,60 +36,27 @@ def _config(name: str, promotion: dict[str, Any], **model: Any) -> dict[str, Any
     return raw
 
 
-def write_config(folder: Path, raw: dict[str, Any]) -> None:
-    import airflow_harness as harness
-
-    (folder / f"{raw['name']}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    harness.reload_dags()
-
-
 @pytest.fixture(scope="module")
 def world(airflow_env: Path, bikeshare_weeks: list[tuple[str, pd.DataFrame]]) -> Any:
-    import os
+    from retrainer import harness
 
-    import airflow_harness as harness
-
-    base = airflow_env / "promotion"
-    os.environ["RETRAINER_DATA_ROOT"] = str(base / "data")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{base / 'mlflow.db'}"
-    os.environ["RETRAINER_ARTIFACT_ROOT"] = str(base / "mlartifacts")
-    from retrainer import settings
-    from retrainer.storage import DataRoot
-
+    dags.use_store(airflow_env / "promotion")
     folder = airflow_env / "models"
     write_config(folder, _config(SHADOW, {"mode": "shadow", "shadow_batches": 2, "margin": 0.1}))
     write_config(folder, _config(APPROVAL, {"mode": "approval"}))
     write_config(folder, _config(GUARD, {"mode": "immediate", "rollback_batches": 2, "margin": 0.1}))
-    roots = {}
-    for name in (SHADOW, APPROVAL, GUARD):
-        dr = DataRoot(settings.data_root(), name).ensure()
-        dr.import_batch(
-            pd.concat([w for _, w in bikeshare_weeks[:6]]), "2011-01-00-history.parquet", "archive"
-        )
-        roots[name] = dr
+    roots = {name: dags.seed_history(name, bikeshare_weeks) for name in (SHADOW, APPROVAL, GUARD)}
     yield {"dr": roots, "weeks": bikeshare_weeks, "folder": folder}
     for name in (SHADOW, APPROVAL, GUARD):
         (folder / f"{name}.yaml").unlink()
     harness.reload_dags()
 
 
-def run(dag_id: str, conf: dict[str, Any] | None = None) -> dict[str, Any]:
-    import airflow_harness as harness
-
-    return harness.run_dag(dag_id, conf)
-
-
-def xcom(res: dict[str, Any], task_id: str) -> Any:
-    import airflow_harness as harness
-
-    return harness.xcom(res["dag_id"], res["run_id"], task_id)
-
-
 def aliases(name: str) -> tuple[int | None, int | None]:
     """(champion, challenger) versions."""
     from retrainer import registry
 
-    champ, chal = registry.champion(name), registry.champion(name, registry.CHALLENGER)
+    champ, chal = registry.champion(name), registry.challenger(name)
     return (champ.version if champ else None, chal.version if chal else None)
 
 
@@ -156,7 +126,7 @@ def test_worse_challenger_is_retired_with_the_reason(world: dict[str, Any]) -> N
         assert shadow["challenger"] > shadow["champion"] * 1.1
     finally:
         (world["folder"] / f"{SHADOW}.yaml").write_text(original)
-        import airflow_harness as harness
+        from retrainer import harness
 
         harness.reload_dags()
     assert aliases(SHADOW) == (2, None)
@@ -193,8 +163,7 @@ def test_rollback_dag_restores_previous_champion_and_history_shows_both(
 
 
 def test_automatic_rollback_when_new_champion_trails_the_previous(world: dict[str, Any]) -> None:
-    import airflow_harness as harness
-    from retrainer import registry
+    from retrainer import harness, registry
 
     assert run(f"{GUARD}__retrain")["state"] == "success"
     original = (world["folder"] / f"{GUARD}.yaml").read_text()
@@ -212,7 +181,7 @@ def test_automatic_rollback_when_new_champion_trails_the_previous(world: dict[st
     mon = run(f"{GUARD}__monitor")
 
     assert mon["state"] == "success", mon
-    watch = xcom(mon, "shadow_score")["watch"]
+    watch = xcom(mon, "watch_champion")
     assert watch["action"] == "rolled_back" and watch["champion"] > watch["previous"] * 1.1, watch
     assert aliases(GUARD) == (1, None)
     assert moves(GUARD) == [("promote", None, 1), ("promote", 1, 2), ("rollback", 2, 1)]
@@ -220,7 +189,7 @@ def test_automatic_rollback_when_new_champion_trails_the_previous(world: dict[st
 
 
 def test_approval_mode_promotes_only_after_a_person_approves(world: dict[str, Any]) -> None:
-    import airflow_harness as harness
+    from retrainer import harness
 
     dag_id, approval_dag = f"{APPROVAL}__retrain", f"{APPROVAL}__approval"
     first = run(dag_id, {"reason": "initial champion"})

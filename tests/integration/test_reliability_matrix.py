@@ -44,8 +44,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(airflow_env: Path, bikeshare_weeks):
-    import airflow_harness as harness
-    from retrainer import retrain, settings
+    from retrainer import harness, retrain, settings
     from retrainer.config import load_config
     from retrainer.storage import DataRoot
 
@@ -113,13 +112,13 @@ def deliver(world: World, name: str, payload: bytes | pd.DataFrame) -> Path:
 
 
 def run_monitor(logical_date: datetime | None = None) -> dict[str, Any]:
-    import airflow_harness as harness
+    from retrainer import harness
 
     return harness.run_dag(f"{MODEL}__monitor", logical_date=logical_date)
 
 
 def xcom(res: dict[str, Any], task_id: str) -> Any:
-    import airflow_harness as harness
+    from retrainer import harness
 
     return harness.xcom(res["dag_id"], res["run_id"], task_id)
 
@@ -397,7 +396,7 @@ def through_stages(world: World, run_id: str) -> dict[str, Any]:
     claim = monitor.claim_batch(cfg, run_id)
     val = monitor.validate_batch(cfg, claim, run_id)
     scored = monitor.score_batch(cfg, claim)
-    drift = monitor.drift(cfg, claim, scored)
+    drift = monitor.measure_drift(cfg, claim, scored)
     perf = monitor.performance(cfg, claim, scored)
     flags = monitor.flagged_rate(cfg, claim, val)
     return {"claim": claim, "val": val, "scored": scored, "drift": drift, "perf": perf, "flags": flags}
@@ -449,8 +448,7 @@ def test_fault_kill_during_archive_then_snapshot_then_register(world: World) -> 
 
 
 def test_fault_every_task_of_both_dags_rerun_after_success(world: World) -> None:
-    import airflow_harness as harness
-    from retrainer import tracking
+    from retrainer import harness, tracking
 
     deliver(world, "2011-22-rerun.parquet", clean(world, 14))
     when = datetime.now(UTC).replace(microsecond=0)

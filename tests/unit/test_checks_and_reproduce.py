@@ -161,7 +161,7 @@ def test_rejected_challenger_is_retired_and_never_staged_again(bikeshare_cfg, ch
     )
 
     assert out["decision"] == "rejected"
-    assert registry.champion("bikeshare", registry.CHALLENGER) is None
+    assert registry.challenger("bikeshare") is None
     assert registry.champion("bikeshare").version == 1
     last = registry.history("bikeshare")[-1]
     assert (last["action"], last["from_version"], last["to_version"]) == ("retire", version, None)

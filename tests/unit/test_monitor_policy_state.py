@@ -5,22 +5,13 @@ from __future__ import annotations
 import pytest
 
 from retrainer import monitor
+from tests.support import decisions
 
 pytestmark = pytest.mark.unit
 
 
 def _decide(cfg, n, *, drift):
-    claim = {"batch": f"2011-03-{n:02d}.parquet", "sha256": f"{n:064x}"}
-    return monitor.decide(
-        cfg,
-        claim,
-        {"rows": 168},
-        {"champion_version": 1, "predictions": None},
-        {"data_drift_share": 0.0, "drifted_columns": [], "prediction_drift": drift},
-        {"metric": "rmse", "value": None, "reference": None, "labelled_rows": 0},
-        {"flagged_rate": None},
-        run_id=f"run-{n}",
-    )
+    return decisions.decide(cfg, f"2011-03-{n:02d}.parquet", f"{n:064x}", drift, f"run-{n}")
 
 
 def test_follow_up_and_cooldown_survive_between_monitor_runs(state, bikeshare_cfg):

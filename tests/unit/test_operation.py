@@ -18,6 +18,7 @@ import pytest
 from retrainer import monitor, registry, retrain, settings, tracking
 from retrainer.exceptions import DataValidationError
 from retrainer.storage import DataRoot
+from tests.support import decisions
 
 pytestmark = pytest.mark.unit
 
@@ -54,7 +55,7 @@ def through_monitor(cfg, run_id: str, claim=None) -> dict:
     claim = claim or monitor.claim_batch(cfg, run_id)
     val = monitor.validate_batch(cfg, claim, run_id)
     scored = monitor.score_batch(cfg, claim)
-    drift = monitor.drift(cfg, claim, scored)
+    drift = monitor.measure_drift(cfg, claim, scored)
     perf = monitor.performance(cfg, claim, scored)
     flags = monitor.flagged_rate(cfg, claim, val)
     decision = monitor.decide(cfg, claim, val, scored, drift, perf, flags, run_id)
@@ -98,44 +99,15 @@ def test_rerun_after_archive_redoes_the_work_and_keeps_the_batch_archived(
 
 
 # -- the policy state: newest decision, any history length, JSON only ----------------------------------
-def _fake_old_decisions(cfg, n: int) -> None:
-    """``n`` decision runs older than anything real (what months of hourly batches leave behind)."""
-    c = tracking.client()
-    exp = tracking.experiment_id(cfg.name, "monitor")
-    t0 = 1_300_000_000_000  # 2011, before every real run
-    for i in range(n):
-        run = c.create_run(
-            exp,
-            start_time=t0 + i,
-            tags={
-                "retrainer.kind": "monitor",
-                "retrainer.batch": f"old-{i:05d}.parquet",
-                "retrainer.batch_sha256": f"f{i:063x}",
-                "retrainer.verdict": "no_retrain",
-                "retrainer.policy_state": "1",
-            },
-            run_name=f"old-{i:05d}.parquet",
-        )
-        c.set_terminated(run.info.run_id)
-
-
 def _decide(cfg, n: int, drift: float, run: str = "") -> dict:
-    claim = {"batch": f"2011-11-{n:02d}.parquet", "sha256": f"{n:064x}", "run_id": run or f"run-state-{n}"}
-    return monitor.decide(
-        cfg,
-        claim,
-        {"rows": 168},
-        {"champion_version": 1, "predictions": None},
-        {"data_drift_share": 0.0, "drifted_columns": [], "prediction_drift": drift},
-        {"metric": "rmse", "value": None, "reference": None, "labelled_rows": 0},
-        {"flagged_rate": None},
-        run or f"run-state-{n}",
+    return decisions.decide(
+        cfg, f"2011-11-{n:02d}.parquet", f"{n:064x}", drift, run or f"run-state-{n}", claimed=True
     )
 
 
 def test_policy_state_is_the_newest_decisions_after_more_than_a_thousand(champion, bikeshare_cfg):
     cfg = bikeshare_cfg  # cooldown_batches: 2
-    _fake_old_decisions(cfg, 1005)
+    decisions.old_decisions(cfg, 1005)
 
     fired = _decide(cfg, 1, drift=0.9)
     cooled = _decide(cfg, 2, drift=0.9)
@@ -352,7 +324,7 @@ def test_champion_moving_mid_run_does_not_change_the_runs_champion(
         cfg.name, registry.CHAMPION, other, action="promote", reason="test: moved mid-run", by="test"
     )
     try:
-        drift = monitor.drift(cfg, claim, scored)
+        drift = monitor.measure_drift(cfg, claim, scored)
         perf = monitor.performance(cfg, claim, scored)
         decision = monitor.decide(
             cfg, claim, val, scored, drift, perf, monitor.flagged_rate(cfg, claim, val), "run-mid"
@@ -363,7 +335,7 @@ def test_champion_moving_mid_run_does_not_change_the_runs_champion(
             cfg.name, registry.CHAMPION, champion.version, action="rollback", reason="test", by="test"
         )
 
-    moved = registry.champion(cfg.name, registry.CHAMPION)
+    moved = registry.champion(cfg.name)
     assert scored["champion_version"] == champion.version
     assert perf["reference"] == pytest.approx(champion.metrics["rmse"])
     assert perf["reference"] != pytest.approx(trained["holdout"]["rmse"])

@@ -49,7 +49,7 @@ def lived(env, bikeshare_cfg, bikeshare_weeks):
     claim = monitor.claim_batch(cfg, "scheduled__m1")
     val = monitor.validate_batch(cfg, claim, "scheduled__m1")
     scored = monitor.score_batch(cfg, claim)
-    drift = monitor.drift(cfg, claim, scored)
+    drift = monitor.measure_drift(cfg, claim, scored)
     perf = monitor.performance(cfg, claim, scored)
     flags = monitor.flagged_rate(cfg, claim, val)
     decision = monitor.decide(cfg, claim, val, scored, drift, perf, flags, "scheduled__m1")

@@ -72,7 +72,7 @@ def test_probability_metric_is_the_live_performance_signal(state):
     for other in ("log_loss", "brier", "pr_auc"):  # every probability metric is in the signal's numbers
         assert perf["all"][other] == pytest.approx(expected[other])
 
-    drift = monitor.drift(cfg, claim, scored)
+    drift = monitor.measure_drift(cfg, claim, scored)
     flags = monitor.flagged_rate(cfg, claim, val)
     decision = monitor.decide(cfg, claim, val, scored, drift, perf, flags, "scheduled__p1")
     assert decision["retrain"] and "performance" in decision["fired"]

@@ -172,7 +172,7 @@ def test_monitor_path_records_decision(trained, dr, bikeshare_cfg, bikeshare_wee
     claim = monitor.claim_batch(cfg, "scheduled__mon-1")
     validation = monitor.validate_batch(cfg, claim, "scheduled__mon-1")
     scored = monitor.score_batch(cfg, claim)
-    drift = monitor.drift(cfg, claim, scored)
+    drift = monitor.measure_drift(cfg, claim, scored)
     perf = monitor.performance(cfg, claim, scored)
     flags = monitor.flagged_rate(cfg, claim, validation)
     decision = monitor.decide(cfg, claim, validation, scored, drift, perf, flags, "scheduled__mon-1")

@@ -137,6 +137,29 @@ def test_run_ids_are_not_shortened_like_numbers() -> None:
     assert re.search(r"1\.235", plugin.readable("x 1.23456 y"))
 
 
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("mae 34.01840569434635 > 30", "mae 34.02 > 30"),
+        ("mae +18.23456% > +10%", "mae +18.23% > +10%"),
+        ("drift -0.123456, share 0.987654.", "drift -0.1235, share 0.9877."),
+        ("p 1.234567e-05", "p 1.235e-05"),
+        # identifiers are never numbers: run ids (the seconds of their time), hashes, versions
+        (
+            "dag_run:manual__2026-11-29T05:51:13.243611+00:00",
+            "dag_run:manual__2026-11-29T05:51:13.243611+00:00",
+        ),
+        ("scheduled__2026-11-29 05:51:13.243611", "scheduled__2026-11-29 05:51:13.243611"),
+        ("run ab12.345678cd of v1.2.34567", "run ab12.345678cd of v1.2.34567"),
+        ("batch_2011.123456.parquet", "batch_2011.123456.parquet"),
+    ],
+)
+def test_readable_shortens_only_real_numbers(text: str, shown: str) -> None:
+    from retrainer_view import readable
+
+    assert readable(text) == shown
+
+
 def test_model_page_pairs_each_estimate_with_the_realised_metric_once_labels_arrive(
     state: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

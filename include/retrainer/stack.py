@@ -1,14 +1,16 @@
 """Run the real Airflow 3 components (and optionally an MLflow server) on 127.0.0.1, and stop them again.
 
-Used by ``make airflow`` / ``make stop``, the scheduler end-to-end test, the browser test and the freshness
-benchmark. Each component runs in its own process group; stopping sends SIGTERM to exactly the groups we
+Used by ``make airflow`` / ``make airflow-prod`` / ``make stop``, the end-to-end tests and the freshness and
+scale-out benchmarks (``from retrainer import stack``). Each component runs in its own process group; stopping sends SIGTERM to exactly the groups we
 started (PIDs recorded in ``<state>/stack.json``), then SIGKILL after a grace period. Never by name.
 
 Not ``airflow standalone``: it binds its log servers to 0.0.0.0. Here the scheduler and triggerer run with
 ``--skip-serve-logs`` and the API server listens on 127.0.0.1 only.
 
-    python scripts/airflow_stack.py start [--state .airflow] [--port 8080] [--mlflow-port 5000]
-    python scripts/airflow_stack.py stop  [--state .airflow]
+    python -m retrainer.stack start [--state .airflow] [--port 8080] [--mlflow-port 5000] [--prod]
+    python -m retrainer.stack stop  [--state .airflow]
+
+It runs from the source checkout (``dags/``, ``plugins/``, ``deploy/``), not from an installed wheel.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # the checkout: include/retrainer/stack.py
 VENV_BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
 USER = "admin"
@@ -155,7 +157,7 @@ class Stack:
         user: str | None = None,
     ) -> None:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child for its lifetime
-        self.procs[name] = subprocess.Popen(
+        proc = self.procs[name] = subprocess.Popen(
             cmd,
             env=self.env() if env is None else env,
             stdout=log,
@@ -165,20 +167,30 @@ class Stack:
             cwd=self.state if user is None else "/",
             user=user,
         )
-        if stdin is not None:
-            assert self.procs[name].stdin is not None
-            self.procs[name].stdin.write(stdin)  # secrets reach the server on stdin, not on its command line
-            self.procs[name].stdin.close()
+        if stdin is not None and proc.stdin is not None:
+            proc.stdin.write(stdin)  # secrets reach the server on stdin, not on its command line
+            proc.stdin.close()
         log.close()
+
+    AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+    def _spawn_airflow(self, name: str) -> None:
+        """Start one Airflow component, bound to loopback, serving no logs on other interfaces."""
+        af = _bin("airflow")
+        if name == "api-server":
+            self._spawn(name, [af, "api-server", "--host", HOST, "--port", str(self.port)])
+        elif name in ("scheduler", "triggerer"):
+            self._spawn(name, [af, name, "--skip-serve-logs"])
+        elif name == "dag-processor":
+            self._spawn(name, [af, name])
+        else:
+            raise ValueError(f"not an Airflow component: {name}")
 
     def start(self, wait: float = 180) -> None:
         """Migrate the DB, start every component, wait until the API answers, record the PIDs."""
         self.migrate()
-        af = _bin("airflow")
-        self._spawn("api-server", [af, "api-server", "--host", HOST, "--port", str(self.port)])
-        self._spawn("scheduler", [af, "scheduler", "--skip-serve-logs"])
-        self._spawn("dag-processor", [af, "dag-processor"])
-        self._spawn("triggerer", [af, "triggerer", "--skip-serve-logs"])
+        for name in self.AIRFLOW_COMPONENTS:
+            self._spawn_airflow(name)
         if self.mlflow_port:
             (self.state / "mlartifacts").mkdir(parents=True, exist_ok=True)
             self._spawn(
@@ -522,11 +534,8 @@ class ProdStack(Stack):
             self.start_redis()
             self.start_mlflow()
             self.migrate()
-            af = _bin("airflow")
-            self._spawn("api-server", [af, "api-server", "--host", HOST, "--port", str(self.port)])
-            self._spawn("scheduler", [af, "scheduler", "--skip-serve-logs"])
-            self._spawn("dag-processor", [af, "dag-processor"])
-            self._spawn("triggerer", [af, "triggerer", "--skip-serve-logs"])
+            for name in self.AIRFLOW_COMPONENTS:
+                self._spawn_airflow(name)
             for i in range(1, self.workers + 1):
                 self.start_worker(i)
             self._write_pids()
@@ -552,7 +561,6 @@ class ProdStack(Stack):
         return dead
 
     def _respawn(self, name: str) -> None:
-        af = _bin("airflow")
         if name == "postgres":
             self.start_postgres()  # the data folder exists: no initdb, no init script
         elif name == "redis":
@@ -561,12 +569,8 @@ class ProdStack(Stack):
             self.start_mlflow()
         elif name.startswith("worker-"):
             self.start_worker(int(name.split("-")[1]))
-        elif name == "api-server":
-            self._spawn(name, [af, "api-server", "--host", HOST, "--port", str(self.port)])
-        elif name in ("scheduler", "triggerer"):
-            self._spawn(name, [af, name, "--skip-serve-logs"])
-        elif name == "dag-processor":
-            self._spawn(name, [af, name])
+        elif name in self.AIRFLOW_COMPONENTS:
+            self._spawn_airflow(name)
         else:
             raise ValueError(f"no restart for {name}")
         self._write_pids()
@@ -831,7 +835,11 @@ def _stop(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m retrainer.stack",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("start", help="start the components in the foreground (Ctrl-C stops them)")
     p.add_argument("--state", default=str(REPO / ".airflow"))

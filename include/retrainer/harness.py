@@ -1,7 +1,8 @@
 """Run this project's DAGs with real Airflow (``dag.test()``) on an embedded SQLite set-up.
 
-Used by ``make demo`` and the integration tests. :func:`configure` must run before anything imports
-airflow: it points AIRFLOW_HOME, the metadata DB, the DAGs folder and MLflow at one state folder.
+Used by ``make demo`` and the integration tests (``from retrainer import harness``). :func:`configure`
+must run before anything imports airflow: it points AIRFLOW_HOME, the metadata DB, the DAGs folder and
+MLflow at one state folder. It needs the source checkout (``dags/``, ``plugins/``), not only the package.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # the checkout: include/retrainer/harness.py
 log = logging.getLogger("retrainer.harness")
 
 
@@ -49,12 +50,6 @@ def reset_db() -> None:
     from airflow.utils import db
 
     db.resetdb()
-
-
-def migrate_db() -> None:
-    from airflow.utils import db
-
-    db.initdb()
 
 
 @functools.cache

@@ -1,4 +1,4 @@
-"""Helpers shared by the e2e tests (a module of its own: several conftest.py files exist)."""
+"""What the tests against the real Airflow components (tests/e2e) share."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ MONITOR, RETRAIN = f"{MODEL}__monitor", f"{MODEL}__retrain"
 
 def wait_until(what: str, fn: Any, timeout: float = 240, every: float = 1.0) -> Any:
     """Poll ``fn`` until it returns something truthy; fail the test with ``what`` on timeout."""
-    from airflow_stack import wait_until as poll
+    from retrainer.stack import wait_until as poll
 
     return poll(what, fn, timeout=timeout, every=every, error=AssertionError)
 

@@ -1,0 +1,12 @@
+"""Helpers the test folders share (imported as ``tests.support.<module>``; pytest puts the checkout on
+``sys.path``, see ``pythonpath`` in pyproject.toml).
+
+- :mod:`tests.support.dags`: ``dag.test()`` runs of the real DAGs for the integration tests: a store of
+  their own, model configs derived from bikeshare, seeded history, run and XCom look-ups;
+- :mod:`tests.support.decisions`: decision records without data (the policy-state tests);
+- :mod:`tests.support.e2e`: what the tests against the real Airflow components share;
+- :mod:`tests.support.headless`: a headless Chromium driven over the DevTools protocol (browser test).
+
+Starting and stopping the stack itself is product code: :mod:`retrainer.stack`; the ``dag.test()``
+harness too (the demo uses it): :mod:`retrainer.harness`.
+"""
