@@ -53,7 +53,7 @@ PROFILE: list[str] = []  # steps run under cProfile (--profile STEP): their stat
 
 
 # -- data ------------------------------------------------------------------------------------------------
-def config_dict(window_weeks: int) -> dict[str, Any]:
+def config_dict(window_weeks: int, window: str | None = None) -> dict[str, Any]:
     return {
         "name": "scale",
         "task": "classification",
@@ -68,7 +68,7 @@ def config_dict(window_weeks: int) -> dict[str, Any]:
             ],
         },
         "model": {"estimator": "sklearn.linear_model.LogisticRegression", "params": {"max_iter": 200}},
-        "training": {"window": f"{window_weeks}W", "holdout": "1W", "min_rows": 300},
+        "training": {"window": window or f"{window_weeks}W", "holdout": "1W", "min_rows": 300},
         "schedule": None,
         "validation": {"metric": "f1"},
     }
@@ -418,13 +418,15 @@ def environment(root: Path) -> dict[str, str]:
     }
 
 
-def make_root(base: Path, name: str, window_weeks: int) -> tuple[Path, dict[str, str], str]:
+def make_root(
+    base: Path, name: str, window_weeks: int, window: str | None = None
+) -> tuple[Path, dict[str, str], str]:
     import yaml
 
     root = base / name
     (root / "models").mkdir(parents=True)
     config = root / "models" / "scale.yaml"
-    config.write_text(yaml.safe_dump(config_dict(window_weeks), sort_keys=False))
+    config.write_text(yaml.safe_dump(config_dict(window_weeks, window), sort_keys=False))
     return root, environment(root), str(config)
 
 
@@ -527,8 +529,11 @@ def bench_retrain(base: Path, batch_rows: int, window: int, lengths: list[int], 
     say(f"{longest} archived batches of {batch_rows:,} rows written")
     out: dict[str, Any] = {"batch_rows": batch_rows, "window_batches": window}
     window_files = files[-window:]
+    # the window ends at the newest row (just before the newest batch's week is over): 7n - 1 days
+    # hold rows of the newest n weekly batches only, so every archive length trains on the same rows
+    days = f"{7 * window - 1}D"
     for n in lengths:
-        root, env, config = make_root(base, f"retrain-{n}", window)
+        root, env, config = make_root(base, f"retrain-{n}", window, days)
         dr = DataRoot(root / "data", "scale").ensure()
         for name in files[-n:]:
             os.link(pool / name, dr.archive / name)  # the same files in every archive: no copies
@@ -545,7 +550,7 @@ def bench_retrain(base: Path, batch_rows: int, window: int, lengths: list[int], 
         say(
             f"  retrain, {n:3d} archived batches: {res['seconds']:6.1f} s ({res['result']['rows']:,} rows)  peak RSS {res['rss_mb']:.0f} MB  {json.dumps({k: round(v, 1) for k, v in res['result']['stages'].items()})}"
         )
-    _, env, config = make_root(base, "retrain-minimal", window)
+    _, env, config = make_root(base, "retrain-minimal", window, days)
     minimal = run_step(base, env, "minimal_retrain", [config, [str(pool / f) for f in window_files]], HEAVY)
     out["minimal_seconds"] = minimal["seconds"]
     short, long = out[str(min(lengths))]["seconds"], out[str(longest)]["seconds"]

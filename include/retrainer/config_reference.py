@@ -35,7 +35,11 @@ SEE_ALSO = {
     "data.impute": "../operating/data.md#missing-values-and-all-null-columns",
     "training": "../concepts.md#the-retrain-path",
     "triggers": "../concepts.md#the-trigger-policy",
-    "triggers.performance": "../concepts.md#signals",
+    "triggers.performance": "../backtest/index.md#how-the-trigger-policy-works",
+    "triggers.cost": "../backtest/index.md#how-the-trigger-policy-works",
+    "triggers.estimation": "../backtest/index.md#how-the-trigger-policy-works",
+    "data.features[]": "../operating/data.md#missing-values-and-all-null-columns",
+    "alerts.channels[]": "../operating/alerts.md",
     "validation": "../promotion.md#validation-before-deployment",
     "promotion": "../promotion.md#promotion-modes",
     "alerts": "../operating/alerts.md",
@@ -276,6 +280,7 @@ def _page_title(link: str) -> str:
         "promotion": "Promotion, rollback, reproduce",
         "operating/alerts": "Alerts",
         "backtest": "Backtest",
+        "backtest/index": "Backtest",
         "scale": "Big batches and long histories",
     }.get(page, page)
 
