@@ -313,10 +313,12 @@ class EstimationConfig(_Strict):
 
 
 class TriggerConfig(_Strict):
-    """Signals, combination and timing of the trigger policy. The defaults are the ones the backtest
-    chose on the shipped datasets (docs/backtest, "Choosing the default trigger policy"): prediction drift or a
-    performance drop, cooldown 2. Data drift is measured and recorded but does not vote unless configured:
-    on seasonal data it fires on nearly every batch even with effect-size thresholds."""
+    """Signals, combination and timing of the trigger policy. Without this section a model gets prediction
+    drift 0.15 or a performance drop of 20% against the champion's holdout metric, cooldown 2. The shipped
+    model configs (include/models/*.yaml) carry the policy the backtest chose instead (docs/backtest,
+    "Choosing the default trigger policy"): prediction drift 0.15 or a control chart at z = 2, cooldown 3;
+    copy their `triggers` section to use it. Data drift is measured and recorded but does not vote unless
+    configured: on seasonal data it fires on nearly every batch even with effect-size thresholds."""
 
     data_drift: DataDriftTrigger | None = Field(
         None, description="data drift signal; `null`: measured and recorded, no vote"
