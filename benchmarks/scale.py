@@ -42,7 +42,7 @@ CATEGORIES = {
     "c2": [f"k{i}" for i in range(8)],
     "c3": ["north", "south", "east", "west", "centre"],
 }
-GOALS = {
+TARGETS = {
     "monitor_ratio": 3.0,
     "task_rss_mb": 1536,
     "retrain_ratio": 3.0,
@@ -631,17 +631,17 @@ def main() -> None:
 
 def print_table(r: dict[str, Any]) -> None:
     print(
-        "\nwhat                                   measured                 baseline (same run)       ratio   goal"
+        "\nwhat                                   measured                 baseline (same run)       ratio   target"
     )
     if "monitor" in r:
         m = r["monitor"]
         for fmt in ("parquet", "csv"):
             x = m[fmt]
             print(
-                f"monitor {m['rows']:,} x {m['features']} ({fmt:<7})    {x['total_seconds']:6.1f} s              minimal work {x['minimal_seconds']:5.1f} s      {x['ratio']:5.2f}x  <= {GOALS['monitor_ratio']}x"
+                f"monitor {m['rows']:,} x {m['features']} ({fmt:<7})    {x['total_seconds']:6.1f} s              minimal work {x['minimal_seconds']:5.1f} s      {x['ratio']:5.2f}x  <= {TARGETS['monitor_ratio']}x"
             )
             print(
-                f"  peak RSS of any task ({fmt:<7})      {x['peak_rss_mb']:6.0f} MB             minimal work {x['minimal_rss_mb']:5.0f} MB              <= {GOALS['task_rss_mb']} MB"
+                f"  peak RSS of any task ({fmt:<7})      {x['peak_rss_mb']:6.0f} MB             minimal work {x['minimal_rss_mb']:5.0f} MB              <= {TARGETS['task_rss_mb']} MB"
             )
         g = m["gate"]
         print(
@@ -651,16 +651,16 @@ def print_table(r: dict[str, Any]) -> None:
         t = r["retrain"]
         lengths = sorted(int(k) for k in t if k.isdigit())
         print(
-            f"retrain, window {t['window_batches']} x {t['batch_rows']:,} rows     {t[str(lengths[0])]['seconds']:6.1f} s              read window + fit {t['minimal_seconds']:5.1f} s  {t['ratio']:5.2f}x  <= {GOALS['retrain_ratio']}x"
+            f"retrain, window {t['window_batches']} x {t['batch_rows']:,} rows     {t[str(lengths[0])]['seconds']:6.1f} s              read window + fit {t['minimal_seconds']:5.1f} s  {t['ratio']:5.2f}x  <= {TARGETS['retrain_ratio']}x"
         )
         print(
-            f"  archive {lengths[0]} -> {lengths[-1]} batches              {t[str(lengths[-1])]['seconds']:6.1f} s              {lengths[0]} batches {t[str(lengths[0])]['seconds']:5.1f} s          {t['growth']:5.2f}x  <= {GOALS['archive_growth']}x"
+            f"  archive {lengths[0]} -> {lengths[-1]} batches              {t[str(lengths[-1])]['seconds']:6.1f} s              {lengths[0]} batches {t[str(lengths[0])]['seconds']:5.1f} s          {t['growth']:5.2f}x  <= {TARGETS['archive_growth']}x"
         )
     if "state" in r:
         s = r["state"]
         counts = sorted(int(k) for k in s if k.isdigit())
         print(
-            f"policy state read, {counts[-1]:,} decisions       {1000 * s[str(counts[-1])]:6.0f} ms             {counts[0]} decisions {1000 * s[str(counts[0])]:5.0f} ms        {s['growth']:5.2f}x  <= {GOALS['state_growth']}x"
+            f"policy state read, {counts[-1]:,} decisions       {1000 * s[str(counts[-1])]:6.0f} ms             {counts[0]} decisions {1000 * s[str(counts[0])]:5.0f} ms        {s['growth']:5.2f}x  <= {TARGETS['state_growth']}x"
         )
 
 
