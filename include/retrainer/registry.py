@@ -172,6 +172,24 @@ def _record(
     return event
 
 
+def _set_version_tag(name: str, version: int, key: str, value: str) -> None:
+    """Set a model-version tag, tolerating a writer that set the same tag at the same moment: the tracking
+    store inserts a new tag row after looking for an existing one, so two racing writers (two retrains
+    promoting the version their run key shares) can collide on the row's unique key; the retry updates it."""
+    import time
+
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(3):
+        try:
+            client().set_model_version_tag(name, str(version), key, value)
+            return
+        except MlflowException as e:
+            if attempt == 2 or "unique" not in str(e).lower():
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
 def move_alias(
     name: str, alias: str, version: int, *, action: str, reason: str, by: str
 ) -> dict[str, Any] | None:
@@ -182,7 +200,7 @@ def move_alias(
         return None
     c.set_registered_model_alias(name, alias, str(version))
     event = _record(name, action, alias, current.version if current else None, version, reason, by)
-    c.set_model_version_tag(name, str(version), f"{TAG}{alias}_since", event["at"])
+    _set_version_tag(name, version, f"{TAG}{alias}_since", event["at"])
     return event
 
 
@@ -196,7 +214,7 @@ def remove_alias(
         return None
     c.delete_registered_model_alias(name, alias)
     if action == "retire":
-        c.set_model_version_tag(name, str(current.version), f"{TAG}retired", reason[:5000])
+        _set_version_tag(name, current.version, f"{TAG}retired", reason[:5000])
     if not record:
         return None
     return _record(name, action, alias, current.version, None, reason, by)
