@@ -25,6 +25,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from tests.support.champion import train_first_champion
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,7 +46,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(airflow_env: Path, bikeshare_weeks):
-    from retrainer import harness, retrain, settings
+    from retrainer import harness, settings
     from retrainer.config import load_config
     from retrainer.storage import DataRoot
 
@@ -67,13 +69,7 @@ def world(airflow_env: Path, bikeshare_weeks):
     dr.import_batch(
         pd.concat([w for _, w in bikeshare_weeks[:6]]), "2011-00-history.parquet", stage="archive"
     )
-    trig = retrain.resolve_trigger("manual", [], {"reason": "first champion"})
-    snap = retrain.snapshot(cfg)
-    retrain.gate(cfg, snap)
-    trained = retrain.train(cfg, snap, trig, "manual__first")
-    ev = retrain.evaluate(cfg, snap, trained)
-    reg = retrain.register(cfg, snap, trained, ev, trig)
-    retrain.promote(cfg, reg, ev, trig, "manual__first")
+    train_first_champion(cfg)
     try:
         yield World(cfg, dr, bikeshare_weeks, config_path, seeded={"2011-00-history.parquet"})
     finally:

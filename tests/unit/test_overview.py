@@ -9,8 +9,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from retrainer import monitor, overview, retrain, settings, tracking
+from retrainer import monitor, overview, settings, tracking
 from retrainer.storage import DataRoot
+from tests.support.champion import train_first_champion
 
 pytestmark = pytest.mark.unit
 
@@ -36,13 +37,7 @@ def lived(env, bikeshare_cfg, bikeshare_weeks):
     cfg = bikeshare_cfg
     dr = DataRoot(settings.data_root(), cfg.name)
     dr.import_batch(pd.concat([df for _, df in bikeshare_weeks[:6]]), "history.parquet", stage="archive")
-    trig = retrain.resolve_trigger("manual", [], {"reason": "first champion"})
-    snap = retrain.snapshot(cfg)
-    retrain.gate(cfg, snap)
-    trained = retrain.train(cfg, snap, trig, dag_run_id="manual__first")
-    ev = retrain.evaluate(cfg, snap, trained)
-    reg = retrain.register(cfg, snap, trained, ev, trig)
-    retrain.promote(cfg, reg, ev, trig, "manual__first")
+    reg = train_first_champion(cfg)
 
     week, df = bikeshare_weeks[6]
     dr.import_batch(df, f"{week}.parquet")

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retrainer import feeds, metrics, monitor, retrain, settings
+from retrainer import feeds, metrics, monitor, settings
 from retrainer.config import parse_config
 from retrainer.storage import DataRoot
+from tests.support.champion import train_first_champion
 
 pytestmark = pytest.mark.unit
 
@@ -45,13 +46,7 @@ def test_probability_metric_is_the_live_performance_signal(state):
     )
     dr = DataRoot(settings.data_root(), cfg.name)
     dr.import_batch(stream(14, 0), "history.parquet", stage="archive")
-    trig = retrain.resolve_trigger("manual", [], {"reason": "first champion"})
-    snap = retrain.snapshot(cfg)
-    retrain.gate(cfg, snap)
-    trained = retrain.train(cfg, snap, trig, dag_run_id="manual__first")
-    ev = retrain.evaluate(cfg, snap, trained)
-    reg = retrain.register(cfg, snap, trained, ev, trig)
-    retrain.promote(cfg, reg, ev, trig, "manual__first")
+    train_first_champion(cfg)
 
     batch = stream(1, 1, flip=True).assign(ts=lambda d: d["ts"] + pd.Timedelta(days=14))
     dr.import_batch(batch, "2024-01-15.parquet")
