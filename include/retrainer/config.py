@@ -224,13 +224,22 @@ class DataDriftTrigger(_Strict):
 
 
 class PredictionDriftTrigger(_Strict):
-    """Distance between the champion's predictions on the batch and on its training data."""
+    """Distance between the champion's predictions on the batch and on its training data.
 
+    ``mode: absolute`` fires when the distance reaches ``threshold``. ``mode: control`` calibrates on the
+    stream instead: it fires when the distance has grown since the champion's first batch by more than
+    ``z`` times its batch-to-batch noise (as the performance control chart; the absolute threshold until
+    the noise is known). Use it where the distance is large on every batch (trending or seasonal
+    predictions), which makes a fixed threshold fire always.
+    """
+
+    mode: Literal["absolute", "control"] = Field("absolute", description="`absolute` or `control` (above)")
     threshold: float = Field(
         0.15,
         gt=0,
         description="fire when the normed Wasserstein distance of the predictions is at least this",
     )
+    z: float = Field(2.0, gt=0, description="control mode: limit in units of the distance's batch-to-batch noise")
     method: str = Field(
         "wasserstein",
         description="Evidently's drift method for a regressor's predictions; a classifier's predicted labels "
@@ -247,9 +256,15 @@ class PerformanceTrigger(_Strict):
     labelled batches; the holdout metric until then) by more than ``z`` times the stream's batch-to-batch
     noise (a robust standard deviation of consecutive per-batch metrics of the same model over the last
     ``noise_batches``). Until ``min_noise_points`` differences are known it falls back to ``relative``.
+    ``mode: cusum`` accumulates the same noise-scaled worsening over the champion's labelled batches
+    (a one-sided CUSUM: each batch adds its worsening minus ``cusum_k`` noise units, never below 0) and
+    fires when the sum exceeds ``cusum_h``: a small lasting decay fires after a few batches, a large
+    one at once, and batch-to-batch noise does not add up.
     """
 
-    mode: Literal["relative", "control"] = Field("relative", description="`relative` or `control` (above)")
+    mode: Literal["relative", "control", "cusum"] = Field(
+        "relative", description="`relative`, `control` or `cusum` (above)"
+    )
     max_degradation: float = Field(
         0.2,
         gt=0,
@@ -261,6 +276,10 @@ class PerformanceTrigger(_Strict):
     baseline_batches: int = Field(1, ge=1, description="control mode: batches that set a champion's baseline")
     noise_batches: int = Field(26, ge=3, description="control mode: recent batches the noise is measured on")
     min_noise_points: int = Field(3, ge=1, description="control mode: differences needed before using it")
+    cusum_k: float = Field(
+        0.5, ge=0, description="cusum mode: noise units each batch's worsening must exceed to add up"
+    )
+    cusum_h: float = Field(4.0, gt=0, description="cusum mode: fire when the sum exceeds this (noise units)")
     use_estimate: bool = Field(
         False,
         description="also judge the estimated metric (CBPE / DLE) of each new batch before its labels arrive",
@@ -363,6 +382,17 @@ class TriggerConfig(_Strict):
         description="after a request, this many consecutive quiet batches (rule not met) are needed before "
         "the trigger can fire again (one drift event, one retrain); it does not hold back while the "
         "request has not replaced the champion",
+    )
+    budget_share: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="a retrain budget: at most this share of batches may request a retrain in the long run "
+        "(credits accrue by this much per batch, one request spends one); unlike a cooldown it lets "
+        "requests come close together after quiet batches. `null`: no budget",
+    )
+    budget_burst: float = Field(
+        2.0, ge=1, description="with `budget_share`: the most credits saved up (requests in quick succession)"
     )
     follow_up_refit: bool = Field(
         False,

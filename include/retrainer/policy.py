@@ -53,6 +53,9 @@ class Signals:
     metric_noise: float | None = None  # the stream's per-batch noise (robust standard deviation)
     estimate_baseline: float | None = None
     estimate_noise: float | None = None
+    metric_cusum: float | None = None  # cusum mode: the champion's sum before this batch (noise units)
+    drift_baseline: float | None = None  # prediction drift in control mode: the champion's first value
+    drift_noise: float | None = None  # ... and the distance's batch-to-batch noise
 
 
 STATE_FORMAT = "retrainer.policy_state/2"
@@ -84,6 +87,10 @@ class PolicyState:
     baseline_values: tuple[float, ...] = ()
     estimate_log: tuple[tuple[str, float], ...] = ()
     estimate_baseline_values: tuple[float, ...] = ()
+    cusum: float = 0.0  # cusum mode: the champion's running sum of noise-scaled worsening
+    credits: float | None = None  # retrain budget: credits saved (None = not started: one credit)
+    drift_log: tuple[tuple[str, float], ...] = ()  # prediction drift in control mode: (model, distance)
+    drift_baseline_values: tuple[float, ...] = ()
     detector_spec: dict[str, Any] | None = None
     detector_errors: Any = field(default=None, compare=False, repr=False)  # numpy float64 array
 
@@ -162,6 +169,8 @@ def _check_types(data: dict[str, Any]) -> None:
         "detector_model": (str, type(None)),
         "requested_model": (str, type(None)),
         "baseline_model": (str, type(None)),
+        "cusum": (int, float),
+        "credits": (int, float, type(None)),
         **{k: (list, tuple) for k in LOG_FIELDS},
     }
     for key, value in data.items():
@@ -169,17 +178,24 @@ def _check_types(data: dict[str, Any]) -> None:
             raise PolicyStateError(f"{key} has type {type(value).__name__}")
 
 
-LOG_FIELDS = ("metric_log", "estimate_log", "baseline_values", "estimate_baseline_values")
+LOG_FIELDS = (
+    "metric_log",
+    "estimate_log",
+    "baseline_values",
+    "estimate_baseline_values",
+    "drift_log",
+    "drift_baseline_values",
+)
 
 
 def _logs_from_json(data: dict[str, Any]) -> dict[str, Any]:
     """The control-chart logs as tuples, each entry checked: (model, number) pairs or numbers."""
     out = dict(data)
     try:
-        for k in ("metric_log", "estimate_log"):
+        for k in ("metric_log", "estimate_log", "drift_log"):
             if k in out:
                 out[k] = tuple((_str(m), _num(v)) for m, v in out[k])
-        for k in ("baseline_values", "estimate_baseline_values"):
+        for k in ("baseline_values", "estimate_baseline_values", "drift_baseline_values"):
             if k in out:
                 out[k] = tuple(_num(v) for v in out[k])
     except (TypeError, ValueError) as exc:
@@ -227,14 +243,18 @@ def evaluate_signals(s: Signals, t: TriggerConfig, details: dict[str, float] | N
     if t.data_drift and s.data_drift_share is not None and s.data_drift_share >= t.data_drift.share:
         cols = ", ".join(s.drifted_columns[:6])
         fired["data_drift"] = f"data_drift {s.data_drift_share:.2f} >= {t.data_drift.share:.2f} ({cols})"
-    if (
-        t.prediction_drift
-        and s.prediction_drift is not None
-        and s.prediction_drift >= t.prediction_drift.threshold
-    ):
-        fired["prediction_drift"] = (
-            f"prediction_drift {s.prediction_drift:.3f} >= {t.prediction_drift.threshold:.3f}"
-        )
+    pd = t.prediction_drift
+    if pd and s.prediction_drift is not None:
+        if pd.mode == "control" and s.drift_noise is not None and s.drift_baseline is not None:
+            grown = s.prediction_drift - s.drift_baseline
+            details.update(drift_baseline=s.drift_baseline, drift_noise=s.drift_noise)
+            if grown > pd.z * s.drift_noise:
+                fired["prediction_drift"] = (
+                    f"prediction_drift {s.prediction_drift:.3f} vs champion baseline {s.drift_baseline:.3f}: "
+                    f"{grown:+.3f} > {pd.z:g} x noise {s.drift_noise:.3g}"
+                )
+        elif s.prediction_drift >= pd.threshold:
+            fired["prediction_drift"] = f"prediction_drift {s.prediction_drift:.3f} >= {pd.threshold:.3f}"
     if t.performance:
         fired.update(_performance(s, t, details))
     if t.flags and s.flagged_rate is not None and s.flagged_rate >= t.flags.threshold:
@@ -279,7 +299,21 @@ def _performance(s: Signals, t: TriggerConfig, details: dict[str, float]) -> dic
     if s.metric_value is not None and s.metric_reference is not None and _labelled_enough(s, t):
         details["metric_value"] = s.metric_value
         details["metric_reference"] = s.metric_reference
-        if p.mode == "control" and s.metric_noise is not None and s.metric_baseline is not None:
+        step = cusum_step(s, p)
+        if step is not None:
+            total, units = step
+            details.update(
+                metric_baseline=s.metric_baseline or 0.0,
+                metric_noise=s.metric_noise or 0.0,
+                worse_units=units,
+                cusum=total,
+            )
+            if total > p.cusum_h:
+                out["performance"] = (
+                    f"{name} {s.metric_value:.4g} vs champion baseline {s.metric_baseline:.4g}: worsening "
+                    f"summed over its batches {total:.2f} > {p.cusum_h:g} x stream noise {s.metric_noise:.3g}"
+                )
+        elif p.mode == "control" and s.metric_noise is not None and s.metric_baseline is not None:
             units = worse_by_units(s.metric_value, s.metric_baseline, s.lower_is_better)
             details.update(metric_baseline=s.metric_baseline, metric_noise=s.metric_noise, worse_units=units)
             if units > p.z * s.metric_noise:
@@ -312,6 +346,18 @@ def _performance(s: Signals, t: TriggerConfig, details: dict[str, float]) -> dic
                 f"{s.estimate_baseline:.4g}: {units:+.4g} worse > {p.z:g} x noise {s.estimate_noise:.3g}"
             )
     return out
+
+
+def cusum_step(s: Signals, p: PerformanceTrigger) -> tuple[float, float] | None:
+    """cusum mode on a labelled batch: (the champion's sum after this batch, this batch's worsening in
+    metric units), or None when the mode is off or the noise and the champion's own baseline are not
+    known yet (the batch that sets the baseline adds nothing; the relative fallback judges it)."""
+    if p.mode != "cusum" or s.metric_value is None or s.metric_noise is None or s.metric_baseline is None:
+        return None
+    if s.metric_cusum is None or s.labelled_rows < p.min_labelled_rows:
+        return None
+    units = worse_by_units(s.metric_value, s.metric_baseline, s.lower_is_better)
+    return max(0.0, s.metric_cusum + units / s.metric_noise - p.cusum_k), units
 
 
 def _cost(s: Signals, t: TriggerConfig, details: dict[str, float]) -> dict[str, str]:
@@ -360,6 +406,12 @@ def decide(s: Signals, t: TriggerConfig, state: PolicyState | None = None) -> De
         decision.suppressed_by = (
             f"cooldown: batch {gap} after the last request, within cooldown_batches={t.cooldown_batches}"
         )
+    elif fires and t.budget_share is not None and _credits(state, t) < 1:
+        decision.retrain = False
+        decision.suppressed_by = (
+            f"retrain budget: {_credits(state, t):.2f} credits, one needed "
+            f"(budget_share={t.budget_share:g} per batch)"
+        )
     elif fires and not state.armed:
         decision.retrain = False
         decision.suppressed_by = (
@@ -372,6 +424,13 @@ def decide(s: Signals, t: TriggerConfig, state: PolicyState | None = None) -> De
         decision.fired.append(FOLLOW_UP)
         decision.reasons.append("follow-up refit one batch after a triggered retrain (follow_up_refit)")
     return decision
+
+
+def _credits(state: PolicyState, t: TriggerConfig) -> float:
+    """Retrain-budget credits available on this batch (this batch's share included)."""
+    assert t.budget_share is not None
+    saved = 1.0 - t.budget_share if state.credits is None else state.credits
+    return min(t.budget_burst, saved + t.budget_share)
 
 
 def next_state(state: PolicyState, decision: Decision, t: TriggerConfig | None = None) -> PolicyState:
@@ -387,6 +446,10 @@ def next_state(state: PolicyState, decision: Decision, t: TriggerConfig | None =
         "baseline_values": state.baseline_values,
         "estimate_log": state.estimate_log,
         "estimate_baseline_values": state.estimate_baseline_values,
+        "cusum": state.cusum,
+        "drift_log": state.drift_log,
+        "drift_baseline_values": state.drift_baseline_values,
+        "credits": None if t is None or t.budget_share is None else _credits(state, t) - decision.retrain,
         "detector_spec": state.detector_spec,
         "detector_errors": state.detector_errors,
     }
@@ -480,6 +543,7 @@ def _watch(t: TriggerConfig) -> PerformanceTrigger | None:
 
 def calibrate(signals: Signals, t: TriggerConfig, state: PolicyState, model_id: str | None) -> Signals:
     """The control-chart numbers for this batch (baselines and noise), from the state before it."""
+    signals = _calibrate_drift(signals, t, state, model_id)
     p = _watch(t)
     if p is None:
         return signals
@@ -487,13 +551,15 @@ def calibrate(signals: Signals, t: TriggerConfig, state: PolicyState, model_id: 
     base_vals = state.baseline_values if same else ()
     est_vals = state.estimate_baseline_values if same else ()
     out: dict[str, Any] = {}
-    if p.mode == "control" or t.cost is not None:
+    if p.mode != "relative" or t.cost is not None:
         sigma, n = noise(state.metric_log, p.noise_batches)
         out["metric_noise"] = sigma if n >= p.min_noise_points else None
         enough = len(base_vals) >= p.baseline_batches
         out["metric_baseline"] = (
             sum(base_vals[: p.baseline_batches]) / p.baseline_batches if enough else signals.metric_reference
         )
+        if p.mode == "cusum":  # the sum starts once the champion's own baseline is known
+            out["metric_cusum"] = (state.cusum if same else 0.0) if enough else None
     if p.use_estimate and signals.estimated_value is not None:
         sigma, n = noise(state.estimate_log, p.noise_batches)
         out["estimate_noise"] = sigma if n >= p.min_noise_points else None
@@ -504,16 +570,51 @@ def calibrate(signals: Signals, t: TriggerConfig, state: PolicyState, model_id: 
     return replace(signals, **out)
 
 
-def remember(state: PolicyState, signals: Signals, t: TriggerConfig, model_id: str | None) -> PolicyState:
-    """Append this batch's realised / estimated metric to the logs and the champion's baseline."""
-    p = _watch(t)
-    if p is None or model_id is None:
+DRIFT_NOISE_BATCHES = 26  # recent batches the prediction drift's noise is measured on (control mode)
+
+
+def _calibrate_drift(signals: Signals, t: TriggerConfig, state: PolicyState, model_id: str | None) -> Signals:
+    """Prediction drift in control mode: the champion's first distance and the distance's noise."""
+    pd = t.prediction_drift
+    if pd is None or pd.mode != "control" or signals.prediction_drift is None:
+        return signals
+    sigma, n = noise(state.drift_log, DRIFT_NOISE_BATCHES)
+    same = state.baseline_model == model_id
+    base = state.drift_baseline_values[0] if same and state.drift_baseline_values else None
+    return replace(signals, drift_noise=sigma if n >= 3 else None, drift_baseline=base)
+
+
+def _remember_drift(state: PolicyState, signals: Signals, t: TriggerConfig, model_id: str) -> PolicyState:
+    pd = t.prediction_drift
+    if pd is None or pd.mode != "control" or signals.prediction_drift is None:
         return state
+    same = state.baseline_model == model_id
+    base = state.drift_baseline_values if same else ()
+    value = float(signals.prediction_drift)
+    return replace(
+        state,
+        drift_log=(*state.drift_log, (model_id, value))[-DRIFT_NOISE_BATCHES:],
+        drift_baseline_values=base or (value,),
+    )
+
+
+def remember(state: PolicyState, signals: Signals, t: TriggerConfig, model_id: str | None) -> PolicyState:
+    """Append this batch's realised / estimated metric (and prediction drift, in control mode) to the logs
+    and the champion's baselines."""
+    if model_id is None:
+        return state
+    drifted = _remember_drift(state, signals, t, model_id)
+    p = _watch(t)
+    if p is None:
+        return replace(drifted, baseline_model=model_id)
+    state = drifted
     same = state.baseline_model == model_id
     base_vals = state.baseline_values if same else ()
     est_vals = state.estimate_baseline_values if same else ()
     keep = max(p.noise_batches, 2)
     metric_log, estimate_log = state.metric_log, state.estimate_log
+    step = cusum_step(signals, p)
+    cusum = step[0] if step is not None else (state.cusum if same else 0.0)
     if signals.metric_value is not None and signals.labelled_rows >= p.min_labelled_rows:
         metric_log = (*metric_log, (model_id, float(signals.metric_value)))[-keep:]
         if len(base_vals) < p.baseline_batches:
@@ -529,6 +630,7 @@ def remember(state: PolicyState, signals: Signals, t: TriggerConfig, model_id: s
         baseline_model=model_id,
         baseline_values=base_vals,
         estimate_baseline_values=est_vals,
+        cusum=cusum,
     )
 
 
