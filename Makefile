@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-TUNE_SHOW ?= pd_ctl2_cd3,pd_ctl1_cd3,pd30_ctl1_cd3,relative25_cd2
+TUNE_SHOW ?= pd_ctl2_cd3,pdc3_ctl1_cd3,pd_cu05h3_cd3,pd_ctl2_budget,relative25_cd2
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 

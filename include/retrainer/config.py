@@ -239,7 +239,9 @@ class PredictionDriftTrigger(_Strict):
         gt=0,
         description="fire when the normed Wasserstein distance of the predictions is at least this",
     )
-    z: float = Field(2.0, gt=0, description="control mode: limit in units of the distance's batch-to-batch noise")
+    z: float = Field(
+        2.0, gt=0, description="control mode: limit in units of the distance's batch-to-batch noise"
+    )
     method: str = Field(
         "wasserstein",
         description="Evidently's drift method for a regressor's predictions; a classifier's predicted labels "
@@ -271,7 +273,12 @@ class PerformanceTrigger(_Strict):
         description="relative mode (and control mode's fallback): fire when the batch metric is worse than "
         "the champion's holdout metric by more than this fraction",
     )
-    min_labelled_rows: int = Field(20, ge=1, description="batches with fewer labelled rows are not judged")
+    min_labelled_rows: int = Field(
+        20,
+        ge=1,
+        description="batches with fewer labelled rows are not judged; when not set, at most "
+        "`data.min_batch_rows` (if that is set)",
+    )
     z: float = Field(2.0, gt=0, description="control mode: limit in units of the stream's per-batch noise")
     baseline_batches: int = Field(1, ge=1, description="control mode: batches that set a champion's baseline")
     noise_batches: int = Field(26, ge=3, description="control mode: recent batches the noise is measured on")
@@ -732,6 +739,21 @@ class ModelConfig(_Strict):
             name: TriggerConfig.model_validate({**base, **override})
             for name, override in self.backtest.alternatives.items()
         }
+
+    @model_validator(mode="after")
+    def _labelled_rows_fit_batches(self) -> ModelConfig:
+        """An unset ``performance.min_labelled_rows`` is at most ``data.min_batch_rows`` when that is set:
+        small batches (daily rows in weekly batches) would otherwise never be judged."""
+        perf = self.triggers.performance
+        if (
+            perf is not None
+            and "min_labelled_rows" not in perf.model_fields_set
+            and "min_batch_rows" in self.data.model_fields_set
+            and self.data.min_batch_rows < perf.min_labelled_rows
+        ):
+            perf = perf.model_copy(update={"min_labelled_rows": self.data.min_batch_rows})
+            object.__setattr__(self, "triggers", self.triggers.model_copy(update={"performance": perf}))
+        return self
 
     @model_validator(mode="after")
     def _detector_fits_task(self) -> ModelConfig:

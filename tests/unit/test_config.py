@@ -226,3 +226,23 @@ def test_bad_approval_timeout_is_a_config_error(tmp_path, raw):
 
     with pytest.raises(ConfigError, match="approval_timeout"):
         load_config(write(tmp_path, raw))
+
+
+def test_min_labelled_rows_follows_small_batches_unless_set():
+    from retrainer.config import parse_config
+
+    base = {
+        "name": "m",
+        "task": "regression",
+        "data": {"time_column": "ts", "target": "y", "features": ["a"], "min_batch_rows": 7},
+        "model": {"estimator": "sklearn.linear_model.Ridge"},
+    }
+    assert parse_config(base).triggers.performance.min_labelled_rows == 7
+    alt = parse_config({**base, "backtest": {"alternatives": {"x": {"cooldown_batches": 1}}}})
+    assert alt.alternative_triggers()["x"].performance.min_labelled_rows == 7
+    set_ = parse_config({**base, "triggers": {"performance": {"min_labelled_rows": 30}}})
+    assert set_.triggers.performance.min_labelled_rows == 30
+    unset_batch = parse_config({**base, "data": {**base["data"], "min_batch_rows": 1}})
+    assert unset_batch.triggers.performance.min_labelled_rows == 1
+    no_batch = {**base, "data": {k: v for k, v in base["data"].items() if k != "min_batch_rows"}}
+    assert parse_config(no_batch).triggers.performance.min_labelled_rows == 20

@@ -87,7 +87,7 @@ def test_cusum_adds_up_a_small_lasting_decay_that_a_control_chart_misses():
     decay = [quiet[0] + 0.15] * 6  # 1.5 noise units worse, every batch: under a z=2 chart's limit
     chart = TriggerConfig(**{**OFF, "performance": {"mode": "control", "z": 2.0}, "cooldown_batches": 0})
     assert not any(d.retrain for d, _ in feed(chart, [*quiet, *decay], reference=5.0)[0])
-    out, state = feed(cusum(), [*quiet, *decay], reference=5.0)
+    out, _ = feed(cusum(), [*quiet, *decay], reference=5.0)
     fired = [i for i, (d, _) in enumerate(out) if d.retrain]
     assert fired and fired[0] >= len(quiet) + 2  # a few batches of it, not the first one
     first = out[fired[0]][0]
@@ -256,7 +256,7 @@ def test_budget_caps_the_long_run_share_of_retrains():
 
 
 def test_budget_saved_in_quiet_batches_allows_retrains_close_together():
-    out, state = drifting(budget(0.25, burst=2.0), [False] * 12 + [True] * 3)
+    out, _ = drifting(budget(0.25, burst=2.0), [False] * 12 + [True] * 3)
     assert [d.retrain for d in out[12:]] == [True, True, False]  # two saved credits, then none
     # a cooldown of 3 would allow one of them: the budget spends retrains where the drift is
     out, _ = drifting(

@@ -133,6 +133,16 @@ class Replay:
             frames.append(lab)
         self.labelled = pd.concat(frames, ignore_index=True)
         self._fits: dict[int, Fitted | str] = {}
+        self._drift: dict[tuple[int, int], dict[str, Any]] = {}
+
+    def drift(self, champion: Fitted, i: int, cur: pd.DataFrame) -> dict[str, Any]:
+        """The drift signals of ``champion`` on batch ``i`` (cached: policies share champions)."""
+        from retrainer.drift import drift_signals
+
+        key = (champion.upto, i)
+        if key not in self._drift:
+            self._drift[key] = drift_signals(self.cfg, champion.reference(self.cfg), cur)
+        return self._drift[key]
 
     def fit(self, upto: int) -> Fitted | str:
         """The model a retrain trains when labels up to batch ``upto`` are known (or why it cannot)."""
@@ -266,14 +276,12 @@ def _trigger_step(
     """Signals for batch ``i`` as the monitor measures them, then the shared policy step."""
     from dataclasses import replace
 
-    from retrainer.drift import drift_signals
-
     cfg = replay.cfg
     cur = replay.batches[i][1].copy()
     cur["prediction"] = pred
     drift: dict[str, Any] = {}
     if t.data_drift is not None or t.prediction_drift is not None:
-        drift = drift_signals(cfg, champion.reference(cfg), cur)
+        drift = replay.drift(champion, i, cur)
     metric = cfg.trigger_metric
     signals = policy.Signals(
         data_drift_share=drift.get("data_drift_share"),
