@@ -339,12 +339,13 @@ class EstimationConfig(_Strict):
 
 
 class TriggerConfig(_Strict):
-    """Signals, combination and timing of the trigger policy. Without this section a model gets prediction
-    drift 0.15 or a performance drop of 20% against the champion's holdout metric, cooldown 2. The shipped
-    model configs (include/models/*.yaml) carry the policy the backtest chose instead (docs/backtest,
-    "Choosing the default trigger policy"): prediction drift 0.15 or a control chart at z = 2, cooldown 3;
-    copy their `triggers` section to use it. Data drift is measured and recorded but does not vote unless
-    configured: on seasonal data it fires on nearly every batch even with effect-size thresholds."""
+    """Signals, combination and timing of the trigger policy. Without this section (or without its
+    `prediction_drift`, `performance`, `cooldown_batches` keys) a model gets the default the backtest
+    chose on four real streams (docs/backtest, "Choosing the default trigger policy"): prediction drift
+    0.15, or a performance drop beyond 2 x the stream's per-batch noise below the champion's first batch
+    (a control chart; a 25% drop against the holdout until the noise is known), cooldown 3. Data drift
+    is measured and recorded but does not vote unless configured: on seasonal data it fires on nearly
+    every batch even with effect-size thresholds."""
 
     data_drift: DataDriftTrigger | None = Field(
         None, description="data drift signal; `null`: measured and recorded, no vote"
@@ -353,7 +354,10 @@ class TriggerConfig(_Strict):
         default_factory=PredictionDriftTrigger, description="prediction drift signal; `null` disables"
     )
     performance: PerformanceTrigger | None = Field(
-        default_factory=PerformanceTrigger, description="performance signal; `null` disables"
+        default_factory=lambda: PerformanceTrigger(mode="control", z=2.0, max_degradation=0.25),
+        description="performance signal; `null` disables. Default: `{mode: control, z: 2, "
+        "max_degradation: 0.25}` (the tuned default; the fields' own defaults apply when you write the "
+        "section)",
     )
     flags: FlagsTrigger | None = Field(
         default_factory=FlagsTrigger, description="human flags signal; `null` disables"
@@ -379,7 +383,7 @@ class TriggerConfig(_Strict):
         1.0, gt=0, description="fire when the weights of the signals that fired add up to this"
     )
     cooldown_batches: int = Field(
-        2,
+        3,
         ge=0,
         description="after a request, this many batches cannot request again (recorded as `suppressed`)",
     )

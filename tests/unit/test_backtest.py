@@ -316,3 +316,14 @@ def test_report_speaks_in_comparisons_with_documented_thresholds(report):
     assert "oracle" not in strict and strict["thresholds"] == {"target_recovered": 0.0, "max_share": 1.0}
     crit = strict["trigger_vs_frontier"]["criteria"]
     assert crit["recovered"] is (strict["recovered_gain"]["trigger"] >= 0.0) and crit["share"] is True
+
+
+def test_report_says_when_a_signal_fires_on_nearly_every_batch():
+    cfg = make_cfg(prediction_drift={"threshold": 1e-6}, cooldown_batches=2)  # fires on every batch
+    text = backtest.format_table(backtest.backtest(cfg, synthetic(), progress=False, oracle_bound=False))
+    n = len([line for line in text.splitlines() if "prediction_drift fired on" in line])
+    assert n >= 1 and "prediction_drift: {mode: control}" in text
+    quiet = backtest.format_table(
+        backtest.backtest(make_cfg(), synthetic(), progress=False, oracle_bound=False)
+    )
+    assert "fired on" not in quiet

@@ -69,7 +69,7 @@ def test_reference_has_a_row_for_every_key_of_every_section() -> None:
                 assert f"| `{name}` |" in chunk, f"{path}.{name} has no row"
     # what the hand-written table said lives on in the descriptions
     assert "one drift event, one retrain" in page
-    assert "| `cooldown_batches` | integer ≥ 0 | `2` |" in page
+    assert "| `cooldown_batches` | integer ≥ 0 | `3` |" in page
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
@@ -108,8 +108,13 @@ def test_schema_rejects_what_the_loader_rejects(
 def test_schema_carries_defaults_and_descriptions_for_editors() -> None:
     schema = config_reference.json_schema()
     trig = schema["$defs"]["TriggerConfig"]["properties"]
-    assert trig["prediction_drift"]["default"] == {"threshold": 0.15, "method": "wasserstein"}
-    assert trig["cooldown_batches"]["default"] == 2 and trig["cooldown_batches"]["description"]
+    assert trig["prediction_drift"]["default"] == {
+        "mode": "absolute",
+        "threshold": 0.15,
+        "z": 2.0,
+        "method": "wasserstein",
+    }
+    assert trig["cooldown_batches"]["default"] == 3 and trig["cooldown_batches"]["description"]
     assert "source" not in schema["properties"]  # set by the loader, never written in a file
     assert "``" not in json.dumps(schema)
 

@@ -95,4 +95,27 @@ def comparison_lines(report: dict[str, Any], tv: dict[str, Any]) -> list[str]:
         f"  recovered >= {g['recovered_at_least']:.0%} (--target-recovered): {'yes' if g['recovered'] else 'no'}; "
         f"retrain share <= {g['retrain_share_at_most']:.0%} (--max-share): {'yes' if g['share'] else 'no'}"
     )
+    out += always_firing(report, tv["policy"])
     return out
+
+
+ALWAYS = 0.8  # a signal firing on this share of the batches times nothing: the cooldown or budget does
+ADVICE = {
+    "prediction_drift": "`prediction_drift: {mode: control}` judges the distance against the stream's own "
+    "batch-to-batch noise instead of a fixed threshold",
+    "data_drift": "raise `data_drift.share` / `column_threshold`, or set `data_drift: null`",
+    "performance": "`performance: {mode: control}` (or a larger `z`) judges the metric against the "
+    "stream's own noise",
+}
+
+
+def always_firing(report: dict[str, Any], name: str) -> list[str]:
+    """A hint for each signal of a trigger policy that fired on nearly every batch."""
+    fired = report["policies"][name].get("fired") or {}
+    n = report["batches"]
+    return [
+        f"  {signal} fired on {count} of {n} batches: it does not time the retrains, the cooldown or budget "
+        f"does (a fixed schedule in effect); {ADVICE[signal]}"
+        for signal, count in fired.items()
+        if signal in ADVICE and n and count / n >= ALWAYS
+    ]
