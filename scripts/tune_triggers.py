@@ -44,13 +44,18 @@ def pdc(z: float) -> dict:
     return {"mode": "control", "z": z, "threshold": 0.15}
 
 
+def pda(z: float) -> dict:
+    """Prediction drift in auto mode: absolute until the threshold is exceeded on nearly every batch."""
+    return {"mode": "auto", "z": z, "threshold": 0.15}
+
+
 BUDGET = {"budget_share": 0.25, "budget_burst": 2.0, "cooldown_batches": 1}
 
 # Round 3. Rounds 1-2 (docs/backtest/index.md) settled on prediction drift 0.15 or a control chart,
 # cooldown 3 (`pd_ctl2_cd3`); its weak spots: prediction drift fires on every batch of streams whose
 # predictions trend (TrumpApproval, CO2), which makes the policy a fixed every-4th schedule, and single
 # noisy batches. Round 3 adds the stream-calibrated prediction drift (`pdc*`), the cusum performance
-# signal and the retrain budget.
+# signal and the retrain budget; then `auto` (absolute until the threshold fires on nearly every batch).
 VARIANTS: dict[str, dict] = {
     # the defaults before: a config without `triggers` (relative 25%, cooldown 2), and rounds 1-2's choice
     "relative25_cd2": {
@@ -85,6 +90,10 @@ VARIANTS: dict[str, dict] = {
         "cooldown_batches": 3,
     },
     "pdc2_ctl1_budget": {**OFF, "prediction_drift": pdc(2.0), "performance": ctl(1.0), **BUDGET},
+    # auto: the fixed threshold until it is exceeded on 80% of the recent batches, then calibrated
+    "pda2_ctl2_cd3": {**OFF, "prediction_drift": pda(2.0), "performance": ctl(2.0), "cooldown_batches": 3},
+    "pda3_ctl2_cd3": {**OFF, "prediction_drift": pda(3.0), "performance": ctl(2.0), "cooldown_batches": 3},
+    "pda3_ctl1_cd3": {**OFF, "prediction_drift": pda(3.0), "performance": ctl(1.0), "cooldown_batches": 3},
 }
 
 

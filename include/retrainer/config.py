@@ -230,10 +230,20 @@ class PredictionDriftTrigger(_Strict):
     stream instead: it fires when the distance has grown since the champion's first batch by more than
     ``z`` times its batch-to-batch noise (as the performance control chart; the absolute threshold until
     the noise is known). Use it where the distance is large on every batch (trending or seasonal
-    predictions), which makes a fixed threshold fire always.
+    predictions), which makes a fixed threshold fire always. ``mode: auto`` is ``absolute`` until the
+    distance was at least ``threshold`` on ``auto_share`` of the last 26 batches (at least 8 seen), and
+    ``control`` while it is: a threshold the stream exceeds nearly always carries no information.
     """
 
-    mode: Literal["absolute", "control"] = Field("absolute", description="`absolute` or `control` (above)")
+    mode: Literal["absolute", "control", "auto"] = Field(
+        "absolute", description="`absolute`, `control` or `auto` (above)"
+    )
+    auto_share: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="auto mode: share of recent batches at or above `threshold` that switches to control",
+    )
     threshold: float = Field(
         0.15,
         gt=0,
@@ -342,7 +352,7 @@ class TriggerConfig(_Strict):
     """Signals, combination and timing of the trigger policy. Without this section (or without its
     `prediction_drift`, `performance`, `cooldown_batches` keys) a model gets the default the backtest
     chose on four real streams (docs/backtest, "Choosing the default trigger policy"): prediction drift
-    0.15, or a performance drop beyond 2 x the stream's per-batch noise below the champion's first batch
+    0.15 (judged against the stream's own noise once 0.15 fires on nearly every batch), or a performance drop beyond 2 x the stream's per-batch noise below the champion's first batch
     (a control chart; a 25% drop against the holdout until the noise is known), cooldown 3. Data drift
     is measured and recorded but does not vote unless configured: on seasonal data it fires on nearly
     every batch even with effect-size thresholds."""
@@ -351,7 +361,9 @@ class TriggerConfig(_Strict):
         None, description="data drift signal; `null`: measured and recorded, no vote"
     )
     prediction_drift: PredictionDriftTrigger | None = Field(
-        default_factory=PredictionDriftTrigger, description="prediction drift signal; `null` disables"
+        default_factory=lambda: PredictionDriftTrigger(mode="auto", z=3.0),
+        description="prediction drift signal; `null` disables. Default: `{mode: auto, threshold: 0.15, z: 3}` "
+        "(the tuned default; the fields' own defaults apply when you write the section)",
     )
     performance: PerformanceTrigger | None = Field(
         default_factory=lambda: PerformanceTrigger(mode="control", z=2.0, max_degradation=0.25),

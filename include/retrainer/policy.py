@@ -56,6 +56,7 @@ class Signals:
     metric_cusum: float | None = None  # cusum mode: the champion's sum before this batch (noise units)
     drift_baseline: float | None = None  # prediction drift in control mode: the champion's first value
     drift_noise: float | None = None  # ... and the distance's batch-to-batch noise
+    drift_above: tuple[int, int] | None = None  # auto mode: (recent batches at or above threshold, seen)
 
 
 STATE_FORMAT = "retrainer.policy_state/2"
@@ -245,13 +246,16 @@ def evaluate_signals(s: Signals, t: TriggerConfig, details: dict[str, float] | N
         fired["data_drift"] = f"data_drift {s.data_drift_share:.2f} >= {t.data_drift.share:.2f} ({cols})"
     pd = t.prediction_drift
     if pd and s.prediction_drift is not None:
-        if pd.mode == "control" and s.drift_noise is not None and s.drift_baseline is not None:
+        if _drift_calibrated(s, t) and s.drift_noise is not None and s.drift_baseline is not None:
             grown = s.prediction_drift - s.drift_baseline
             details.update(drift_baseline=s.drift_baseline, drift_noise=s.drift_noise)
+            why = ""
+            if pd.mode == "auto" and s.drift_above is not None:
+                why = f" (at or above {pd.threshold:.3f} on {s.drift_above[0]} of the last {s.drift_above[1]} batches)"
             if grown > pd.z * s.drift_noise:
                 fired["prediction_drift"] = (
                     f"prediction_drift {s.prediction_drift:.3f} vs champion baseline {s.drift_baseline:.3f}: "
-                    f"{grown:+.3f} > {pd.z:g} x noise {s.drift_noise:.3g}"
+                    f"{grown:+.3f} > {pd.z:g} x noise {s.drift_noise:.3g}{why}"
                 )
         elif s.prediction_drift >= pd.threshold:
             fired["prediction_drift"] = f"prediction_drift {s.prediction_drift:.3f} >= {pd.threshold:.3f}"
@@ -266,6 +270,22 @@ def evaluate_signals(s: Signals, t: TriggerConfig, details: dict[str, float] | N
     if t.cost:
         fired.update(_cost(s, t, details))
     return fired
+
+
+AUTO_MIN_BATCHES = 8  # auto mode: batches seen before the share above the threshold is trusted
+
+
+def _drift_calibrated(s: Signals, t: TriggerConfig) -> bool:
+    """Whether prediction drift is judged against the stream's own noise on this batch."""
+    pd = t.prediction_drift
+    if pd is None:
+        return False
+    if pd.mode == "control":
+        return True
+    if pd.mode == "auto" and s.drift_above is not None:
+        above, seen = s.drift_above
+        return seen >= AUTO_MIN_BATCHES and above >= pd.auto_share * seen
+    return False
 
 
 def _labelled_enough(s: Signals, t: TriggerConfig) -> bool:
@@ -576,17 +596,19 @@ DRIFT_NOISE_BATCHES = 26  # recent batches the prediction drift's noise is measu
 def _calibrate_drift(signals: Signals, t: TriggerConfig, state: PolicyState, model_id: str | None) -> Signals:
     """Prediction drift in control mode: the champion's first distance and the distance's noise."""
     pd = t.prediction_drift
-    if pd is None or pd.mode != "control" or signals.prediction_drift is None:
+    if pd is None or pd.mode == "absolute" or signals.prediction_drift is None:
         return signals
     sigma, n = noise(state.drift_log, DRIFT_NOISE_BATCHES)
     same = state.baseline_model == model_id
     base = state.drift_baseline_values[0] if same and state.drift_baseline_values else None
-    return replace(signals, drift_noise=sigma if n >= 3 else None, drift_baseline=base)
+    recent = [v for _, v in state.drift_log]
+    above = (sum(v >= pd.threshold for v in recent), len(recent))
+    return replace(signals, drift_noise=sigma if n >= 3 else None, drift_baseline=base, drift_above=above)
 
 
 def _remember_drift(state: PolicyState, signals: Signals, t: TriggerConfig, model_id: str) -> PolicyState:
     pd = t.prediction_drift
-    if pd is None or pd.mode != "control" or signals.prediction_drift is None:
+    if pd is None or pd.mode == "absolute" or signals.prediction_drift is None:
         return state
     same = state.baseline_model == model_id
     base = state.drift_baseline_values if same else ()

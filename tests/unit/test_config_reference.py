@@ -109,9 +109,10 @@ def test_schema_carries_defaults_and_descriptions_for_editors() -> None:
     schema = config_reference.json_schema()
     trig = schema["$defs"]["TriggerConfig"]["properties"]
     assert trig["prediction_drift"]["default"] == {
-        "mode": "absolute",
+        "mode": "auto",
+        "auto_share": 0.8,
         "threshold": 0.15,
-        "z": 2.0,
+        "z": 3.0,
         "method": "wasserstein",
     }
     assert trig["cooldown_batches"]["default"] == 3 and trig["cooldown_batches"]["description"]

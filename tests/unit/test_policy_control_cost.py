@@ -302,3 +302,27 @@ def test_prediction_drift_control_mode_starts_a_new_baseline_for_a_new_champion(
     _, state, seen = policy.step(policy.Signals(prediction_drift=0.2), t, state, model_id="v2")
     assert seen.drift_baseline is None and state.drift_baseline_values == (0.2,)
     assert policy.PolicyState.from_dict(json.loads(json.dumps(state.to_dict()))) == state
+
+
+def test_prediction_drift_auto_mode_is_absolute_until_the_threshold_fires_on_nearly_every_batch():
+    t = TriggerConfig(
+        **{**OFF, "prediction_drift": {"mode": "auto", "z": 3.0, "threshold": 0.15}, "cooldown_batches": 0}
+    )
+    rng = np.random.default_rng(8)
+
+    def run(values):
+        state, out = policy.PolicyState(), []
+        for v in values:
+            d, state, seen = policy.step(policy.Signals(prediction_drift=float(v)), t, state, model_id="v1")
+            out.append((d, seen))
+        return out
+
+    # a stream whose distance is small, now and then above the threshold: absolute on every batch
+    sometimes = run(np.where(np.arange(30) % 4 == 0, 0.3, 0.05) + rng.normal(scale=0.005, size=30))
+    assert [d.retrain for d, _ in sometimes] == [i % 4 == 0 for i in range(30)]
+    # a stream whose distance is always large: absolute for the first batches, then its own noise
+    always = run([*(2.0 + rng.normal(scale=0.1, size=30)), 3.5])
+    fired = [d.retrain for d, _ in always]
+    assert all(fired[:8]) and not any(fired[8:30]) and fired[30]
+    last, seen = always[-1]
+    assert seen.drift_above == (26, 26) and "on 26 of the last 26 batches" in last.reasons[0]
