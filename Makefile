@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-TUNE_SHOW ?= pd_ctl2_cd3,pdc3_ctl1_cd3,pd_cu05h3_cd3,pd_ctl2_budget,relative25_cd2
+TUNE_SHOW ?= pda3_ctl2_cd3,pd_ctl2_cd3,pd30_ctl1_cd3,pdc3_ctl2_cd3,pd_cu05h3_cd3,pd_ctl2_budget,relative25_cd2
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
@@ -59,7 +59,7 @@ backtest-docs: install  ## re-run the backtests whose tables and plots are in do
 	$(PY) -m retrainer.cli backtest docs/backtest/configs/trump_approval.yaml --data trump_approval --no-progress --json docs/backtest/trump_approval.json --plot docs/backtest/trump_approval.png | tee docs/backtest/trump_approval.txt
 
 tune-triggers: install  ## re-run the trigger tuning (cached in .tune-cache/) and write docs/backtest/tuning.md
-	PYTHONPATH=include $(PY) scripts/tune_triggers.py --write docs/backtest/tuning.md --write-variants $(TUNE_SHOW) --chosen pd_ctl2_cd3
+	PYTHONPATH=include $(PY) scripts/tune_triggers.py --write docs/backtest/tuning.md --write-variants $(TUNE_SHOW) --chosen pda3_ctl2_cd3
 
 # Airflow 3 (api-server, scheduler, dag-processor, triggerer; LocalExecutor on SQLite) and an MLflow server,
 # all on 127.0.0.1, state in .airflow/. Ctrl-C or `make stop` stops exactly the processes it started.

@@ -322,7 +322,7 @@ def test_report_says_when_a_signal_fires_on_nearly_every_batch():
     cfg = make_cfg(prediction_drift={"threshold": 1e-6}, cooldown_batches=2)  # fires on every batch
     text = backtest.format_table(backtest.backtest(cfg, synthetic(), progress=False, oracle_bound=False))
     n = len([line for line in text.splitlines() if "prediction_drift fired on" in line])
-    assert n >= 1 and "prediction_drift: {mode: control}" in text
+    assert n >= 1 and "prediction_drift: {mode: auto}" in text
     quiet = backtest.format_table(
         backtest.backtest(make_cfg(), synthetic(), progress=False, oracle_bound=False)
     )

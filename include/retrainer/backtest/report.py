@@ -101,8 +101,8 @@ def comparison_lines(report: dict[str, Any], tv: dict[str, Any]) -> list[str]:
 
 ALWAYS = 0.8  # a signal firing on this share of the batches times nothing: the cooldown or budget does
 ADVICE = {
-    "prediction_drift": "`prediction_drift: {mode: control}` judges the distance against the stream's own "
-    "batch-to-batch noise instead of a fixed threshold",
+    "prediction_drift": "`prediction_drift: {mode: auto}` (the default) or `{mode: control}` judges the "
+    "distance against the stream's own batch-to-batch noise instead of a fixed threshold",
     "data_drift": "raise `data_drift.share` / `column_threshold`, or set `data_drift: null`",
     "performance": "`performance: {mode: control}` (or a larger `z`) judges the metric against the "
     "stream's own noise",
