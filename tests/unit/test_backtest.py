@@ -327,3 +327,14 @@ def test_report_says_when_a_signal_fires_on_nearly_every_batch():
         backtest.backtest(make_cfg(), synthetic(), progress=False, oracle_bound=False)
     )
     assert "fired on" not in quiet
+
+
+def test_report_says_when_the_performance_signal_could_judge_few_batches():
+    cfg = make_cfg(performance={"max_degradation": 0.5, "min_labelled_rows": 10_000})
+    report = backtest.backtest(cfg, synthetic(), progress=False, oracle_bound=False)
+    assert report["policies"]["trigger"]["performance_judged"] == 0
+    text = backtest.format_table(report)
+    assert "performance judged 0 of" in text and "min_labelled_rows (10000)" in text
+    fine = backtest.backtest(make_cfg(), synthetic(), progress=False, oracle_bound=False)
+    assert fine["policies"]["trigger"]["performance_judged"] >= fine["batches"] - 1
+    assert "performance judged" not in backtest.format_table(fine)

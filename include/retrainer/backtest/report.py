@@ -110,10 +110,21 @@ ADVICE = {
 
 
 def always_firing(report: dict[str, Any], name: str) -> list[str]:
-    """A hint for each signal of a trigger policy that fired on nearly every batch."""
-    fired = report["policies"][name].get("fired") or {}
+    """A hint for each signal of a trigger policy that fired on nearly every batch, and for a performance
+    signal that could judge few batches (too few labelled rows)."""
+    policy = report["policies"][name]
+    fired = policy.get("fired") or {}
     n = report["batches"]
-    return [
+    perf = (report.get("triggers", {}).get(name) or {}).get("performance")
+    judged = policy.get("performance_judged")
+    rarely = []
+    if perf and judged is not None and n and judged < 0.5 * n:
+        rarely.append(
+            f"  performance judged {judged} of {n} batches: the others had fewer labelled rows than "
+            f"performance.min_labelled_rows ({perf['min_labelled_rows']}) or no labels yet; lower it to "
+            "the rows a batch holds"
+        )
+    return rarely + [
         f"  {signal} fired on {count} of {n} batches: it does not time the retrains, the cooldown or budget "
         f"does (a fixed schedule in effect); {ADVICE[signal]}"
         for signal, count in fired.items()

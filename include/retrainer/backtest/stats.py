@@ -34,7 +34,16 @@ def _summary(cfg: ModelConfig, run: PolicyRun, n_batches: int) -> dict[str, Any]
         "k": run.k,
         "retrain_batches": run.retrain_batches,
         "per_batch": [float(v) for v in vals],
-        **({"fired": run.fired, "suppressed": run.suppressed} if run.kind == "trigger" else {}),
+        **(
+            {
+                "fired": run.fired,
+                "suppressed": run.suppressed,
+                # batches whose labelled rows were enough for the performance signal to judge them
+                "performance_judged": sum("metric_value" in d for d in run.decisions),
+            }
+            if run.kind == "trigger"
+            else {}
+        ),
         **({"rejections": run.rejected[:50]} if run.rejected else {}),
     }
 
