@@ -613,7 +613,10 @@ def test_storm_of_fifty_drifted_batches_retrains_exactly_as_the_cooldown_allows(
     from retrainer import monitor, registry, tracking
     from retrainer.storage import DataRoot
 
-    triggers = world.cfg.triggers.model_copy(update={"cooldown_batches": 2})  # as the docstring says
+    # as the docstring says; the prediction-drift vote at its fixed threshold (auto mode would judge an
+    # always-high distance against its own noise after eight batches and stop firing: a unit test's case)
+    drift = world.cfg.triggers.prediction_drift.model_copy(update={"mode": "absolute"})
+    triggers = world.cfg.triggers.model_copy(update={"cooldown_batches": 2, "prediction_drift": drift})
     cfg = world.cfg.model_copy(update={"name": STORM, "triggers": triggers})
     champ = registry.champion(MODEL)
     storm = DataRoot(world.dr.root, STORM).ensure()
