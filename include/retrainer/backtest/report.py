@@ -10,7 +10,8 @@ def format_table(report: dict[str, Any]) -> str:
     m = report["metric"]
     extra = [k for k in next(iter(report["policies"].values()))["metrics"] if k != m]
     widths = {x: max(10, len(x) + 2) for x in extra}
-    head = f"{'policy':<18}{'mean ' + m:>12}{'worst':>10}" + "".join(f"{x:>{widths[x]}}" for x in extra)
+    nw = max(18, *(len(n) + 2 for n in report["policies"]), len(report["baseline"]["policy"]) + 2)
+    head = f"{'policy':<{nw}}{'mean ' + m:>12}{'worst':>10}" + "".join(f"{x:>{widths[x]}}" for x in extra)
     head += f"{'retrains':>10}{'share':>7}{'recovered':>10}{'promoted':>10}{'rows trained':>14}{'seconds':>9}"
     lines = [
         f"backtest of {report['model']} on {report['data']}: {report['batches']} batches of {report['batch_freq']} "
@@ -22,7 +23,7 @@ def format_table(report: dict[str, Any]) -> str:
     ]
 
     def row(name: str, s: dict[str, Any]) -> str:
-        cells = f"{name:<18}{s['mean']:>12.4f}{s['worst']:>10.4f}" + "".join(
+        cells = f"{name:<{nw}}{s['mean']:>12.4f}{s['worst']:>10.4f}" + "".join(
             f"{s['metrics'].get(x, float('nan')):>{widths[x]}.4f}" for x in extra
         )
         share = report["retrain_share"].get(name)
