@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from retrainer.tracking import TAG, client, holdout_metrics
+from retrainer.tracking import TAG, client, holdout_metrics, unique_race_retried
 
 log = logging.getLogger(__name__)
 
@@ -173,21 +173,9 @@ def _record(
 
 
 def _set_version_tag(name: str, version: int, key: str, value: str) -> None:
-    """Set a model-version tag, tolerating a writer that set the same tag at the same moment: the tracking
-    store inserts a new tag row after looking for an existing one, so two racing writers (two retrains
-    promoting the version their run key shares) can collide on the row's unique key; the retry updates it."""
-    import time
-
-    from mlflow.exceptions import MlflowException
-
-    for attempt in range(3):
-        try:
-            client().set_model_version_tag(name, str(version), key, value)
-            return
-        except MlflowException as e:
-            if attempt == 2 or "unique" not in str(e).lower():
-                raise
-            time.sleep(0.2 * (attempt + 1))
+    """Set a model-version tag, tolerating a writer that set the same tag at the same moment (two retrains
+    promoting the version their run key shares)."""
+    unique_race_retried(lambda: client().set_model_version_tag(name, str(version), key, value))
 
 
 def move_alias(

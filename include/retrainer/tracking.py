@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from retrainer import settings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
@@ -24,6 +26,27 @@ def _configure(uri: str) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     if mlflow.get_tracking_uri() != uri:  # cheap; re-checked on every call so a changed env var takes effect
         mlflow.set_tracking_uri(uri)
+
+
+def unique_race_retried(call: Callable[[], Any]) -> Any:
+    """Run an MLflow write, retried when a writer racing it inserted the same row first.
+
+    The SQL tracking store looks for an existing row, then inserts; two processes writing the same row at
+    the same moment (two retrains of one batch: the same model-version tag, the same snapshot dataset)
+    can both miss it and collide on the table's unique key. The loser's transaction is rolled back; its
+    retry finds the row and updates or links it instead."""
+    import time
+
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(3):
+        try:
+            return call()
+        except MlflowException as e:
+            if attempt == 2 or "unique" not in str(e).lower():
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    return None  # not reached
 
 
 def client() -> MlflowClient:
@@ -142,5 +165,7 @@ def log_snapshot_input(
         digest=snap["sha256"][:32],  # MLflow keeps at most 36 characters; the full hash is in the profile
         schema=mlschema,
     )
-    mlflow.log_input(dataset, context="training", tags={"sha256": snap["sha256"]})
+    unique_race_retried(
+        lambda: mlflow.log_input(dataset, context="training", tags={"sha256": snap["sha256"]})
+    )
     mlflow.log_text(sample.to_csv(index=False), "snapshot_sample.csv")
