@@ -157,9 +157,10 @@ def informative(report: dict, half: str) -> bool:
     d = (every - never)[~np.isnan(every - never)]
     if len(d) < 2:
         return False
-    boots = d[np.random.default_rng(0).integers(0, len(d), size=(2000, len(d)))].mean(axis=1)
-    a, b = np.percentile(boots, [2.5, 97.5])
-    return bool(a > 0 or b < 0)
+    from retrainer.backtest.stats import paired_bootstrap_ci
+
+    a, b = paired_bootstrap_ci(d)
+    return a > 0 or b < 0
 
 
 def oracle_at_share(report: dict, half: str, share: float = 0.25) -> float:

@@ -89,6 +89,18 @@ def recovered_gain(cfg: ModelConfig, summaries: dict[str, dict[str, Any]], name:
     return (summaries[name]["mean"] - never) / (eb - never)
 
 
+def paired_bootstrap_ci(d: np.ndarray) -> tuple[float, float]:
+    """95% CI of the mean of paired per-batch differences (``BOOTSTRAP`` resamples, seeded; NaN if empty)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    boots = (
+        d[rng.integers(0, len(d), size=(BOOTSTRAP, len(d)))].mean(axis=1) if len(d) else np.array([np.nan])
+    )
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 def versus_frontier(
     cfg: ModelConfig,
     summaries: dict[str, dict[str, Any]],
@@ -108,13 +120,8 @@ def versus_frontier(
     mine = np.array(s["per_batch"])
     frontier, frontier_mean, between = _interpolate(summaries, s["retrains"])
     diff = mine - frontier  # per batch, in metric units
-    ok = ~np.isnan(diff)
-    d = diff[ok]
-    rng = np.random.default_rng(0)
-    boots = (
-        d[rng.integers(0, len(d), size=(BOOTSTRAP, len(d)))].mean(axis=1) if len(d) else np.array([np.nan])
-    )
-    lo, hi = (float(v) for v in np.percentile(boots, [2.5, 97.5]))
+    d = diff[~np.isnan(diff)]
+    lo, hi = paired_bootstrap_ci(d)
     sign = -1.0 if cfg.lower_is_better else 1.0  # "advantage" > 0 means better than the frontier
     eb = summaries["every_batch"]
     gap = s["mean"] - eb["mean"]
