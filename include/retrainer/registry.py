@@ -135,10 +135,35 @@ def history(name: str) -> list[dict[str, Any]]:
     except MlflowException:
         return []
     keyed = [(_order(k), json.loads(v)) for k, v in rm.tags.items() if k.startswith(f"{TAG}event.")]
-    events = [e for _, e in sorted(keyed, key=lambda kv: kv[0])]
+    events = _without_race_twins([e for _, e in sorted(keyed, key=lambda kv: kv[0])])
     for i, e in enumerate(events, start=1):
         e["seq"] = i
     return events
+
+
+def _without_race_twins(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Drop the second of two racing writers' records of one alias move.
+
+    Two retrains of one batch may promote the same version at the same moment: both see the old holder,
+    both move the alias, both record ``A: 3 -> 4``. The move happened once. A recorded move whose alias
+    already went from ``from_version`` to ``to_version`` in the alias's previous event cannot be a second
+    real move (the alias no longer pointed at ``from_version``), so it is folded into the first; its id is
+    kept in the first event's ``twins``. Notes (no versions) are never folded.
+    """
+    out: list[dict[str, Any]] = []
+    last: dict[str, dict[str, Any]] = {}
+    for e in events:
+        prev = last.get(e.get("alias", ""))
+        moves = e.get("from_version") != e.get("to_version")
+        same = prev is not None and all(
+            prev.get(k) == e.get(k) for k in ("action", "from_version", "to_version")
+        )
+        if moves and same and prev is not None:
+            prev.setdefault("twins", []).append(e.get("id"))
+            continue
+        last[e.get("alias", "")] = e
+        out.append(e)
+    return out
 
 
 def _order(key: str) -> tuple[int, str]:
@@ -168,7 +193,9 @@ def _record(
     }
     client().set_registered_model_tag(name, f"{TAG}event.{key}", json.dumps(event))
     log.info("%s: %s alias %s: %s -> %s (%s)", name, action, alias, from_version, to_version, reason[:200])
-    event["seq"] = next((e["seq"] for e in history(name) if e.get("id") == key), 0)
+    event["seq"] = next(
+        (e["seq"] for e in history(name) if key == e.get("id") or key in e.get("twins", ())), 0
+    )
     return event
 
 

@@ -541,7 +541,12 @@ def test_fault_two_retrains_at_once_and_duplicate_asset_events(world: World, tmp
     registered = {r["version"] for r in results if "version" in r}
     assert len(registered) == 1 and len(versions) == before + 1
     assert sorted(r["created"] for r in results) == [False, True]
-    assert registry.champion(MODEL).version == registered.pop()
+    version = registered.pop()
+    assert registry.champion(MODEL).version == version
+    promotions = [
+        e for e in registry.history(MODEL) if e["alias"] == "champion" and e["to_version"] == version
+    ]
+    assert len(promotions) == 1  # both racers may record the move; the history shows it once
     invariants(world)
 
 

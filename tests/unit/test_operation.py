@@ -388,3 +388,56 @@ def test_concurrent_alias_moves_keep_every_history_event(champion, bikeshare_cfg
     assert len(events) == before + 6
     assert sorted(e["reason"] for e in events[before:]) == [f"concurrent {i}" for i in range(6)]
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+
+
+def test_racing_records_of_one_alias_move_are_one_history_event(champion, bikeshare_cfg):
+    """Two retrains promoting the same version at once both record the move; the history shows it once."""
+    name, alias = bikeshare_cfg.name, "race-test"
+    first = registry._record(name, "promote", alias, 1, 2, "retrain run a", "a")
+    twin = registry._record(name, "promote", alias, 1, 2, "retrain run b", "b")
+    back = registry._record(name, "rollback", alias, 2, 1, "rollback", "ops")
+    again = registry._record(name, "promote", alias, 1, 2, "retrain run c", "c")  # a real second move
+
+    events = [e for e in registry.history(name) if e["alias"] == alias]
+    assert [(e["action"], e["from_version"], e["to_version"]) for e in events] == [
+        ("promote", 1, 2),
+        ("rollback", 2, 1),
+        ("promote", 1, 2),
+    ]
+    assert events[0]["id"] == first["id"] and events[0]["twins"] == [twin["id"]]
+    assert first["seq"] == twin["seq"] == events[0]["seq"]
+    assert back["seq"] == events[1]["seq"] and again["seq"] == events[2]["seq"] == events[1]["seq"] + 1
+    seqs = [e["seq"] for e in registry.history(name)]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_unique_key_race_is_retried_and_other_errors_are_not():
+    from mlflow.exceptions import MlflowException
+
+    calls = []
+
+    def collides_once() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.dataset_uuid")
+        return "linked"
+
+    assert tracking.unique_race_retried(collides_once) == "linked" and len(calls) == 2
+
+    def always_collides() -> None:
+        calls.append(1)
+        raise MlflowException("UNIQUE constraint failed: model_version_tags.key")
+
+    calls.clear()
+    with pytest.raises(MlflowException, match="UNIQUE"):
+        tracking.unique_race_retried(always_collides)
+    assert len(calls) == 3  # gives up: a collision that persists is not a race
+
+    def other_error() -> None:
+        calls.append(1)
+        raise MlflowException("RESOURCE_DOES_NOT_EXIST: no such run")
+
+    calls.clear()
+    with pytest.raises(MlflowException, match="RESOURCE_DOES_NOT_EXIST"):
+        tracking.unique_race_retried(other_error)
+    assert len(calls) == 1
