@@ -129,9 +129,11 @@ def test_report_schema_is_stable(report):
         "retrain_fraction",
         "gap_to_every_batch",
         "recovered_gain",
+        "recovered_gain_ci95",
         "retrain_share",
         "criteria",
     } <= set(tv)
+    assert tv["recovered_gain_ci95"][0] <= tv["recovered_gain_ci95"][1]
     assert tv["ci95"][0] <= tv["difference"] <= tv["ci95"][1]
     assert tv["retrain_fraction"] == report["policies"]["trigger"]["retrains"] / report["batches"]
     assert report["baseline"]["policy"] == "mean_prediction"
@@ -338,3 +340,30 @@ def test_report_says_when_the_performance_signal_could_judge_few_batches():
     fine = backtest.backtest(make_cfg(), synthetic(), progress=False, oracle_bound=False)
     assert fine["policies"]["trigger"]["performance_judged"] >= fine["batches"] - 1
     assert "performance judged" not in backtest.format_table(fine)
+
+
+def test_recovered_gain_ci_resamples_batches_of_all_three_policies():
+    from retrainer.backtest.stats import recovered_gain_ci
+
+    rng = np.random.default_rng(1)
+    never = rng.uniform(50, 60, size=40)
+    eb = never - rng.uniform(5, 15, size=40)
+    half = np.where(np.arange(40) % 2 == 0, eb, never)  # every_batch's quality on every other batch
+    summaries = {
+        "never": {"per_batch": list(never)},
+        "every_batch": {"per_batch": list(eb)},
+        "same": {"per_batch": list(eb)},
+        "half": {"per_batch": list(half)},
+        "nan": {"per_batch": [float("nan")] * 40},
+    }
+    assert recovered_gain_ci(summaries, "same") == pytest.approx((1.0, 1.0))
+    lo, hi = recovered_gain_ci(summaries, "half")
+    point = (half - never).sum() / (eb - never).sum()
+    assert 0.25 < lo < point < hi < 0.75
+    assert all(v != v for v in recovered_gain_ci(summaries, "nan"))  # NaN, not an error
+    summaries["half"]["per_batch"][3] = float("nan")  # an unscored batch drops out of all three
+    assert recovered_gain_ci(summaries, "half") != (lo, hi)
+    text = backtest.format_table(
+        backtest.backtest(make_cfg(), synthetic(), progress=False, oracle_bound=False)
+    )
+    assert "of its gain over never retraining (95% CI " in text

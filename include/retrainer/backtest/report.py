@@ -82,7 +82,7 @@ def comparison_lines(report: dict[str, Any], tv: dict[str, Any]) -> list[str]:
     out = [
         f"{tv['policy']}: {closeness} ({m} {tv['mean']:.4f} vs {tv['every_batch_mean']:.4f}) with "
         f"{tv['retrain_share']:.0%} of its retrains ({tv['retrains']} of {eb_retrains}); recovered "
-        f"{tv['recovered_gain']:.1%} of its gain over never retraining",
+        f"{tv['recovered_gain']:.1%} of its gain over never retraining{_ci(tv)}",
         f"  {place} the fixed-schedule frontier at the same retrains ({' / '.join(tv['frontier_between'])}: "
         f"{m} {tv['frontier_mean']:.4f}; difference {tv['difference']:+.4f}, 95% CI {lo:+.4f} .. {hi:+.4f}, "
         f"paired bootstrap over batches; {tv['better_is']} is better): {sure}",
@@ -131,3 +131,11 @@ def always_firing(report: dict[str, Any], name: str) -> list[str]:
         for signal, count in fired.items()
         if signal in ADVICE and n and count / n >= ALWAYS
     ]
+
+
+def _ci(tv: dict[str, Any]) -> str:
+    """ " (95% CI a .. b over batches)" of the recovered gain, when the report has it."""
+    lo, hi = tv.get("recovered_gain_ci95") or (float("nan"), float("nan"))
+    if lo != lo or hi != hi:  # NaN: not known (an older report, or no gain to recover)
+        return ""
+    return f" (95% CI {lo:.1%} .. {hi:.1%}, resampling batches)"

@@ -89,6 +89,28 @@ def recovered_gain(cfg: ModelConfig, summaries: dict[str, dict[str, Any]], name:
     return (summaries[name]["mean"] - never) / (eb - never)
 
 
+def recovered_gain_ci(summaries: dict[str, dict[str, Any]], name: str) -> tuple[float, float]:
+    """95% CI of a policy's recovered gain, resampling batches (paired: the same batches for the policy,
+    never and every_batch; ``BOOTSTRAP`` resamples, seeded). How much the replay's batches pin the number
+    down: on a short replay a few batches carry most of the gain. NaN when it is undefined."""
+    import numpy as np
+
+    pol = np.array(summaries[name]["per_batch"], dtype=float)
+    never = np.array(summaries["never"]["per_batch"], dtype=float)
+    eb = np.array(summaries["every_batch"]["per_batch"], dtype=float)
+    ok = ~(np.isnan(pol) | np.isnan(never) | np.isnan(eb))
+    gained, possible = (pol - never)[ok], (eb - never)[ok]
+    if not len(gained):
+        return float("nan"), float("nan")
+    idx = np.random.default_rng(0).integers(0, len(gained), size=(BOOTSTRAP, len(gained)))
+    den = possible[idx].sum(axis=1)
+    boots = gained[idx].sum(axis=1)[den != 0] / den[den != 0]
+    if not len(boots):
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 def paired_bootstrap_ci(d: np.ndarray) -> tuple[float, float]:
     """95% CI of the mean of paired per-batch differences (``BOOTSTRAP`` resamples, seeded; NaN if empty)."""
     import numpy as np
@@ -146,6 +168,7 @@ def versus_frontier(
         "retrain_fraction": fraction,
         "retrain_share": fraction,
         "recovered_gain": recovered,
+        "recovered_gain_ci95": list(recovered_gain_ci(summaries, name)),
         "criteria": {
             "recovered_at_least": target_recovered,
             "retrain_share_at_most": max_share,
