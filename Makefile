@@ -57,6 +57,7 @@ backtest-docs: install  ## re-run the backtests whose tables and plots are in do
 	$(PY) -m retrainer.cli backtest include/models/rainfall.yaml --data rainfall --no-progress --json docs/backtest/rainfall.json --plot docs/backtest/rainfall.png | tee docs/backtest/rainfall.txt
 	$(PY) -m retrainer.cli backtest docs/backtest/configs/co2.yaml --data co2 --no-progress --json docs/backtest/co2.json --plot docs/backtest/co2.png | tee docs/backtest/co2.txt
 	$(PY) -m retrainer.cli backtest docs/backtest/configs/trump_approval.yaml --data trump_approval --no-progress --json docs/backtest/trump_approval.json --plot docs/backtest/trump_approval.png | tee docs/backtest/trump_approval.txt
+	$(PY) -m retrainer.cli backtest docs/backtest/configs/nyse.yaml --data nyse --no-progress --json docs/backtest/nyse.json --plot docs/backtest/nyse.png | tee docs/backtest/nyse.txt
 
 tune-triggers: install  ## re-run the trigger tuning (cached in .tune-cache/) and write docs/backtest/tuning.md
 	PYTHONPATH=include $(PY) scripts/tune_triggers.py --write docs/backtest/tuning.md --write-variants $(TUNE_SHOW) --chosen pda3_ctl2_cd3

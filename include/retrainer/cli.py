@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--data",
         required=True,
-        help="CSV/Parquet file, or a shipped dataset: bikeshare, rainfall, co2, trump_approval",
+        help="CSV/Parquet file, or a shipped dataset: bikeshare, rainfall, co2, trump_approval, nyse",
     )
     p.add_argument("--batch-freq", help="batch length, e.g. 7D (default: backtest.batch_freq or 7D)")
     p.add_argument(

@@ -133,11 +133,43 @@ def trump_approval() -> pd.DataFrame:
     return df.sort_values("timestamp", kind="mergesort").reset_index(drop=True)
 
 
-DATASETS = {"bikeshare": bikeshare, "rainfall": rainfall, "co2": co2, "trump_approval": trump_approval}
+NYSE_LAGS = 5
+
+
+def nyse() -> pd.DataFrame:
+    """Daily New York Stock Exchange trading, 1962-12-10 .. 1986-12-31 (ISLP's ``NYSE``).
+
+    6,046 days; target ``log_volume`` (the log of the day's trading volume, detrended by ISLP against a
+    100-day moving average). Features: the weekday and the previous ``NYSE_LAGS`` days' ``log_volume``,
+    ``DJ_return`` and ``log_volatility`` (``lv_lag1`` ...), as in ISLP's autoregression lab; the first
+    days, which have no full lags, are dropped. A stream that barely drifts: retraining helps little.
+    """
+    from importlib.resources import as_file, files
+
+    import pandas as pd
+
+    with as_file(files("ISLP").joinpath("data", "NYSE.csv")) as path:
+        raw = pd.read_csv(path)
+    df = pd.DataFrame({"timestamp": pd.to_datetime(raw["date"]), "day_of_week": raw["day_of_week"]})
+    for k in range(1, NYSE_LAGS + 1):
+        df[f"lv_lag{k}"] = raw["log_volume"].shift(k)
+        df[f"dj_lag{k}"] = raw["DJ_return"].shift(k)
+        df[f"vol_lag{k}"] = raw["log_volatility"].shift(k)
+    df["log_volume"] = raw["log_volume"].astype(float)
+    return df.iloc[NYSE_LAGS:].reset_index(drop=True)
+
+
+DATASETS = {
+    "bikeshare": bikeshare,
+    "rainfall": rainfall,
+    "co2": co2,
+    "trump_approval": trump_approval,
+    "nyse": nyse,
+}
 
 
 def load(name: str) -> pd.DataFrame:
-    """A shipped dataset by name (``bikeshare``, ``rainfall``, ``co2`` or ``trump_approval``)."""
+    """A shipped dataset by name (``bikeshare``, ``rainfall``, ``co2``, ``trump_approval`` or ``nyse``)."""
     from retrainer.exceptions import BatchError
 
     if name not in DATASETS:

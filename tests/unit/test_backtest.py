@@ -367,3 +367,68 @@ def test_recovered_gain_ci_resamples_batches_of_all_three_policies():
         backtest.backtest(make_cfg(), synthetic(), progress=False, oracle_bound=False)
     )
     assert "of its gain over never retraining (95% CI " in text
+
+
+def stationary(task: str, weeks: int = 60, rows: int = 168, seed: int = 0) -> pd.DataFrame:
+    """Weekly batches of hourly rows from one fixed concept: retraining cannot help."""
+    rng = np.random.default_rng(seed)
+    n = weeks * rows
+    t = pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(n), unit="h")
+    a, b, c = rng.normal(size=n), rng.normal(size=n), rng.uniform(size=n)
+    f = 3 * a + np.sin(3 * b) + 2 * c + rng.normal(size=n)
+    y = f if task == "regression" else np.where(f > 1, "yes", "no")
+    return pd.DataFrame({"ts": t, "a": a, "b": b, "c": c, "y": y})
+
+
+@pytest.mark.parametrize(
+    ("task", "estimator", "metric", "at_most"),
+    [
+        ("regression", "sklearn.linear_model.LinearRegression", "rmse", 0.2),
+        ("classification", "sklearn.linear_model.LogisticRegression", "f1", 0.1),
+    ],
+)
+def test_default_policy_stays_quiet_on_a_stationary_stream(task, estimator, metric, at_most):
+    """A config without `triggers` (the shipped default) on a stream that never drifts: the sampling
+    noise of the signals causes a few retrains, never a storm (docs/backtest: "A stream that does not
+    drift")."""
+    cfg = parse_config(
+        {
+            "name": "stationary",
+            "task": task,
+            "data": {"time_column": "ts", "target": "y", "features": ["a", "b", "c"], "min_batch_rows": 24},
+            "model": {"estimator": estimator},
+            "training": {"window": "8W", "holdout": "1W", "min_rows": 300},
+            "validation": {"metric": metric},
+            "backtest": {"batch_freq": "7D", "max_k": 2},
+        }
+    )
+    shares = []
+    for seed in range(3):
+        report = backtest.backtest(cfg, stationary(task, seed=seed), progress=False, oracle_bound=False)
+        shares.append(report["policies"]["trigger"]["retrains"] / report["batches"])
+    assert max(shares) <= at_most, shares
+
+
+@pytest.mark.parametrize(
+    ("name", "config"),
+    [
+        ("bikeshare", "include/models/bikeshare.yaml"),
+        ("rainfall", "include/models/rainfall.yaml"),
+        ("co2", "docs/backtest/configs/co2.yaml"),
+        ("trump_approval", "docs/backtest/configs/trump_approval.yaml"),
+        ("nyse", "docs/backtest/configs/nyse.yaml"),
+    ],
+)
+def test_shipped_datasets_load_against_their_configs(name, config):
+    from pathlib import Path
+
+    from retrainer.config import load_config
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(root / config)
+    df = backtest.load_data(cfg, name)
+    assert len(df) > 1000 and df[cfg.data.time_column].is_monotonic_increasing
+    assert df[cfg.data.target].notna().mean() > 0.9
+    if name == "nyse":  # yesterday's volume is today's first lag, on every row
+        assert (df["lv_lag1"].iloc[1:].to_numpy() == df["log_volume"].iloc[:-1].to_numpy()).all()
+        assert df[[c for c in df.columns if "_lag" in c]].notna().all().all()
