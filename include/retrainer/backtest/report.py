@@ -134,7 +134,7 @@ def always_firing(report: dict[str, Any], name: str) -> list[str]:
 
 
 def _ci(tv: dict[str, Any]) -> str:
-    """ " (95% CI a .. b over batches)" of the recovered gain, when the report has it."""
+    """The recovered gain's 95% CI as the report line's suffix ("" when the report has none)."""
     lo, hi = tv.get("recovered_gain_ci95") or (float("nan"), float("nan"))
     if lo != lo or hi != hi:  # NaN: not known (an older report, or no gain to recover)
         return ""
