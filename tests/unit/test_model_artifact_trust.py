@@ -99,3 +99,32 @@ def test_pickle_model_swapped_in_is_refused_without_running_it(logged, tmp_path:
     with pytest.raises(RetrainerError, match="not in the skops format"):
         load_run_model(logged["run_id"])
     assert not marker.exists(), "the payload ran"
+
+
+def test_logged_requirements_are_exact_pins_and_a_mismatch_is_still_reported(logged) -> None:
+    """The model's requirements.txt pins what it needs; MLflow's mismatch check (given the map of just
+    those packages instead of scanning the environment) still warns when a pin does not match."""
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    from retrainer.models import PIP_REQUIREMENTS_PACKAGES
+
+    pins = set(Path(logged["dir"], "requirements.txt").read_text().split())
+    assert {f"{p}=={version(p)}" for p in (*PIP_REQUIREMENTS_PACKAGES, "mlflow")} <= pins
+
+    check = (
+        "import logging, sys\n"
+        "from retrainer import models\n"
+        "from mlflow.utils import requirements_utils as ru\n"
+        "models._skip_environment_scan()\n"
+        "assert ru._MODULES_TO_PACKAGES['sklearn'] == ['scikit-learn'], ru._MODULES_TO_PACKAGES\n"
+        "seen = []\n"
+        "ru._logger.warning = lambda msg, *a: seen.append(msg)\n"
+        "ru.warn_dependency_requirement_mismatches(models._pip_requirements())\n"
+        "assert seen == [], seen\n"
+        "ru.warn_dependency_requirement_mismatches(['numpy==0.0.1', 'skops==0.0.1'])\n"
+        "assert len(seen) == 1 and 'numpy' in seen[0] and 'skops' in seen[0], seen\n"
+    )
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
