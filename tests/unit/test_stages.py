@@ -103,6 +103,9 @@ def test_retrain_path_promotes_first_champion(trained, dr, bikeshare_cfg):
     assert (dr.snapshots / snap["sha256"] / "data.parquet").exists()
     assert trained["gate"]["success"] is True and Path(trained["gate"]["gx_result"]).exists()
     assert tr["reused"] is False and tr["train_rows"] + tr["holdout_rows"] == snap["rows"]
+    run = tracking.client().get_run(tr["run_id"]).data
+    assert tr["train_rows"] < retrain.TRAIN_METRIC_ROWS  # every training row scored for train_* metrics
+    assert run.params["train_metric_rows"] == str(tr["train_rows"]) and "train_rmse" in run.metrics
     assert ev["passed"] is True and ev["champion_version"] is None and ev["failed_checks"] == []
     assert trained["registered"] == {"version": 1, "created": True}
     assert trained["promoted"]["promoted"] is True
