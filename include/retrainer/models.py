@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 PIP_REQUIREMENTS_PACKAGES = ("scikit-learn", "pandas", "numpy", "scipy", "skops")
-# the module each requirement installs (and MLflow's own pin, which MLflow adds to the list)
+# the module a requirement installs, where it is not named like the package (skops, mlflow: the same)
 REQUIREMENT_MODULES = {"scikit-learn": "sklearn", "pandas": "pandas", "numpy": "numpy", "scipy": "scipy"}
 
 

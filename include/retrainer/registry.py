@@ -141,6 +141,9 @@ def history(name: str) -> list[dict[str, Any]]:
     return events
 
 
+TWIN_KEYS = ("action", "from_version", "to_version")  # equal in two racing records of one alias move
+
+
 def _without_race_twins(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Drop the second of two racing writers' records of one alias move.
 
@@ -155,10 +158,7 @@ def _without_race_twins(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for e in events:
         prev = last.get(e.get("alias", ""))
         moves = e.get("from_version") != e.get("to_version")
-        same = prev is not None and all(
-            prev.get(k) == e.get(k) for k in ("action", "from_version", "to_version")
-        )
-        if moves and same and prev is not None:
+        if moves and prev is not None and all(prev.get(k) == e.get(k) for k in TWIN_KEYS):
             prev.setdefault("twins", []).append(e.get("id"))
             continue
         last[e.get("alias", "")] = e

@@ -89,6 +89,23 @@ def recovered_gain(cfg: ModelConfig, summaries: dict[str, dict[str, Any]], name:
     return (summaries[name]["mean"] - never) / (eb - never)
 
 
+def _resampled(n: int) -> np.ndarray:
+    """``BOOTSTRAP`` resamples of ``n`` batch indices (seeded: the same report gives the same CIs)."""
+    import numpy as np
+
+    return np.random.default_rng(0).integers(0, n, size=(BOOTSTRAP, n))
+
+
+def _ci95(boots: np.ndarray) -> tuple[float, float]:
+    """The 2.5th and 97.5th percentiles of bootstrap statistics; NaN when there are none."""
+    import numpy as np
+
+    if not len(boots):
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 def recovered_gain_ci(summaries: dict[str, dict[str, Any]], name: str) -> tuple[float, float]:
     """95% CI of a policy's recovered gain, resampling batches (paired: the same batches for the policy,
     never and every_batch; ``BOOTSTRAP`` resamples, seeded). How much the replay's batches pin the number
@@ -102,25 +119,16 @@ def recovered_gain_ci(summaries: dict[str, dict[str, Any]], name: str) -> tuple[
     gained, possible = (pol - never)[ok], (eb - never)[ok]
     if not len(gained):
         return float("nan"), float("nan")
-    idx = np.random.default_rng(0).integers(0, len(gained), size=(BOOTSTRAP, len(gained)))
+    idx = _resampled(len(gained))
     den = possible[idx].sum(axis=1)
-    boots = gained[idx].sum(axis=1)[den != 0] / den[den != 0]
-    if not len(boots):
-        return float("nan"), float("nan")
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return float(lo), float(hi)
+    return _ci95(gained[idx].sum(axis=1)[den != 0] / den[den != 0])
 
 
 def paired_bootstrap_ci(d: np.ndarray) -> tuple[float, float]:
     """95% CI of the mean of paired per-batch differences (``BOOTSTRAP`` resamples, seeded; NaN if empty)."""
     import numpy as np
 
-    rng = np.random.default_rng(0)
-    boots = (
-        d[rng.integers(0, len(d), size=(BOOTSTRAP, len(d)))].mean(axis=1) if len(d) else np.array([np.nan])
-    )
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return float(lo), float(hi)
+    return _ci95(d[_resampled(len(d))].mean(axis=1) if len(d) else np.array([np.nan]))
 
 
 def versus_frontier(
