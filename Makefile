@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-TUNE_SHOW ?= pda3_ctl2_cd3,pd_ctl2_cd3,pd30_ctl1_cd3,pdc3_ctl2_cd3,pd_cu05h3_cd3,pd_ctl2_budget,relative25_cd2
+TUNE_SHOW ?= pda3_ctl2_cd3_age8,pda3_ctl2p2_cd3_age8,pda3_ctl2p2_cd3,pda3_ctl2_cd3,pd_ctl2_cd3,pd30_ctl1_cd3,pdc3_ctl2_cd3,pd_cu05h3_cd3,pd_ctl2_budget,relative25_cd2
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
@@ -58,9 +58,19 @@ backtest-docs: install  ## re-run the backtests whose tables and plots are in do
 	$(PY) -m retrainer.cli backtest docs/backtest/configs/co2.yaml --data co2 --no-progress --json docs/backtest/co2.json --plot docs/backtest/co2.png | tee docs/backtest/co2.txt
 	$(PY) -m retrainer.cli backtest docs/backtest/configs/trump_approval.yaml --data trump_approval --no-progress --json docs/backtest/trump_approval.json --plot docs/backtest/trump_approval.png | tee docs/backtest/trump_approval.txt
 	$(PY) -m retrainer.cli backtest docs/backtest/configs/nyse.yaml --data nyse --no-progress --json docs/backtest/nyse.json --plot docs/backtest/nyse.png | tee docs/backtest/nyse.txt
+	$(PY) -m retrainer.cli backtest docs/backtest/configs/sea.yaml --data sea --no-progress --json docs/backtest/sea.json --plot docs/backtest/sea.png | tee docs/backtest/sea.txt
+	$(PY) -m retrainer.cli backtest docs/backtest/configs/sea.yaml --data sea --label-delay 2 --no-progress --json docs/backtest/sea.d2.json | tee docs/backtest/sea.d2.txt
+	$(PY) -m retrainer.cli backtest docs/backtest/configs/agrawal.yaml --data agrawal --no-progress --json docs/backtest/agrawal.json --plot docs/backtest/agrawal.png | tee docs/backtest/agrawal.txt
+	$(PY) -m retrainer.cli backtest docs/backtest/configs/agrawal.yaml --data agrawal --label-delay 2 --no-progress --json docs/backtest/agrawal.d2.json | tee docs/backtest/agrawal.d2.txt
+	$(PY) -m retrainer.cli backtest docs/backtest/configs/friedman_lea.yaml --data friedman_lea --no-progress --json docs/backtest/friedman_lea.json --plot docs/backtest/friedman_lea.png | tee docs/backtest/friedman_lea.txt
+	$(PY) -m retrainer.cli backtest docs/backtest/configs/friedman_lea.yaml --data friedman_lea --label-delay 2 --no-progress --json docs/backtest/friedman_lea.d2.json | tee docs/backtest/friedman_lea.d2.txt
+	$(PY) -m retrainer.cli backtest docs/backtest/configs/friedman_gra.yaml --data friedman_gra --no-progress --json docs/backtest/friedman_gra.json --plot docs/backtest/friedman_gra.png | tee docs/backtest/friedman_gra.txt
+	$(PY) -m retrainer.cli backtest docs/backtest/configs/friedman_gra.yaml --data friedman_gra --label-delay 2 --no-progress --json docs/backtest/friedman_gra.d2.json | tee docs/backtest/friedman_gra.d2.txt
+	$(PY) -m retrainer.cli backtest docs/backtest/configs/friedman_gsg.yaml --data friedman_gsg --no-progress --json docs/backtest/friedman_gsg.json --plot docs/backtest/friedman_gsg.png | tee docs/backtest/friedman_gsg.txt
+	$(PY) -m retrainer.cli backtest docs/backtest/configs/friedman_gsg.yaml --data friedman_gsg --label-delay 2 --no-progress --json docs/backtest/friedman_gsg.d2.json | tee docs/backtest/friedman_gsg.d2.txt
 
 tune-triggers: install  ## re-run the trigger tuning (cached in .tune-cache/) and write docs/backtest/tuning.md
-	PYTHONPATH=include $(PY) scripts/tune_triggers.py --write docs/backtest/tuning.md --write-variants $(TUNE_SHOW) --chosen pda3_ctl2_cd3
+	PYTHONPATH=include $(PY) scripts/tune_triggers.py --write docs/backtest/tuning.md --write-variants $(TUNE_SHOW) --chosen pda3_ctl2_cd3_age8
 
 # Airflow 3 (api-server, scheduler, dag-processor, triggerer; LocalExecutor on SQLite) and an MLflow server,
 # all on 127.0.0.1, state in .airflow/. Ctrl-C or `make stop` stops exactly the processes it started.

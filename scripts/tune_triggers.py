@@ -26,17 +26,24 @@ STREAMS = {
     "co2": REPO / "docs" / "backtest" / "configs" / "co2.yaml",
     "trump_approval": REPO / "docs" / "backtest" / "configs" / "trump_approval.yaml",
 }
-OFF = {"data_drift": None, "prediction_drift": None, "performance": None, "flags": None}
+OFF = {
+    "data_drift": None,
+    "prediction_drift": None,
+    "performance": None,
+    "flags": None,
+    "max_age_batches": None,
+}
 PD = {"threshold": 0.15}
 
 
 def ctl(z: float, **kw: object) -> dict:
-    """The performance control chart (the stream's ``min_labelled_rows`` stays as configured)."""
-    return {"mode": "control", "z": z, **kw}
+    """The performance control chart (the stream's ``min_labelled_rows`` stays as configured); rounds
+    1-4 ran it without the predecessor check (``predecessor_z``, round 5)."""
+    return {"mode": "control", "z": z, "predecessor_z": None, **kw}
 
 
 def cusum(k: float, h: float) -> dict:
-    return {"mode": "cusum", "cusum_k": k, "cusum_h": h}
+    return {"mode": "cusum", "cusum_k": k, "cusum_h": h, "predecessor_z": None}
 
 
 def pdc(z: float) -> dict:
@@ -94,6 +101,35 @@ VARIANTS: dict[str, dict] = {
     "pda2_ctl2_cd3": {**OFF, "prediction_drift": pda(2.0), "performance": ctl(2.0), "cooldown_batches": 3},
     "pda3_ctl2_cd3": {**OFF, "prediction_drift": pda(3.0), "performance": ctl(2.0), "cooldown_batches": 3},
     "pda3_ctl1_cd3": {**OFF, "prediction_drift": pda(3.0), "performance": ctl(1.0), "cooldown_batches": 3},
+    # round 5: a champion retrained just after a change learnt mostly from the old data; one more refit
+    # when its first batch is worse than its predecessor's first (`predecessor_z`), and a floor under
+    # the signals (`max_age_batches`)
+    "pda3_ctl2p2_cd3": {
+        **OFF,
+        "prediction_drift": pda(3.0),
+        "performance": ctl(2.0, predecessor_z=2.0),
+        "cooldown_batches": 3,
+    },
+    "pda3_ctl2p3_cd3": {
+        **OFF,
+        "prediction_drift": pda(3.0),
+        "performance": ctl(2.0, predecessor_z=3.0),
+        "cooldown_batches": 3,
+    },
+    "pda3_ctl2_cd3_age8": {
+        **OFF,
+        "prediction_drift": pda(3.0),
+        "performance": ctl(2.0),
+        "cooldown_batches": 3,
+        "max_age_batches": 8,
+    },
+    "pda3_ctl2p2_cd3_age8": {
+        **OFF,
+        "prediction_drift": pda(3.0),
+        "performance": ctl(2.0, predecessor_z=2.0),
+        "cooldown_batches": 3,
+        "max_age_batches": 8,
+    },
 }
 
 

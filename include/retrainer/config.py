@@ -297,6 +297,15 @@ class PerformanceTrigger(_Strict):
         0.5, ge=0, description="cusum mode: noise units each batch's worsening must exceed to add up"
     )
     cusum_h: float = Field(4.0, gt=0, description="cusum mode: fire when the sum exceeds this (noise units)")
+    predecessor_z: float | None = Field(
+        None,
+        gt=0,
+        description="control and cusum modes: fire when the champion's first labelled batch was worse than "
+        "its predecessor's first one by more than this many noise units: a model retrained just after a "
+        "change learnt mostly from the old data, and a refit once the window holds more of the new data "
+        "brings back the level a fresh model reached before (at most one request per champion; "
+        "null = off)",
+    )
     use_estimate: bool = Field(
         False,
         description="also judge the estimated metric (CBPE / DLE) of each new batch before its labels arrive",
@@ -352,8 +361,10 @@ class TriggerConfig(_Strict):
     """Signals, combination and timing of the trigger policy. Without this section (or without its
     `prediction_drift`, `performance`, `cooldown_batches` keys) a model gets the default the backtest
     chose on four real streams (docs/backtest, "Choosing the default trigger policy"): prediction drift
-    0.15 (judged against the stream's own noise once 0.15 fires on nearly every batch), or a performance drop beyond 2 x the stream's per-batch noise below the champion's first batch
-    (a control chart; a 25% drop against the holdout until the noise is known), cooldown 3. Data drift
+    0.15 (judged against the stream's own noise once 0.15 fires on nearly every batch), or a performance
+    drop beyond 2 x the stream's per-batch noise below the champion's first batch (a control chart; a 25%
+    drop against the holdout until the noise is known), any, cooldown 3, and a retrain after 8 batches
+    without a request (`max_age_batches`). Data drift
     is measured and recorded but does not vote unless configured: on seasonal data it fires on nearly
     every batch even with effect-size thresholds."""
 
@@ -416,6 +427,15 @@ class TriggerConfig(_Strict):
     )
     budget_burst: float = Field(
         2.0, ge=1, description="with `budget_share`: the most credits saved up (requests in quick succession)"
+    )
+    max_age_batches: int | None = Field(
+        8,
+        ge=1,
+        description="a floor under the signals: request a retrain once the champion has served more than "
+        "this many batches with no request (a change the signals cannot see, e.g. in P(y | x) with a "
+        "small metric drop, is still picked up); it does not wait for the combination rule, hysteresis "
+        "or the retrain budget. Counted in batches: with daily batches 8 means at least every 9 days; "
+        "null = off",
     )
     follow_up_refit: bool = Field(
         False,

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 SIGNALS = TRIGGER_SIGNALS
 FOLLOW_UP = "follow_up"
+MAX_AGE = "max_age"
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class Signals:
     drift_baseline: float | None = None  # prediction drift in control mode: the champion's first value
     drift_noise: float | None = None  # ... and the distance's batch-to-batch noise
     drift_above: tuple[int, int] | None = None  # auto mode: (recent batches at or above threshold, seen)
+    previous_baseline: float | None = None  # the predecessor's first labelled batch (predecessor_z)
+    requested_by_champion: bool = False  # a retrain was already requested while this champion served
 
 
 STATE_FORMAT = "retrainer.policy_state/2"
@@ -69,7 +72,8 @@ class PolicyState:
 
     ``batches_since_request``: batches after the last retrain request (None = never); ``armed``: False
     after a request until ``hysteresis_batches`` consecutive quiet batches were seen (``quiet_batches``);
-    ``follow_up_due``: the next batch refits once more; ``detector``: the river detector watching the
+    ``follow_up_due``: the next batch refits once more; ``served``: batches the current champion has been
+    in service, this one included (``max_age_batches``); ``detector``: the river detector watching the
     errors of model ``detector_model`` (a new model gets a fresh detector). ``detector_spec`` (method and
     params) and ``detector_errors`` (every error fed to it, in order) rebuild the detector exactly, so the
     stored state is plain JSON: restoring it never executes code.
@@ -79,6 +83,7 @@ class PolicyState:
     armed: bool = True
     quiet_batches: int = 0
     follow_up_due: bool = False
+    served: int = 0
     detector: Any = field(default=None, compare=False, repr=False)
     detector_model: str | None = None
     requested_model: str | None = None  # the model in service when the last request was made
@@ -86,6 +91,7 @@ class PolicyState:
     metric_log: tuple[tuple[str, float], ...] = ()
     baseline_model: str | None = None
     baseline_values: tuple[float, ...] = ()
+    previous_baseline: float | None = None  # the first labelled batch of the champion before this one
     estimate_log: tuple[tuple[str, float], ...] = ()
     estimate_baseline_values: tuple[float, ...] = ()
     cusum: float = 0.0  # cusum mode: the champion's running sum of noise-scaled worsening
@@ -167,10 +173,12 @@ def _check_types(data: dict[str, Any]) -> None:
         "armed": (bool,),
         "quiet_batches": (int,),
         "follow_up_due": (bool,),
+        "served": (int,),
         "detector_model": (str, type(None)),
         "requested_model": (str, type(None)),
         "baseline_model": (str, type(None)),
         "cusum": (int, float),
+        "previous_baseline": (int, float, type(None)),
         "credits": (int, float, type(None)),
         **{k: (list, tuple) for k in LOG_FIELDS},
     }
@@ -349,6 +357,8 @@ def _performance(s: Signals, t: TriggerConfig, details: dict[str, float]) -> dic
                     f"{name} {s.metric_value:.4g} vs champion {s.metric_reference:.4g}: "
                     f"{change:+.0%} worse > {p.max_degradation:.0%}"
                 )
+    if p.predecessor_z is not None and "performance" not in out:
+        out.update(_behind_predecessor(s, p, details))
     if s.estimated_value is not None:
         details["estimated_value"] = s.estimated_value
     if (
@@ -366,6 +376,24 @@ def _performance(s: Signals, t: TriggerConfig, details: dict[str, float]) -> dic
                 f"{s.estimate_baseline:.4g}: {units:+.4g} worse > {p.z:g} x noise {s.estimate_noise:.3g}"
             )
     return out
+
+
+def _behind_predecessor(s: Signals, p: PerformanceTrigger, details: dict[str, float]) -> dict[str, str]:
+    """``predecessor_z``: the champion's first labelled batch against its predecessor's first one."""
+    assert p.predecessor_z is not None
+    if s.requested_by_champion or None in (s.previous_baseline, s.metric_baseline, s.metric_noise):
+        return {}
+    assert s.previous_baseline is not None and s.metric_baseline is not None and s.metric_noise is not None
+    behind = worse_by_units(s.metric_baseline, s.previous_baseline, s.lower_is_better)
+    details.update(previous_baseline=s.previous_baseline, behind_predecessor=behind)
+    if behind <= p.predecessor_z * s.metric_noise:
+        return {}
+    name = s.metric_name or "metric"
+    return {
+        "performance": f"{name} on the champion's first batch {s.metric_baseline:.4g} vs its predecessor's "
+        f"{s.previous_baseline:.4g}: {behind:+.4g} worse > {p.predecessor_z:g} x stream noise "
+        f"{s.metric_noise:.3g} (trained mostly before a change: refit on newer data)"
+    }
 
 
 def cusum_step(s: Signals, p: PerformanceTrigger) -> tuple[float, float] | None:
@@ -438,12 +466,29 @@ def decide(s: Signals, t: TriggerConfig, state: PolicyState | None = None) -> De
             f"hysteresis: {state.quiet_batches} quiet batches since the last request, "
             f"need hysteresis_batches={t.hysteresis_batches} before firing again"
         )
+    age = _age(state)
+    in_cooldown = gap is not None and gap <= t.cooldown_batches
+    if t.max_age_batches is not None and not decision.retrain and not in_cooldown and age > t.max_age_batches:
+        decision.retrain = True
+        decision.suppressed_by = None
+        decision.fired.append(MAX_AGE)
+        decision.reasons.append(
+            f"max age: {age} batches without a retrain request > max_age_batches={t.max_age_batches}"
+        )
     if state.follow_up_due and not decision.retrain:  # refit once more: the last window mixed regimes
         decision.retrain = True
         decision.suppressed_by = None
         decision.fired.append(FOLLOW_UP)
         decision.reasons.append("follow-up refit one batch after a triggered retrain (follow_up_refit)")
     return decision
+
+
+def _age(state: PolicyState) -> int:
+    """Batches since the champion took over or since the last request, whichever is fewer (this batch
+    included)."""
+    if state.batches_since_request is None:
+        return state.served
+    return min(state.served, state.batches_since_request + 1)
 
 
 def _credits(state: PolicyState, t: TriggerConfig) -> float:
@@ -464,6 +509,7 @@ def next_state(state: PolicyState, decision: Decision, t: TriggerConfig | None =
         "metric_log": state.metric_log,
         "baseline_model": state.baseline_model,
         "baseline_values": state.baseline_values,
+        "previous_baseline": state.previous_baseline,
         "estimate_log": state.estimate_log,
         "estimate_baseline_values": state.estimate_baseline_values,
         "cusum": state.cusum,
@@ -580,6 +626,9 @@ def calibrate(signals: Signals, t: TriggerConfig, state: PolicyState, model_id: 
         )
         if p.mode == "cusum":  # the sum starts once the champion's own baseline is known
             out["metric_cusum"] = (state.cusum if same else 0.0) if enough else None
+        if p.predecessor_z is not None and enough and same:
+            out["previous_baseline"] = state.previous_baseline
+            out["requested_by_champion"] = state.requested_model == model_id
     if p.use_estimate and signals.estimated_value is not None:
         sigma, n = noise(state.estimate_log, p.noise_batches)
         out["estimate_noise"] = sigma if n >= p.min_noise_points else None
@@ -645,10 +694,14 @@ def remember(state: PolicyState, signals: Signals, t: TriggerConfig, model_id: s
         estimate_log = (*estimate_log, (model_id, float(signals.estimated_value)))[-keep:]
         if len(est_vals) < p.baseline_batches:
             est_vals = (*est_vals, float(signals.estimated_value))
+    previous = state.previous_baseline
+    if not same and state.baseline_values:
+        previous = state.baseline_values[0]
     return replace(
         state,
         metric_log=metric_log,
         estimate_log=estimate_log,
+        previous_baseline=previous,
         baseline_model=model_id,
         baseline_values=base_vals,
         estimate_baseline_values=est_vals,
@@ -674,6 +727,7 @@ def step(
         # the request did not replace the model (rejected, or not finished): the event is not handled
         # yet, so hysteresis must not hold the trigger back (cooldown still spaces the requests)
         state = replace(state, armed=True)
+    state = replace(state, served=(state.served if state.baseline_model == model_id else 0) + 1)
     change, detail, detector, fed = feed_detector(state, t, errors, model_id)
     signals = replace(signals, error_change=change, error_change_detail=detail)
     signals = calibrate(signals, t, state, model_id)
@@ -684,6 +738,7 @@ def step(
         new = replace(
             new, detector=detector, detector_model=model_id, detector_spec=spec, detector_errors=fed
         )
+    new = replace(new, served=state.served)
     if decision.retrain:
         new = replace(new, requested_model=model_id)
     return decision, new, signals

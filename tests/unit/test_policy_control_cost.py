@@ -13,7 +13,13 @@ from retrainer.config import TriggerConfig, parse_config
 
 pytestmark = pytest.mark.unit
 
-OFF = {"data_drift": None, "prediction_drift": None, "performance": None, "flags": None}
+OFF = {
+    "data_drift": None,
+    "prediction_drift": None,
+    "performance": None,
+    "flags": None,
+    "max_age_batches": None,
+}
 
 
 def feed(t: TriggerConfig, values: list[float], model: str = "v1", reference: float = 1.0):
@@ -77,7 +83,11 @@ def test_a_new_champion_gets_a_new_baseline():
 
 def cusum(k: float = 0.5, h: float = 4.0) -> TriggerConfig:
     return TriggerConfig(
-        **{**OFF, "performance": {"mode": "cusum", "cusum_k": k, "cusum_h": h}, "cooldown_batches": 0}
+        **{
+            **OFF,
+            "performance": {"mode": "cusum", "cusum_k": k, "cusum_h": h, "predecessor_z": None},
+            "cooldown_batches": 0,
+        }
     )
 
 
@@ -326,3 +336,58 @@ def test_prediction_drift_auto_mode_is_absolute_until_the_threshold_fires_on_nea
     assert all(fired[:8]) and not any(fired[8:30]) and fired[30]
     last, seen = always[-1]
     assert seen.drift_above == (26, 26) and "on 26 of the last 26 batches" in last.reasons[0]
+
+
+def predecessor(z: float = 2.0) -> TriggerConfig:
+    return TriggerConfig(
+        **{**OFF, "performance": {"mode": "control", "z": 3.0, "predecessor_z": z}, "cooldown_batches": 0}
+    )
+
+
+def serve(t: TriggerConfig, batches: list[tuple[str, float]], higher_is_better: bool = False):
+    state, out = policy.PolicyState(), []
+    for model, v in batches:
+        s = policy.Signals(
+            metric_name="f1" if higher_is_better else "rmse",
+            metric_value=v,
+            metric_reference=v,
+            labelled_rows=100,
+            lower_is_better=not higher_is_better,
+        )
+        decision, state, _ = policy.step(s, t, state, model_id=model)
+        out.append(decision)
+    return out, state
+
+
+def test_a_champion_worse_than_its_predecessor_was_when_fresh_asks_for_one_refit():
+    rng = np.random.default_rng(2)
+    v1 = [("v1", float(v)) for v in 5.0 + rng.normal(scale=0.1, size=10)]
+    first_v1 = v1[0][1]
+    # v2 was trained just after a change: on its own first batch it is 0.8 (8 noise units) worse than v1
+    # was on its first, and it stays there, so the control chart (against v2's own first batch) is quiet
+    v2 = [("v2", first_v1 + 0.8 + d) for d in (0.0, 0.02, -0.03, 0.01, 0.0)]
+    out, state = serve(predecessor(), [*v1, *v2])
+    assert not any(d.retrain for d in out[: len(v1) + 1])  # v2's first batch sets its baseline
+    fired = [i - len(v1) for i, d in enumerate(out) if d.retrain]
+    assert fired == [1]  # once: the request was made while v2 served
+    reason = out[len(v1) + 1].reasons[0]
+    assert "vs its predecessor's" in reason and "refit on newer data" in reason
+    assert out[len(v1) + 1].details["behind_predecessor"] == pytest.approx(0.8)
+    assert state.previous_baseline == pytest.approx(first_v1)
+    back = policy.PolicyState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert back == state
+    # a new champion as good as its predecessor was, or the option off: nothing
+    as_good = [("v2", first_v1 + d) for d in (0.05, 0.0, 0.02)]
+    assert not any(d.retrain for d in serve(predecessor(), [*v1, *as_good])[0])
+    off = TriggerConfig(
+        **{**OFF, "performance": {"mode": "control", "z": 3.0, "predecessor_z": None}, "cooldown_batches": 0}
+    )
+    assert not any(d.retrain for d in serve(off, [*v1, *v2])[0])
+
+
+def test_behind_the_predecessor_for_a_higher_is_better_metric():
+    rng = np.random.default_rng(4)
+    v1 = [("v1", float(v)) for v in 0.9 + rng.normal(scale=0.01, size=10)]
+    v2 = [("v2", v1[0][1] - 0.1)] * 3  # F1 10 points lower than v1's first batch
+    out, _ = serve(predecessor(), [*v1, *v2], higher_is_better=True)
+    assert [d.retrain for d in out[len(v1) :]] == [False, True, False]

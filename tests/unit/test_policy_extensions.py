@@ -183,3 +183,51 @@ def test_compare_matches_mlflow_validate_evaluation_results(bikeshare_cfg):
             assert ours == theirs, (cand, champ, force)
             checked += bool(ours)
     assert checked > 20  # both verdicts were exercised
+
+
+def test_max_age_is_a_floor_under_quiet_signals_and_counts_from_the_last_request():
+    t = PERF.model_copy(update={"max_age_batches": 3, "cooldown_batches": 1})
+
+    def verdicts(models, signals=None):
+        state, out = PolicyState(), []
+        for i, model in enumerate(models):
+            d, state, _ = step((signals or {}).get(i, GOOD), t, state, model_id=model)
+            out.append("max_age" if d.fired == ["max_age"] else d.verdict)
+        return out, state
+
+    # quiet signals: the champion serves three batches, the fourth requests a retrain (every request
+    # rejected here: the champion stays v1, and the age counts from the request)
+    out, state = verdicts(["v1"] * 9)
+    assert out == ["no_retrain"] * 3 + ["max_age"] + ["no_retrain"] * 3 + ["max_age", "no_retrain"]
+    assert state.served == 9 and state.batches_since_request == 1
+    # a signal's request resets the age; a new champion starts its own
+    out, _ = verdicts(["v1", "v1", "v1", "v2", "v2", "v2", "v2", "v2"], {1: BAD})
+    assert out == [
+        "no_retrain",
+        "retrain",
+        "no_retrain",
+        "no_retrain",
+        "no_retrain",
+        "no_retrain",
+        "max_age",
+        "no_retrain",
+    ]
+    d, _, _ = step(GOOD, t, PolicyState(served=3, baseline_model="v1"), model_id="v1")
+    assert d.retrain and "max age: 4 batches without a retrain request > max_age_batches=3" in d.reasons
+
+
+def test_max_age_waits_for_the_cooldown_and_is_off_with_null():
+    t = PERF.model_copy(update={"max_age_batches": 1, "cooldown_batches": 3})
+    verdicts = run(t, [BAD, GOOD, GOOD, GOOD, GOOD])
+    assert verdicts == ["retrain", "no_retrain", "no_retrain", "no_retrain", "retrain"]
+    off = PERF.model_copy(update={"max_age_batches": None})
+    assert run(off, [GOOD] * 30) == ["no_retrain"] * 30
+
+
+def test_served_round_trips_and_an_older_state_without_it_still_loads():
+    _, state, _ = step(GOOD, PERF, PolicyState(), model_id="v1")
+    _, state, _ = step(GOOD, PERF, state, model_id="v1")
+    data = state.to_dict()
+    assert data["served"] == 2 and PolicyState.from_dict(data) == state
+    del data["served"]  # a state stored before the age floor existed
+    assert PolicyState.from_dict(data).served == 0
