@@ -189,23 +189,25 @@ def _changes() -> tuple[int, int, int]:
     return n * 3 // 8, n * 5 // 8, n * 7 // 8
 
 
+def _two_changes(concepts: list[object], weeks: int) -> object:
+    """The first of three concepts until week 24, the second until week 40, then the third; each change
+    spread over ``weeks`` weeks (river's ``ConceptDriftStream``)."""
+    from river.datasets import synth
+
+    first, second, third = concepts
+    a, b, _ = _changes()
+    late = synth.ConceptDriftStream(second, third, position=b - a, width=weeks * SYNTH_ROWS, seed=SYNTH_SEED)
+    return synth.ConceptDriftStream(first, late, position=a, width=weeks * SYNTH_ROWS, seed=SYNTH_SEED)
+
+
 def sea() -> pd.DataFrame:
     """SEA concepts (river): 3 uniform features, class ``x0 + x1 > threshold``, 5% label noise; the
     threshold changes abruptly (over one week) at weeks 24 and 40. Drift in P(y | x) only."""
     from river.datasets import synth
 
-    a, b, _ = _changes()
     s = SYNTH_SEED
-    late = synth.ConceptDriftStream(
-        synth.SEA(1, noise=0.05, seed=s + 1),
-        synth.SEA(3, noise=0.05, seed=s + 2),
-        position=b - a,
-        width=SYNTH_ROWS,
-        seed=s,
-    )
-    return _synthetic(
-        synth.ConceptDriftStream(synth.SEA(0, noise=0.05, seed=s), late, position=a, width=SYNTH_ROWS, seed=s)
-    )
+    concepts: list[object] = [synth.SEA(v, noise=0.05, seed=s + k) for k, v in enumerate((0, 1, 3))]
+    return _synthetic(_two_changes(concepts, weeks=1))
 
 
 def agrawal() -> pd.DataFrame:
@@ -213,17 +215,11 @@ def agrawal() -> pd.DataFrame:
     (over four weeks) at weeks 24 and 40, 5% feature perturbation. Drift in P(y | x) only."""
     from river.datasets import synth
 
-    a, b, _ = _changes()
     s = SYNTH_SEED
-    late = synth.ConceptDriftStream(
-        synth.Agrawal(2, seed=s + 1, perturbation=0.05),
-        synth.Agrawal(4, seed=s + 2, perturbation=0.05),
-        position=b - a,
-        width=4 * SYNTH_ROWS,
-        seed=s,
-    )
-    first = synth.Agrawal(0, seed=s, perturbation=0.05)
-    return _synthetic(synth.ConceptDriftStream(first, late, position=a, width=4 * SYNTH_ROWS, seed=s))
+    concepts: list[object] = [
+        synth.Agrawal(f, seed=s + k, perturbation=0.05) for k, f in enumerate((0, 2, 4))
+    ]
+    return _synthetic(_two_changes(concepts, weeks=4))
 
 
 def friedman(kind: str) -> pd.DataFrame:

@@ -449,7 +449,8 @@ def decide(s: Signals, t: TriggerConfig, state: PolicyState | None = None) -> De
         fires, list(fired.values()), list(fired), score=score, rule_met=fires, details=details
     )
     gap = None if state.batches_since_request is None else state.batches_since_request + 1
-    if fires and gap is not None and gap <= t.cooldown_batches:
+    in_cooldown = gap is not None and gap <= t.cooldown_batches
+    if fires and in_cooldown:
         decision.retrain = False
         decision.suppressed_by = (
             f"cooldown: batch {gap} after the last request, within cooldown_batches={t.cooldown_batches}"
@@ -467,7 +468,6 @@ def decide(s: Signals, t: TriggerConfig, state: PolicyState | None = None) -> De
             f"need hysteresis_batches={t.hysteresis_batches} before firing again"
         )
     age = _age(state)
-    in_cooldown = gap is not None and gap <= t.cooldown_batches
     if t.max_age_batches is not None and not decision.retrain and not in_cooldown and age > t.max_age_batches:
         decision.retrain = True
         decision.suppressed_by = None
