@@ -77,6 +77,7 @@ def _backtest(args: argparse.Namespace) -> int:
         oracle_bound=not args.no_oracle,
         target_recovered=args.target_recovered,
         max_share=args.max_share,
+        threads=args.threads or None,
     )
     print(backtest.format_table(report))
     if args.json:
@@ -399,6 +400,13 @@ def main(argv: list[str] | None = None) -> int:
         "--no-oracle",
         action="store_true",
         help="skip the oracle bound (the best schedule with the same retrains, chosen in hindsight)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="BLAS/OpenMP threads for the replay's many small fits (default 1: fastest on small batches and "
+        "on shared cores; 0 = the libraries' defaults)",
     )
     p.set_defaults(func=_backtest)
 

@@ -27,6 +27,7 @@ import sys
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from retrainer import train
 from retrainer.backtest.plot import plot
 from retrainer.backtest.replay import (
     STEP,
@@ -111,12 +112,14 @@ def backtest(
     oracle_bound: bool = True,
     target_recovered: float = DEFAULT_TARGET_RECOVERED,
     max_share: float = DEFAULT_MAX_SHARE,
+    threads: int | None = 1,
 ) -> dict[str, Any]:
     """Replay ``df`` through every policy and return the report (the JSON document).
 
     ``target_recovered`` / ``max_share`` are the comparison thresholds each trigger policy is checked
     against (``criteria``); ``oracle_bound`` adds the best recovered gain any schedule with the same
-    number of retrains reaches on this replay (:func:`oracle`).
+    number of retrains reaches on this replay (:func:`oracle`). ``threads`` caps the BLAS/OpenMP threads
+    of the replay's fits and predictions (None: the libraries' own defaults, usually one per core).
     """
     from threadpoolctl import threadpool_limits
     from tqdm import tqdm
@@ -148,9 +151,11 @@ def backtest(
         leave=False,
     )
     runs: dict[str, PolicyRun] = {}
-    # small fits gain nothing from BLAS threads and lose a lot when cores are shared; batches with a
-    # single class make sklearn warn on every metric call
-    with bar, threadpool_limits(1), warnings.catch_warnings():
+    # small fits gain nothing from BLAS/OpenMP threads and lose a lot when cores are shared (threadpoolctl
+    # limits only the libraries loaded by now: build_pipeline imports the estimator and its runtime);
+    # batches with a single class make sklearn warn on every metric call
+    train.build_pipeline(cfg)
+    with bar, threadpool_limits(threads), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module="sklearn")
         for name, kind, k, t in plan:
             bar.set_postfix_str(name)
@@ -191,7 +196,7 @@ def backtest(
         "triggers": {n: t.model_dump(mode="json") for n, t in triggers.items()},
     }
     if oracle_bound:
-        with threadpool_limits(1), warnings.catch_warnings():
+        with threadpool_limits(threads), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=UserWarning, module="sklearn")
             values, _ = model_metrics(replay)
         bound = oracle(cfg, summaries, values)
