@@ -6,7 +6,7 @@ TUNE_SHOW ?= pda3_ctl2_cd3_age8,pda3_ctl2p2_cd3_age8,pda3_ctl2p2_cd3,pda3_ctl2_c
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo docs config-docs test test-unit test-integration test-e2e lint typecheck bench bench-backtest bench-backtest-threads bench-freshness bench-scale bench-scaleout bench-policy-state backtest-docs tune-triggers clean airflow airflow-prod stop env prod-deps chromium
+.PHONY: install demo docs config-docs test test-unit test-integration test-e2e lint typecheck bench bench-backtest bench-threads bench-freshness bench-scale bench-scaleout bench-policy-state backtest-docs tune-triggers clean airflow airflow-prod stop env prod-deps chromium
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,7 +44,7 @@ lint: install  ## ruff check and ruff format --check (a few seconds)
 typecheck: install  ## mypy on the package (settings in pyproject.toml)
 	$(PY) -m mypy
 
-bench: bench-backtest bench-backtest-threads bench-freshness bench-scaleout bench-policy-state  ## every benchmark; each prints its time and the ratio to a baseline measured in the same run
+bench: bench-backtest bench-threads bench-freshness bench-scaleout bench-policy-state  ## every benchmark; each prints its time and the ratio to a baseline measured in the same run
 
 bench-policy-state: install  ## reading the policy state after 100 vs 3,000 decisions: head pointer vs search (~2 min)
 	$(PY) benchmarks/policy_state.py
@@ -52,8 +52,8 @@ bench-policy-state: install  ## reading the policy state after 100 vs 3,000 deci
 bench-backtest: install  ## backtest speed: 130 weekly batches vs an every_batch-only replay (~20 s)
 	PYTHONPATH=include $(PY) benchmarks/backtest_speed.py
 
-bench-backtest-threads: install  ## backtest with one thread vs the libraries' default threads, idle and on busy cores (~2.5 min)
-	PYTHONPATH=include $(PY) benchmarks/backtest_threads.py
+bench-threads: install  ## one thread vs the libraries' defaults: backtest, retrain fit, scoring 1M rows; idle and on busy cores (~3 min)
+	PYTHONPATH=include $(PY) benchmarks/threads.py
 
 backtest-docs: install  ## re-run the backtests whose tables and plots are in docs/backtest/
 	$(PY) -m retrainer.cli backtest include/models/bikeshare.yaml --data bikeshare --no-progress --json docs/backtest/bikeshare.json --plot docs/backtest/bikeshare.png | tee docs/backtest/bikeshare.txt

@@ -335,11 +335,13 @@ def step_index_archive(config: str) -> dict[str, Any]:
 def step_minimal_retrain(config: str, files: list[str]) -> dict[str, Any]:
     import pandas as pd
 
-    from retrainer.train import fit, prepare
+    from retrainer import settings
+    from retrainer.train import fit, prepare, thread_cap
 
     cfg = _cfg(config)
     df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    fit(cfg, prepare(cfg, df))
+    with thread_cap(cfg, settings.threads()):  # as the retrain task fits
+        fit(cfg, prepare(cfg, df))
     return {"rows": len(df)}
 
 

@@ -688,7 +688,7 @@ def _estimate(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -
     holdout: the newest ``training.holdout`` of its snapshot); empty when it cannot be estimated."""
     from retrainer.estimation import fit_estimator
     from retrainer.models import load_run_model
-    from retrainer.train import split_holdout
+    from retrainer.train import split_holdout, thread_cap
 
     champ = _champion(cfg, claim)
     if cfg.triggers.estimation is None or champ is None or scored.get("predictions") is None:
@@ -699,7 +699,8 @@ def _estimate(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -
             return {}
         _, holdout = split_holdout(cfg, reference)
         model = load_run_model(champ.run_id)
-        est = fit_estimator(cfg, model, holdout)
+        with thread_cap(cfg, settings.threads()):  # the fit; the batch is predicted as the score task does
+            est = fit_estimator(cfg, model, holdout)
         if est is None:
             return {}
         return {"method": est.method, **_estimate_batch(cfg, est, model, claim, scored)}

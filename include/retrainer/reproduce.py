@@ -54,7 +54,7 @@ def reproduce(name: str, version: int) -> dict[str, Any]:
 
     from retrainer.models import load_run_model
     from retrainer.snapshot import load_snapshot
-    from retrainer.train import fit, predict, split_holdout
+    from retrainer.train import fit, predict, split_holdout, thread_cap
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     c = tracking.client()
@@ -74,8 +74,9 @@ def reproduce(name: str, version: int) -> dict[str, Any]:
     cfg = recorded_config(name, mv.run_id, recorded_fp)
     df = load_snapshot(DataRoot(settings.data_root(), name).snapshots, sha)  # re-hashes: tampering raises
     train_df, holdout = split_holdout(cfg, df)
-    model = fit(cfg, train_df)
-    preds = predict(cfg, model, holdout)
+    with thread_cap(cfg, settings.threads()):  # as the retrain that made the version
+        model = fit(cfg, train_df)
+        preds = predict(cfg, model, holdout)
     scores = metrics.compute(cfg.task, holdout[cfg.data.target].to_numpy(), preds)
     recorded = tracking.holdout_metrics(run)
     per_metric = {

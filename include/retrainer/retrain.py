@@ -11,7 +11,7 @@ import hashlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from retrainer import compare, metrics, quality, registry, tracking
+from retrainer import compare, metrics, quality, registry, settings, tracking
 from retrainer.exceptions import ModelRejected
 from retrainer.monitor import root
 
@@ -134,7 +134,7 @@ def train(
     import mlflow
 
     from retrainer.models import log_model
-    from retrainer.train import fit, split_holdout
+    from retrainer.train import fit, split_holdout, thread_cap
 
     key = run_key(cfg, snap["sha256"])
     tracking.client()
@@ -152,12 +152,13 @@ def train(
         }
     df = _snapshot_frame(cfg, snap)
     train_df, holdout = split_holdout(cfg, df)
-    model = fit(cfg, train_df)
-    scores = metrics.score(cfg, model, holdout)  # probability metrics too, for classifiers that have them
     scored_train = train_df  # train metrics (an overfitting check) from a seeded sample of a large window
     if len(train_df) > TRAIN_METRIC_ROWS:
         scored_train = train_df.sample(n=TRAIN_METRIC_ROWS, random_state=0)
-    train_scores = metrics.score(cfg, model, scored_train)
+    with thread_cap(cfg, settings.threads()):
+        model = fit(cfg, train_df)
+        scores = metrics.score(cfg, model, holdout)  # probability metrics too, for classifiers that have them
+        train_scores = metrics.score(cfg, model, scored_train)
     with mlflow.start_run(
         experiment_id=tracking.experiment_id(cfg.name, "train"), run_name=f"train-{snap['sha256'][:8]}"
     ) as run:
@@ -203,7 +204,8 @@ def train(
         )
         mlflow.log_dict(snap, "snapshot.json")
         mlflow.log_dict(cfg.model_dump(mode="json"), "config.json")  # what `retrainer reproduce` replays
-        log_model(model, train_df[cfg.data.feature_names].head(5))  # signature from a sample
+        with thread_cap(cfg, settings.threads()):  # MLflow predicts the sample for the signature
+            log_model(model, train_df[cfg.data.feature_names].head(5))  # signature from a sample
     log.info(
         "trained %s on %d rows; holdout (%d rows) %s",
         cfg.model.estimator,
@@ -245,7 +247,7 @@ def evaluate(
 
     from retrainer.checks import run_checks
     from retrainer.models import load_run_model
-    from retrainer.train import split_holdout
+    from retrainer.train import split_holdout, thread_cap
 
     champ = registry.champion(cfg.name)
     candidate = dict(trained["holdout"])
@@ -253,7 +255,8 @@ def evaluate(
     train_df, holdout = split_holdout(cfg, _snapshot_frame(cfg, snap))
     champion_model = load_run_model(champ.run_id) if champ is not None else None
     if champion_model is not None:
-        champion_scores = metrics.score(cfg, champion_model, holdout)
+        with thread_cap(cfg, settings.threads()):
+            champion_scores = metrics.score(cfg, champion_model, holdout)
     thresholds = _thresholds(cfg, champion_scores.get(cfg.metric), force)
     failed: list[str] = []
     if champ is not None and champ.run_id == trained["run_id"]:
@@ -269,9 +272,10 @@ def evaluate(
         if not failed:
             failed.append(str(exc))
     # force skips the comparisons with the champion (slices too); the behavioural checks always apply
-    model_checks = run_checks(
-        cfg, load_run_model(trained["run_id"]), None if force else champion_model, holdout, train_df
-    )
+    with thread_cap(cfg, settings.threads()):
+        model_checks = run_checks(
+            cfg, load_run_model(trained["run_id"]), None if force else champion_model, holdout, train_df
+        )
     failed.extend(c.detail for c in model_checks if not c.passed)
     passed = not failed
     checks = [

@@ -24,6 +24,23 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
 
 
+def threads() -> int | None:
+    """BLAS/OpenMP threads for a task's model fits and the small scorings beside them (``RETRAINER_THREADS``,
+    default 1; ``0``: the libraries' own defaults, one thread per core). Airflow runs several tasks side
+    by side on a worker, and scikit-learn's tree models start one thread per core in each of them: on
+    shared cores the threads wait on each other (docs/scale.md, "Threads")."""
+    raw = os.environ.get("RETRAINER_THREADS", "1").strip()
+    try:
+        n = int(raw)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise ValueError(
+            f"RETRAINER_THREADS={raw!r}: give a whole number of threads, or 0 for the libraries' defaults"
+        )
+    return n or None
+
+
 def artifact_root() -> str:
     """Artifact location for experiments we create (``RETRAINER_ARTIFACT_ROOT``, default ``./mlartifacts``).
 

@@ -6,6 +6,7 @@ Everything here is plain pandas/scikit-learn; MLflow logging lives in :mod:`retr
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,8 @@ from retrainer.exceptions import RetrainerError
 from retrainer.storage import DataRoot, read_columns
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import pandas as pd
     from sklearn.pipeline import Pipeline
 
@@ -172,6 +175,23 @@ def _missing_as_none(cfg: ModelConfig, df: pd.DataFrame) -> pd.DataFrame:
         col = df[c].astype(object)
         df[c] = col.where(col.notna(), None)
     return df
+
+
+@contextmanager
+def thread_cap(cfg: ModelConfig, threads: int | None) -> Iterator[None]:
+    """At most ``threads`` BLAS/OpenMP threads (None: no cap) while ``cfg``'s model fits or predicts.
+
+    The estimator is built first: threadpoolctl caps only the libraries loaded by then, and the OpenMP
+    runtime of scikit-learn (or of another package's estimator) loads with its first import.
+    """
+    if threads is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    build_pipeline(cfg)
+    with threadpool_limits(threads):
+        yield
 
 
 def fit(cfg: ModelConfig, train: pd.DataFrame) -> Pipeline:

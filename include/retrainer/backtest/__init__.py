@@ -121,7 +121,6 @@ def backtest(
     number of retrains reaches on this replay (:func:`oracle`). ``threads`` caps the BLAS/OpenMP threads
     of the replay's fits and predictions (None: the libraries' own defaults, usually one per core).
     """
-    from threadpoolctl import threadpool_limits
     from tqdm import tqdm
 
     freq = batch_freq or cfg.backtest.batch_freq or "7D"
@@ -151,11 +150,9 @@ def backtest(
         leave=False,
     )
     runs: dict[str, PolicyRun] = {}
-    # small fits gain nothing from BLAS/OpenMP threads and lose a lot when cores are shared (threadpoolctl
-    # limits only the libraries loaded by now: build_pipeline imports the estimator and its runtime);
-    # batches with a single class make sklearn warn on every metric call
-    train.build_pipeline(cfg)
-    with bar, threadpool_limits(threads), warnings.catch_warnings():
+    # small fits gain nothing from BLAS/OpenMP threads and lose a lot when cores are shared; batches with a
+    # single class make sklearn warn on every metric call
+    with bar, train.thread_cap(cfg, threads), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module="sklearn")
         for name, kind, k, t in plan:
             bar.set_postfix_str(name)
@@ -196,7 +193,7 @@ def backtest(
         "triggers": {n: t.model_dump(mode="json") for n, t in triggers.items()},
     }
     if oracle_bound:
-        with threadpool_limits(threads), warnings.catch_warnings():
+        with train.thread_cap(cfg, threads), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=UserWarning, module="sklearn")
             values, _ = model_metrics(replay)
         bound = oracle(cfg, summaries, values)
