@@ -1,9 +1,10 @@
-"""Fits and predictions run on a capped number of BLAS/OpenMP threads: the backtest (``--threads``,
-default 1) and the tasks (``RETRAINER_THREADS``, default 1), also for an estimator whose OpenMP runtime
-loads only when Retrainer first builds it (threadpoolctl caps loaded libraries only).
+"""Model fits run on a capped number of BLAS/OpenMP threads: the backtest's fits and predictions
+(``--threads``, default 1), also for an estimator whose OpenMP runtime loads only when Retrainer first
+builds it (threadpoolctl caps loaded libraries only), and the tasks' fits (``RETRAINER_THREADS``,
+default 1).
 
-Each case runs in a fresh interpreter where scikit-learn is not imported yet, as in an Airflow task or a
-``retrainer`` command; the probe estimator records the OpenMP threads it was allowed at every call."""
+Each case runs in a fresh interpreter, as a task or a ``retrainer`` command does; a probe records the
+OpenMP threads each fit or prediction was allowed."""
 
 from __future__ import annotations
 
