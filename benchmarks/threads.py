@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 WEEKS = 68  # 8 warm-up + 60 replayed
 
 
-def backtest_case() -> tuple[object, Callable[[int | None], None]]:
+def backtest_case() -> Callable[[int | None], None]:
     from retrainer import backtest
 
     cfg = backtest_speed.config()
@@ -55,19 +55,18 @@ def backtest_case() -> tuple[object, Callable[[int | None], None]]:
     def run(threads: int | None) -> None:
         backtest.backtest(cfg, df, progress=False, oracle_bound=False, threads=threads)
 
-    return cfg, run
+    return run
 
 
 def bikeshare_cases() -> list[tuple[str, Callable[[int | None], None]]]:
     import numpy as np
+    import pandas as pd
 
     from retrainer import datasets, metrics, train
     from retrainer.config import load_config
 
     cfg = load_config(REPO / "include" / "models" / "bikeshare.yaml")
     weeks = datasets.weekly_batches(datasets.bikeshare(), "timestamp")
-    import pandas as pd
-
     df = train.prepare(cfg, pd.concat([w for _, w in weeks[:12]], ignore_index=True))
     train_df, holdout = train.split_holdout(cfg, df)
     model = train.fit(cfg, train_df)
@@ -86,7 +85,7 @@ def bikeshare_cases() -> list[tuple[str, Callable[[int | None], None]]]:
 
 
 def main() -> None:
-    cases = [("backtest", backtest_case()[1]), *bikeshare_cases()]
+    cases = [("backtest", backtest_case()), *bikeshare_cases()]
     cores = os.cpu_count() or 1
     print(f"{cores} cores; baseline = the libraries' default threads, capped = one thread")
     for label, busy_n in (("idle machine", 0), (f"{cores} busy processes", cores)):
