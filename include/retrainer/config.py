@@ -116,6 +116,12 @@ class DataConfig(_Strict):
         description="rows timed later than now + this are quarantined (an allowance for clock skew; such "
         "a row would otherwise anchor every later training window)",
     )
+    max_batch_span: Duration | None = Field(
+        None,
+        description="a batch whose rows span more than this (newest minus oldest time) is quarantined: "
+        "one mis-stamped row would otherwise anchor the next training window and leave the rest of the "
+        "archive outside it. Default (null): `training.window`",
+    )
     impute: ImputeConfig = Field(
         default_factory=ImputeConfig, description="how gaps of `nullable` features are filled"
     )
@@ -677,7 +683,8 @@ class RetentionConfig(_Strict):
     archive: Duration = Field(
         "26W",
         description="archived batches are kept while their newest row is within this (or the training "
-        "window, if longer) of the newest archived row",
+        "window, if longer) of the second-newest batch's newest row; whatever this says, gc keeps every "
+        "batch the next training window (which ends at the newest labelled row) can read",
     )
     label_wait: Duration = Field(
         "8W", description="archived batches with unlabelled rows are kept this long (data time) for labels"
@@ -814,7 +821,11 @@ class ModelConfig(_Strict):
     @property
     def fingerprint(self) -> str:
         """Hash of everything that changes what a retrain produces."""
-        payload = self.model_dump(mode="json", include={"task", "data", "model", "training", "validation"})
+        payload = self.model_dump(
+            mode="json",
+            include={"task", "data", "model", "training", "validation"},
+            exclude={"data": {"max_batch_span"}},  # a gate bound: what an accepted batch trains is unchanged
+        )
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

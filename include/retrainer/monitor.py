@@ -254,6 +254,39 @@ def check_time_column(cfg: ModelConfig, df: pd.DataFrame, file: str) -> None:
                 }
             ],
         )
+    check_time_span(cfg, parsed, file)
+
+
+def max_batch_span(cfg: ModelConfig) -> str:
+    """``data.max_batch_span``, or the training window when it is not set."""
+    return cfg.data.max_batch_span or cfg.training.window
+
+
+def check_time_span(cfg: ModelConfig, times: pd.Series, file: str) -> None:
+    """The batch's rows must not span more than :func:`max_batch_span`: raise
+    :class:`DataValidationError` naming the oldest and newest times otherwise."""
+    import pandas as pd
+
+    from retrainer.config import duration_hours
+
+    first, last = times.min(), times.max()
+    if pd.isna(first) or last - first <= timedelta(hours=duration_hours(max_batch_span(cfg))):
+        return
+    examples = [str(first), str(last)]
+    raise DataValidationError(
+        f"{file}: column '{cfg.data.time_column}': rows span {last - first} (from {first} to {last}), "
+        f"more than data.max_batch_span={max_batch_span(cfg)}: a row stamped that far from the rest would "
+        "anchor the next training window and leave the rest of the archive outside it",
+        [
+            {
+                "expectation": "time_span_at_most",
+                "column": cfg.data.time_column,
+                "kwargs": {"max_batch_span": max_batch_span(cfg)},
+                "unexpected_count": 1,
+                "partial_unexpected_list": examples,
+            }
+        ],
+    )
 
 
 def validate_batch(cfg: ModelConfig, claim: dict[str, Any], run_id: str = "") -> dict[str, Any]:

@@ -3,12 +3,17 @@
 ``retrainer gc MODEL [--dry-run]`` and the ``<model>__maintenance`` DAG call :func:`collect`. What it
 removes, per the model's ``retention:`` config:
 
-- archived batches whose newest row is older than ``max(training.window, retention.archive)`` before the
-  newest archived row (data time, so a re-run removes the same files), unless they still wait for labels
-  (unlabelled rows, newer than ``retention.label_wait``);
+- archived batches that no future training window can read and that ``retention.archive`` no longer
+  keeps (data time, so a re-run removes the same files): a batch goes when its newest row is at or before
+  both (the newest labelled row - ``training.window``), where the next retrain's window starts whatever
+  the label lag, and (the anchor - ``max(training.window, retention.archive)``). The anchor is the newest
+  row of the second-newest batch (:func:`archive_anchor`), which no single row or batch stamped far
+  ahead can move, and the labelled horizon never goes past it. Batches that still wait for labels
+  (unlabelled rows, newer than anchor - ``retention.label_wait``) stay, and while no row is labelled
+  nothing leaves the archive;
 - snapshots that no registered model version references (``retrainer reproduce`` needs those, so they
-  are never removed) and that are older than ``retention.snapshots`` (a retrain that is still running
-  has not registered its snapshot yet);
+  are never removed) and that no retrain has used for ``retention.snapshots``: each retrain step that
+  reads a snapshot (or reuses it) renews its time, and a running retrain's ``register`` re-checks it;
 - GX / Evidently reports older than ``retention.reports`` (MLflow keeps its own copy on each run),
   except the reports of batches in quarantine;
 - stored predictions older than ``retention.predictions`` whose batch waits for no labels, and the
@@ -27,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -107,16 +113,49 @@ def _aliased_versions(model: str) -> set[int]:
     return out
 
 
-def _batch_extent(cfg: ModelConfig, path: Path) -> tuple[Any, bool]:
-    """(newest row time, whether some rows still wait for their label) of an archived batch."""
+@dataclass(frozen=True)
+class Extent:
+    """What retention needs to know of one archived batch (its data time, not its file time)."""
+
+    newest: Any  # its newest row
+    labelled: Any  # its newest labelled row (the labels feed included); None when no row is labelled
+    pending: bool  # some rows still wait for their label
+
+
+def _batch_extent(cfg: ModelConfig, path: Path, late: Any) -> Extent:
+    """The :class:`Extent` of an archived batch, with the labels the feed has delivered since."""
     import pandas as pd
 
+    from retrainer.feeds import apply_labels
     from retrainer.storage import read_columns
+    from retrainer.train import labelled
 
-    df = read_columns(path, [cfg.data.time_column, cfg.data.target])
-    newest = pd.to_datetime(df[cfg.data.time_column]).max()
+    key = [cfg.data.time_column, cfg.data.target, *([cfg.data.id_column] if cfg.data.id_column else [])]
+    df = read_columns(path, key)
+    df[cfg.data.time_column] = pd.to_datetime(df[cfg.data.time_column])
+    if late is not None and len(late):
+        df = apply_labels(cfg, df, late)
+    done = labelled(cfg, df)[cfg.data.time_column]
     pending = cfg.data.target not in df or bool(df[cfg.data.target].isna().any())
-    return newest, pending
+    return Extent(df[cfg.data.time_column].max(), done.max() if len(done) else None, pending)
+
+
+def archive_anchor(extents: list[Extent]) -> Any:
+    """The data time retention measures the archive from: the newest row of the second-newest batch
+    (of the only batch, when there is one). Neither one row nor one whole batch stamped far ahead can move
+    it; in a regular stream it lags the newest row by one batch, so gc keeps at most one batch more."""
+    ends = sorted((e.newest for e in extents), reverse=True)
+    return ends[min(1, len(ends) - 1)]
+
+
+_PREDICTIONS = re.compile(r"^(?P<stem>.+)\.v(?P<version>\d+)\.parquet$")
+
+
+def predictions_batch(name: str) -> str | None:
+    """The batch stem of a stored predictions file ``<stem>.v<version>.parquet`` (a stem may contain
+    ``.v`` itself); None for a name of another form."""
+    m = _PREDICTIONS.match(name)
+    return m.group("stem") if m else None
 
 
 def collect(cfg: ModelConfig, *, dry_run: bool = False, now: float | None = None) -> Plan:
@@ -128,25 +167,41 @@ def collect(cfg: ModelConfig, *, dry_run: bool = False, now: float | None = None
 
     # -- archive (data time) ------------------------------------------------------------------------------
     archived = dr.archived()
-    extents = {p: _batch_extent(cfg, p) for p in archived}
+    late = None
+    if cfg.data.id_column and archived:
+        from retrainer.feeds import latest_labels
+
+        late = latest_labels(cfg)
+    extents = {p: _batch_extent(cfg, p, late) for p in archived}
     removed_batches: set[str] = set()
     pending_batches: set[str] = set()
+    labelled_times = [e.labelled for e in extents.values() if e.labelled is not None]
     if extents:
-        newest = max(t for t, _ in extents.values())
-        keep_h = max(duration_hours(cfg.training.window), duration_hours(ret.archive))
-        cut = newest - timedelta(hours=keep_h)
-        label_cut = newest - timedelta(hours=duration_hours(ret.label_wait))
-        for p, (t, pending) in extents.items():
-            if pending and t > label_cut:
+        anchor = archive_anchor(list(extents.values()))
+        label_cut = anchor - timedelta(hours=duration_hours(ret.label_wait))
+        cut = None  # nothing labelled yet: the first retrain's window is not known, the archive stays whole
+        if labelled_times:
+            # a retrain's window ends at the newest labelled row, which only moves later: nothing before
+            # (that row - training.window) can be read again. Whichever horizon keeps more wins.
+            window = timedelta(hours=duration_hours(cfg.training.window))
+            keep = timedelta(hours=max(duration_hours(cfg.training.window), duration_hours(ret.archive)))
+            cut = min(min(anchor, max(labelled_times)) - window, anchor - keep)
+        for p, e in extents.items():
+            if e.pending and e.newest > label_cut:
                 pending_batches.add(_stem(p.name))
-                continue
-            if t <= cut:
+            elif cut is not None and e.newest <= cut:
                 plan.add(
-                    "archive", p, f"newest row {t} is more than {keep_h} h before the newest archived row"
+                    "archive",
+                    p,
+                    f"newest row {e.newest} is at or before {cut}: outside every future training window "
+                    f"(training.window={cfg.training.window} before the newest labelled row) and "
+                    f"retention.archive={ret.archive}",
                 )
                 removed_batches.add(_stem(p.name))
                 if dr.flags_path(p).exists():
                     plan.add("archive", dr.flags_path(p), "flags of a batch that leaves the archive")
+        if cut is None:
+            log.info("gc %s: no archived row is labelled yet: the archive is kept whole", cfg.name)
     plan.kept["archive"] = len(archived) - len(removed_batches)
 
     # -- snapshots -------------------------------------------------------------------------------------
@@ -174,7 +229,9 @@ def collect(cfg: ModelConfig, *, dry_run: bool = False, now: float | None = None
                 if version not in aliased:
                     plan.add("predictions", p, f"reference predictions of v{version}, no longer aliased")
                 continue
-            batch = p.name.split(".v")[0]
+            batch = predictions_batch(p.name)
+            if batch is None:
+                continue  # not a file we wrote: leave it for a person
             if batch in removed_batches:
                 plan.add("predictions", p, "its batch leaves the archive")
             elif batch not in pending_batches and _age_hours(p, now) > duration_hours(ret.predictions):

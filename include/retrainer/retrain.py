@@ -12,7 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from retrainer import compare, metrics, quality, registry, settings, tracking
-from retrainer.exceptions import ModelRejected
+from retrainer.exceptions import ModelRejected, SnapshotIntegrityError
 from retrainer.monitor import root
 
 if TYPE_CHECKING:
@@ -98,9 +98,12 @@ def snapshot(cfg: ModelConfig, window: str | None = None, require: list[str] | N
 
 
 def _snapshot_frame(cfg: ModelConfig, snap: dict[str, Any]) -> pd.DataFrame:
-    from retrainer.snapshot import load_snapshot
+    """The snapshot's rows, re-hashed; each step that reads it renews its use (gc keeps it while in use)."""
+    from retrainer.snapshot import load_snapshot, touch
 
-    return load_snapshot(root(cfg).snapshots, snap["sha256"])
+    df = load_snapshot(root(cfg).snapshots, snap["sha256"])
+    touch(root(cfg).snapshots, snap["sha256"])
+    return df
 
 
 # -- 3. gate ------------------------------------------------------------------------------------------
@@ -323,11 +326,23 @@ def register(
     evaluation: dict[str, Any],
     trigger: dict[str, Any],
 ) -> dict[str, Any]:
-    """Register a candidate that passed validation; raise :class:`ModelRejected` for one that did not."""
+    """Register a candidate that passed validation; raise :class:`ModelRejected` for one that did not.
+
+    The candidate's snapshot is checked again first (present, content matching its hash): a version is
+    never registered on a snapshot ``retrainer reproduce`` could not read. A missing or altered snapshot
+    raises :class:`SnapshotIntegrityError` and nothing is registered."""
     if not evaluation["passed"]:
         raise ModelRejected(
             "candidate rejected: " + "; ".join(evaluation["failed_checks"]), evaluation["failed_checks"]
         )
+    try:
+        _snapshot_frame(cfg, snap)
+    except (SnapshotIntegrityError, OSError, ValueError) as exc:
+        raise SnapshotIntegrityError(
+            f"not registering the candidate of training run {trained['run_id']}: its snapshot "
+            f"{snap['sha256'][:12]} cannot be read as written ({exc}); nothing was registered and the "
+            "champion is unchanged. Run the retrain again: it writes the snapshot anew"
+        ) from exc
     version, created = registry.register(
         cfg.name,
         trained["run_id"],

@@ -98,6 +98,7 @@ def create_snapshot(
     final = folder / digest
     if (final / "manifest.json").exists():
         log.info("snapshot %s already exists (%d rows): reused, not rewritten", digest[:12], len(df))
+        touch(folder, digest)  # in use again: gc ages unregistered snapshots from their last use
         return Snapshot(digest, final, len(df), created=False)
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temp(folder)
@@ -121,9 +122,19 @@ def create_snapshot(
         import shutil
 
         shutil.rmtree(tmp)  # identical content by definition: keep the first
+        touch(folder, digest)
         return Snapshot(digest, final, len(df), created=False)
     log.info("snapshot %s written: %d rows from %d batches", digest[:12], len(df), len(sources))
     return Snapshot(digest, final, len(df), created=True)
+
+
+def touch(folder: Path, sha256: str) -> None:
+    """Mark a snapshot as used now. ``retrainer gc`` removes a snapshot no registered version references
+    only once it has gone unused for ``retention.snapshots``: each retrain step that reads or reuses it
+    renews that time (its content is never touched)."""
+    path = folder / sha256
+    if path.is_dir():
+        os.utime(path)
 
 
 def read_manifest(folder: Path, sha256: str) -> dict[str, Any]:
