@@ -24,7 +24,7 @@ docs: install  ## build the documentation site into site/ (mkdocs --strict: a br
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet --site-dir site
 
 config-docs: install  ## rewrite docs/configuration/reference.md and the JSON Schema from the config models
-	$(PY) -m retrainer.config_reference --write
+	$(PY) -m retrainer.config.reference --write
 
 test: install lint typecheck docs chromium prod-deps  ## lint, types and the docs build first (fail early), then the whole suite: unit, DAG integrity, integration, e2e (real scheduler + browser)
 	$(PY) -m pytest -q
@@ -80,7 +80,7 @@ tune-triggers: install  ## re-run the trigger tuning (cached in .tune-cache/) an
 AIRFLOW_PORT ?= 8080
 MLFLOW_PORT ?= 5000
 airflow: install  ## start Airflow + MLflow on loopback with the Retraining view (prints URLs and login)
-	$(PY) -m retrainer.stack start --state .airflow --port $(AIRFLOW_PORT) --mlflow-port $(MLFLOW_PORT)
+	$(PY) -m devtools.stack start --state .airflow --port $(AIRFLOW_PORT) --mlflow-port $(MLFLOW_PORT)
 
 # The production twin: Debian Postgres + Redis, Airflow on the CeleryExecutor with WORKERS Celery workers and
 # the FAB auth manager, an MLflow server on Postgres with proxied artifacts and basic auth; all on 127.0.0.1,
@@ -88,11 +88,11 @@ airflow: install  ## start Airflow + MLflow on loopback with the Retraining view
 PROD_STATE ?= .airflow-prod
 WORKERS ?= 2
 airflow-prod: install prod-deps  ## start the production twin on loopback (prints URLs and logins)
-	$(PY) -m retrainer.stack start --prod --state $(PROD_STATE) --port $(AIRFLOW_PORT) --mlflow-port $(MLFLOW_PORT) --workers $(WORKERS)
+	$(PY) -m devtools.stack start --prod --state $(PROD_STATE) --port $(AIRFLOW_PORT) --mlflow-port $(MLFLOW_PORT) --workers $(WORKERS)
 
 stop:  ## stop what `make airflow` / `make airflow-prod` started (by recorded process group, never by name)
-	$(PY) -m retrainer.stack stop --state .airflow
-	$(PY) -m retrainer.stack stop --state $(PROD_STATE)
+	$(PY) -m devtools.stack stop --state .airflow
+	$(PY) -m devtools.stack stop --state $(PROD_STATE)
 
 env: install  ## write .env for docker compose with fresh random secrets (refuses to overwrite one)
 	$(PY) -m retrainer.deploy env --out .env

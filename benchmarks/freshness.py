@@ -1,6 +1,6 @@
 """Freshness under the real scheduler: how long from a batch landing to the decision, and to a new champion.
 
-Starts the real Airflow components on loopback in a temp folder (retrainer.stack), seeds six weeks
+Starts the real Airflow components on loopback in a temp folder (devtools.stack), seeds six weeks
 of Bikeshare history, trains the first champion, then lands the following weeks one at a time and measures:
 
 * landing -> decision: the batch file appears in ``landing/`` until the monitor's ``decide`` task has
@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from retrainer import stack as S
+from devtools import stack as S
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,7 +76,8 @@ def main() -> int:
         config_dir=S.fast_config_dir(state / "models", poke_interval=args.poke, cooldown_batches=0),
     )
     os.environ.update({k: v for k, v in stack.env().items() if k.startswith(("MLFLOW_", "RETRAINER_"))})
-    from retrainer import registry, tracking
+    from retrainer.tracking import registry
+    from retrainer.tracking import runs as tracking
 
     print(f"freshness benchmark: state {state}; {os.cpu_count()} cores", flush=True)
     t0 = time.monotonic()

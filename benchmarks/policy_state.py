@@ -27,7 +27,8 @@ SIZES = (100, 3000)
 
 def seed(cfg, n: int) -> None:
     """``n - 1`` decision runs with tags only, then one real decision (artifact + head pointer)."""
-    from retrainer import monitor, tracking
+    from retrainer.stages import monitor
+    from retrainer.tracking import runs as tracking
 
     c = tracking.client()
     exp = tracking.experiment_id(cfg.name, "monitor")
@@ -69,8 +70,10 @@ def main() -> None:
     sys.path.insert(0, str(REPO / "include"))
     import mlflow
 
-    from retrainer import monitor, policy, tracking
+    from retrainer import policy
     from retrainer.config import load_config
+    from retrainer.stages import monitor
+    from retrainer.tracking import runs as tracking
 
     cfg = load_config(REPO / "include" / "models" / "bikeshare.yaml")
     results: dict[str, dict[int, float]] = {

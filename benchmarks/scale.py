@@ -107,7 +107,7 @@ def _child(spec_file: str) -> None:
     for module in spec["imports"]:
         importlib.import_module(module)
     if any(m.startswith("mlflow") for m in spec["imports"]):  # open the tracking store (migrations check)
-        from retrainer import tracking
+        from retrainer.tracking import runs as tracking
 
         tracking.client().search_experiments(max_results=1)
     rss_imports = _maxrss_mb()
@@ -163,7 +163,7 @@ def _cfg(path: str) -> Any:
 
 # steps (run in the child) ---------------------------------------------------------------------------------
 def step_train_champion(config: str) -> dict[str, Any]:
-    from retrainer import retrain
+    from retrainer.stages import retrain
 
     cfg = _cfg(config)
     trigger = retrain.resolve_trigger("manual", [], {"reason": "benchmark champion"})
@@ -177,37 +177,37 @@ def step_train_champion(config: str) -> dict[str, Any]:
 
 
 def step_claim(config: str, run_id: str) -> Any:
-    from retrainer import monitor
+    from retrainer.stages import monitor
 
     return monitor.claim_batch(_cfg(config), run_id)
 
 
 def step_validate(config: str, claim: dict[str, Any], run_id: str) -> Any:
-    from retrainer import monitor
+    from retrainer.stages import monitor
 
     return monitor.validate_batch(_cfg(config), claim, run_id)
 
 
 def step_score(config: str, claim: dict[str, Any]) -> Any:
-    from retrainer import monitor
+    from retrainer.stages import monitor
 
     return monitor.score_batch(_cfg(config), claim)
 
 
 def step_drift(config: str, claim: dict[str, Any], scored: dict[str, Any]) -> Any:
-    from retrainer import monitor
+    from retrainer.stages import monitor
 
     return monitor.measure_drift(_cfg(config), claim, scored)
 
 
 def step_performance(config: str, claim: dict[str, Any], scored: dict[str, Any]) -> Any:
-    from retrainer import monitor
+    from retrainer.stages import monitor
 
     return monitor.performance(_cfg(config), claim, scored)
 
 
 def step_flagged_rate(config: str, claim: dict[str, Any], validation: dict[str, Any]) -> Any:
-    from retrainer import monitor
+    from retrainer.stages import monitor
 
     return monitor.flagged_rate(_cfg(config), claim, validation)
 
@@ -215,13 +215,13 @@ def step_flagged_rate(config: str, claim: dict[str, Any], validation: dict[str, 
 def step_decide(
     config: str, claim: Any, validation: Any, scored: Any, drift: Any, perf: Any, flags: Any
 ) -> Any:
-    from retrainer import monitor
+    from retrainer.stages import monitor
 
     return monitor.decide(_cfg(config), claim, validation, scored, drift, perf, flags, "bench")
 
 
 def step_archive(config: str, claim: dict[str, Any]) -> Any:
-    from retrainer import monitor
+    from retrainer.stages import monitor
 
     return monitor.archive_batch(_cfg(config), claim)
 
@@ -232,10 +232,11 @@ def step_minimal_monitor(config: str, file: str) -> dict[str, Any]:
     import pandas as pd
     from scipy import stats
 
-    from retrainer import registry, settings
-    from retrainer.models import load_run_model
-    from retrainer.snapshot import load_snapshot
+    from retrainer import settings
     from retrainer.storage import DataRoot
+    from retrainer.storage.snapshots import load_snapshot
+    from retrainer.tracking import registry
+    from retrainer.tracking.artifacts import load_run_model
 
     cfg = _cfg(config)
     champ = registry.champion(cfg.name)
@@ -262,8 +263,8 @@ def step_gate_only(config: str, file: str, plain: bool) -> dict[str, Any]:
     """The quality gate on the batch (``plain``: a plain 11-expectation GX suite on the same rows)."""
     import pandas as pd
 
-    from retrainer import quality
-    from retrainer.train import prepare
+    from retrainer.gates import quality
+    from retrainer.ml.train import prepare
 
     cfg = _cfg(config)
     df = prepare(cfg, pd.read_parquet(file))
@@ -289,8 +290,8 @@ def step_gate_only(config: str, file: str, plain: bool) -> dict[str, Any]:
         t = time.perf_counter()
         ok = vd.run(batch_parameters={"dataframe": df}).success
         return {"seconds_inner": time.perf_counter() - t, "success": ok, "expectations": len(exps)}
-    from retrainer import registry
-    from retrainer.monitor import _reference_frame
+    from retrainer.stages.monitor import _reference_frame
+    from retrainer.tracking import registry
 
     exps = quality.build_expectations(cfg, _reference_frame(cfg, registry.champion(cfg.name)))
     t = time.perf_counter()
@@ -299,7 +300,7 @@ def step_gate_only(config: str, file: str, plain: bool) -> dict[str, Any]:
 
 
 def step_retrain(config: str) -> dict[str, Any]:
-    from retrainer import retrain
+    from retrainer.stages import retrain
 
     cfg = _cfg(config)
     times: dict[str, float] = {}
@@ -336,7 +337,7 @@ def step_minimal_retrain(config: str, files: list[str]) -> dict[str, Any]:
     import pandas as pd
 
     from retrainer import settings
-    from retrainer.train import fit, prepare, thread_cap
+    from retrainer.ml.train import fit, prepare, thread_cap
 
     cfg = _cfg(config)
     df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
@@ -356,7 +357,7 @@ def step_seed_decisions(config: str, n: int) -> dict[str, Any]:
 
 
 def step_state_read(config: str) -> dict[str, Any]:
-    from retrainer import monitor
+    from retrainer.stages import monitor
 
     cfg = _cfg(config)
     monitor.policy_state(cfg)  # first read warms the MLflow client
@@ -369,7 +370,14 @@ def step_state_read(config: str) -> dict[str, Any]:
 
 
 # -- the run ------------------------------------------------------------------------------------------------
-COMMON = ["retrainer.monitor", "retrainer.train", "retrainer.snapshot", "pandas", "pyarrow.parquet", "mlflow"]
+COMMON = [
+    "retrainer.stages.monitor",
+    "retrainer.ml.train",
+    "retrainer.storage.snapshots",
+    "pandas",
+    "pyarrow.parquet",
+    "mlflow",
+]
 GX = ["great_expectations", "great_expectations.expectations", "great_expectations.checkpoint"]
 MODEL = [
     "mlflow.sklearn",
@@ -383,7 +391,7 @@ EVIDENTLY = [
     "evidently",
     "evidently.presets",
     "evidently.metrics",
-    "retrainer.drift",
+    "retrainer.gates.drift",
     "scipy.stats",
     "scipy.spatial",
 ]
@@ -392,13 +400,13 @@ MONITOR_IMPORTS = {
     "validate": [*COMMON, *GX],
     "score": [*COMMON, *MODEL],
     "drift": [*COMMON, *MODEL, *EVIDENTLY],
-    "performance": [*COMMON, "retrainer.metrics", "sklearn.metrics"],
-    "flagged_rate": ["retrainer.monitor", "pandas"],
+    "performance": [*COMMON, "retrainer.ml.metrics", "sklearn.metrics"],
+    "flagged_rate": ["retrainer.stages.monitor", "pandas"],
     "decide": [*COMMON, "retrainer.policy", "river.drift"],
     "archive": [*COMMON],
 }
 HEAVY = [
-    "retrainer.monitor",
+    "retrainer.stages.monitor",
     "pandas",
     "pyarrow.parquet",
     "mlflow.sklearn",
@@ -568,8 +576,8 @@ def bench_state(base: Path, counts: list[int], say: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for n in sorted(counts):
         _, env, config = make_root(base, f"state-{n}", 4)
-        run_step(base, env, "seed_decisions", [config, n], ["retrainer.monitor", "mlflow"])
-        res = run_step(base, env, "state_read", [config], ["retrainer.monitor", "mlflow"])
+        run_step(base, env, "seed_decisions", [config, n], ["retrainer.stages.monitor", "mlflow"])
+        res = run_step(base, env, "state_read", [config], ["retrainer.stages.monitor", "mlflow"])
         out[str(n)] = res["result"]["median"]
         say(f"  policy state read with {n:5d} decisions: {1000 * res['result']['median']:.0f} ms")
     out["growth"] = out[str(max(counts))] / out[str(min(counts))]

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from retrainer import stack as S
+from devtools import stack as S
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,7 +45,7 @@ def settled(stack: S.ProdStack, dag_id: str) -> bool:
 def one(workers: int, models: int, batches: int, concurrency: int) -> dict[str, float]:
     import pandas as pd
 
-    from retrainer.datasets import bikeshare, weekly_batches
+    from retrainer.ml.datasets import bikeshare, weekly_batches
     from retrainer.storage import DataRoot
 
     state = Path(tempfile.mkdtemp(prefix="retrainer-scaleout-"))

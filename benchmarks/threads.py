@@ -62,8 +62,8 @@ def bikeshare_cases() -> list[tuple[str, Callable[[int | None], None]]]:
     import numpy as np
     import pandas as pd
 
-    from retrainer import datasets, metrics, train
     from retrainer.config import load_config
+    from retrainer.ml import datasets, metrics, train
 
     cfg = load_config(REPO / "include" / "models" / "bikeshare.yaml")
     weeks = datasets.weekly_batches(datasets.bikeshare(), "timestamp")

@@ -120,7 +120,7 @@ def build_monitor(cfg: ModelConfig) -> Any:
             soft_fail=True,  # no batch within the timeout is not an error: the run is skipped
         )
         def wait_for_batch(**context: Any) -> PokeReturnValue:
-            from retrainer.monitor import claim_batch
+            from retrainer.stages.monitor import claim_batch
             from retrainer.storage import DataRoot
 
             ti, dag_id = context["ti"], context["dag"].dag_id
@@ -147,37 +147,37 @@ def build_monitor(cfg: ModelConfig) -> Any:
 
         @task
         def validate_batch(claim: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from retrainer import monitor
+            from retrainer.stages import monitor
 
             return _run(monitor.validate_batch, cfg, claim, context["run_id"])
 
         @task
         def score_batch(claim: dict[str, Any], validation: dict[str, Any]) -> dict[str, Any]:
-            from retrainer import monitor
+            from retrainer.stages import monitor
 
             return _run(monitor.score_batch, cfg, claim)
 
         @task
         def drift_report(claim: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
-            from retrainer import monitor
+            from retrainer.stages import monitor
 
             return _run(monitor.measure_drift, cfg, claim, scored)
 
         @task
         def ingest_feeds(claim: dict[str, Any]) -> dict[str, Any]:
-            from retrainer import monitor
+            from retrainer.stages import monitor
 
             return _run(monitor.ingest_feeds, cfg, claim)
 
         @task
         def performance(claim: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
-            from retrainer import monitor
+            from retrainer.stages import monitor
 
             return _run(monitor.performance, cfg, claim, scored)
 
         @task
         def flagged_rate(claim: dict[str, Any], validation: dict[str, Any]) -> dict[str, Any]:
-            from retrainer import monitor
+            from retrainer.stages import monitor
 
             return _run(monitor.flagged_rate, cfg, claim, validation)
 
@@ -191,7 +191,7 @@ def build_monitor(cfg: ModelConfig) -> Any:
             flags: dict[str, Any],
             **context: Any,
         ) -> dict[str, Any]:
-            from retrainer import monitor
+            from retrainer.stages import monitor
 
             return _run(monitor.decide, cfg, claim, validation, scored, drift, perf, flags, context["run_id"])
 
@@ -216,7 +216,7 @@ def build_monitor(cfg: ModelConfig) -> Any:
 
         @task
         def archive_batch(claim: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
-            from retrainer import monitor
+            from retrainer.stages import monitor
 
             return _run(monitor.archive_batch, cfg, claim)
 
@@ -248,7 +248,8 @@ def _watch_task(cfg: ModelConfig) -> Any:
     ) -> dict[str, Any] | None:
         """Automatic rollback: for the first labelled batches after a promotion, score the previous champion
         on the same rows and roll back when the new one trails it by more than the margin."""
-        from retrainer import alerts, promotion
+        from retrainer import alerts
+        from retrainer.stages import promotion
 
         out = _run(promotion.watch_champion, cfg, claim, decision, context["run_id"])
         if out is not None:
@@ -262,7 +263,8 @@ def _shadow_task(cfg: ModelConfig) -> Any:
     @task
     def shadow_score(claim: dict[str, Any], decision: dict[str, Any], **context: Any) -> dict[str, Any]:
         """Champion and challenger on the same labelled rows; promote or retire the challenger."""
-        from retrainer import alerts, promotion
+        from retrainer import alerts
+        from retrainer.stages import promotion
 
         out = _run(promotion.shadow_score, cfg, claim, decision, context["run_id"])
         alerts.for_result(cfg, "shadow", out, context)
@@ -306,7 +308,8 @@ def build_approval(cfg: ModelConfig) -> Any:
     def approval_dag() -> None:
         @task.short_circuit
         def pending_approval(**context: Any) -> dict[str, Any] | None:
-            from retrainer import alerts, promotion
+            from retrainer import alerts
+            from retrainer.stages import promotion
 
             pending = promotion.pending_approval(cfg)
             if pending:  # a request answered meanwhile (or superseded and retired) leaves nothing to ask
@@ -336,7 +339,8 @@ def build_approval(cfg: ModelConfig) -> Any:
         def apply_approval(
             pending: dict[str, Any], response: dict[str, Any], **context: Any
         ) -> dict[str, Any]:
-            from retrainer import alerts, promotion
+            from retrainer import alerts
+            from retrainer.stages import promotion
 
             out = _run(promotion.apply_approval, cfg, pending, dict(response), f"dag_run:{context['run_id']}")
             alerts.for_result(cfg, "approval", out, context)
@@ -396,7 +400,7 @@ def build_retrain(cfg: ModelConfig) -> Any:
     def retrain_dag() -> None:
         @task
         def resolve_trigger(**context: Any) -> dict[str, Any]:
-            from retrainer.retrain import resolve_trigger as resolve
+            from retrainer.stages.retrain import resolve_trigger as resolve
 
             events = [
                 {"extra": dict(e.extra or {})}
@@ -409,13 +413,13 @@ def build_retrain(cfg: ModelConfig) -> Any:
 
         @task
         def snapshot(trigger: dict[str, Any]) -> dict[str, Any]:
-            from retrainer import retrain
+            from retrainer.stages import retrain
 
             return _run(retrain.snapshot, cfg, trigger["window"], trigger.get("batches"))
 
         @task
         def gate_training_data(snap: dict[str, Any]) -> dict[str, Any]:
-            from retrainer import retrain
+            from retrainer.stages import retrain
 
             return _run(retrain.gate, cfg, snap)
 
@@ -423,7 +427,7 @@ def build_retrain(cfg: ModelConfig) -> Any:
         def train(
             snap: dict[str, Any], gate: dict[str, Any], trigger: dict[str, Any], **context: Any
         ) -> dict[str, Any]:
-            from retrainer import retrain
+            from retrainer.stages import retrain
 
             return _run(retrain.train, cfg, snap, trigger, context["run_id"])
 
@@ -431,7 +435,7 @@ def build_retrain(cfg: ModelConfig) -> Any:
         def evaluate(
             snap: dict[str, Any], trained: dict[str, Any], trigger: dict[str, Any]
         ) -> dict[str, Any]:
-            from retrainer import retrain
+            from retrainer.stages import retrain
 
             return _run(retrain.evaluate, cfg, snap, trained, trigger["force"])
 
@@ -445,8 +449,9 @@ def build_retrain(cfg: ModelConfig) -> Any:
         ) -> dict[str, Any]:
             from airflow.sdk.exceptions import AirflowSkipException
 
-            from retrainer import alerts, retrain
+            from retrainer import alerts
             from retrainer.exceptions import ModelRejected
+            from retrainer.stages import retrain
 
             try:
                 return retrain.register(cfg, snap, trained, evaluation, trigger)
@@ -458,7 +463,8 @@ def build_retrain(cfg: ModelConfig) -> Any:
         def promote(
             registered: dict[str, Any], evaluation: dict[str, Any], trigger: dict[str, Any], **context: Any
         ) -> dict[str, Any]:
-            from retrainer import alerts, retrain
+            from retrainer import alerts
+            from retrainer.stages import retrain
 
             out = _run(retrain.promote, cfg, registered, evaluation, trigger, context["run_id"])
             alerts.for_result(cfg, "promote", out, context)
@@ -506,7 +512,7 @@ def build_rollback(cfg: ModelConfig) -> Any:
         @task
         def rollback(**context: Any) -> dict[str, Any]:
             from retrainer import alerts
-            from retrainer.promotion import rollback as do_rollback
+            from retrainer.stages.promotion import rollback as do_rollback
 
             params = context["params"]
             version = params.get("version")
@@ -535,7 +541,7 @@ def build_maintenance(cfg: ModelConfig) -> Any:
     def maintenance_dag() -> None:
         @task
         def gc() -> dict[str, Any]:
-            from retrainer.retention import collect
+            from retrainer.stages.retention import collect
 
             plan = _run(collect, cfg).to_dict()
             return {"bytes": plan["bytes"], "removed": {k: len(v) for k, v in plan["remove"].items()}}

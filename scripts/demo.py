@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from retrainer import harness
+from devtools import harness
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,10 +78,11 @@ def main() -> int:
         import pandas as pd
         from croniter import croniter
 
-        from retrainer import registry, settings
+        from retrainer import settings
         from retrainer.config import load_config
-        from retrainer.datasets import bikeshare, weekly_batches
+        from retrainer.ml.datasets import bikeshare, weekly_batches
         from retrainer.storage import DataRoot
+        from retrainer.tracking import registry
 
     cfg = load_config(REPO / "include" / "models" / "bikeshare.yaml")
     weeks = weekly_batches(bikeshare(), cfg.data.time_column)

@@ -43,7 +43,7 @@ def bikeshare_cfg():
 
 @pytest.fixture(scope="session")
 def bikeshare_weeks():
-    from retrainer.datasets import bikeshare, weekly_batches
+    from retrainer.ml.datasets import bikeshare, weekly_batches
 
     return weekly_batches(bikeshare(), "timestamp")
 

@@ -26,7 +26,7 @@ def _config_schema(args: argparse.Namespace) -> int:
     """JSON Schema of a model config, for editors (YAML language server) and other tools."""
     import json
 
-    from retrainer.config_reference import json_schema
+    from retrainer.config.reference import json_schema
 
     text = json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
     if args.out:
@@ -90,7 +90,7 @@ def _backtest(args: argparse.Namespace) -> int:
 
 
 def _bikeshare():  # type: ignore[no-untyped-def]
-    from retrainer.datasets import bikeshare
+    from retrainer.ml.datasets import bikeshare
 
     return bikeshare()
 
@@ -99,7 +99,7 @@ def _history(args: argparse.Namespace) -> int:
     """Every recorded alias move of a model, oldest first."""
     import json
 
-    from retrainer import registry
+    from retrainer.tracking import registry
 
     events = registry.history(args.model)
     if args.json:
@@ -136,7 +136,7 @@ def _rollback(args: argparse.Namespace) -> int:
     """Point the champion alias back at an earlier version (default: the previous champion)."""
     import getpass
 
-    from retrainer.promotion import rollback
+    from retrainer.stages.promotion import rollback
 
     out = rollback(args.model, args.to, args.reason, by=f"cli:{getpass.getuser()}")
     print(
@@ -149,7 +149,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     """Retrain a version from its snapshot and recorded config; exit 1 if the metrics differ."""
     import json
 
-    from retrainer.reproduce import reproduce
+    from retrainer.stages.reproduce import reproduce
 
     out = reproduce(args.model, args.version)
     if args.json:
@@ -173,7 +173,7 @@ def _check(args: argparse.Namespace) -> int:
     import json
 
     from retrainer.config import load_config
-    from retrainer.monitor import check_file
+    from retrainer.stages.monitor import check_file
 
     cfg = load_config(args.config)
     path = Path(args.file)
@@ -219,9 +219,9 @@ def _retrain(args: argparse.Namespace) -> int:
     """The retrain path once, without Airflow: snapshot, gate, train, evaluate, register, promote."""
     import json
 
-    from retrainer import retrain
     from retrainer.config import load_config
     from retrainer.exceptions import ModelRejected
+    from retrainer.stages import retrain
 
     cfg = load_config(args.config)
     trigger = retrain.resolve_trigger(
@@ -276,7 +276,7 @@ def _gc(args: argparse.Namespace) -> int:
 
     from retrainer import settings
     from retrainer.config import find_config, load_config
-    from retrainer.retention import collect
+    from retrainer.stages.retention import collect
 
     cfg = (
         load_config(args.model)

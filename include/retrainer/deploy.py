@@ -1,7 +1,7 @@
 """Production profile settings: one source for docker-compose.yaml and the native twin.
 
 The settings live in ``deploy/airflow.env`` (every Airflow component) and ``deploy/mlflow.env`` (the MLflow
-tracking server). Compose loads them with ``env_file``; the native twin (:mod:`retrainer.stack`)
+tracking server). Compose loads them with ``env_file``; the native twin (:mod:`devtools.stack`)
 reads them here with the same interpolation rules (``${VAR}``, ``${VAR:-default}``, ``${VAR:?message}``).
 Secrets come from ``.env`` (compose) or the twin's state folder; none has a default.
 

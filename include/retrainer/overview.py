@@ -11,9 +11,11 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from retrainer import registry, settings, tracking
+from retrainer import settings
 from retrainer.config import find_config, load_valid
 from retrainer.storage import DataRoot, batch_stem
+from retrainer.tracking import registry
+from retrainer.tracking import runs as tracking
 
 if TYPE_CHECKING:
     from pathlib import Path

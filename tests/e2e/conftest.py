@@ -43,7 +43,7 @@ def _approval_config(models: Path) -> None:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, smtp: Any) -> Any:
-    from retrainer import stack as S
+    from devtools import stack as S
 
     state = tmp_path_factory.mktemp("stack")
     models = S.fast_config_dir(state / "models", poke_interval=2, models=("bikeshare", "rainfall"))

@@ -50,7 +50,7 @@ def fab_stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
     import secrets
     import subprocess
 
-    from retrainer import stack as S
+    from devtools import stack as S
 
     passwords = {u: secrets.token_urlsafe(12) for u in ("admin", "ann", "ben")}
 

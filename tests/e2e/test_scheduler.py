@@ -46,7 +46,7 @@ def test_drifted_batch_retrains_through_the_scheduler(stack: Any) -> None:
     stack.unpause(MONITOR)
     week, df = stack.weeks[0]  # 2011-02-12: the first warm week drifts (temperature, predictions, rmse)
     landed = time.monotonic()
-    from retrainer.stack import drop_batch
+    from devtools.stack import drop_batch
 
     drop_batch(stack, week, df)
 
@@ -100,7 +100,7 @@ def test_drifted_batch_retrains_through_the_scheduler(stack: Any) -> None:
 
 
 def test_manual_trigger_params_validated_and_recorded(stack: Any) -> None:
-    from retrainer.stack import ApiError
+    from devtools.stack import ApiError
 
     stack.unpause(RETRAIN)
     with pytest.raises(ApiError) as bad:

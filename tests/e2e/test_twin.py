@@ -1,5 +1,5 @@
 """The production twin end to end: Postgres, Redis, the CeleryExecutor with two workers, the FAB auth manager
-and an MLflow server with basic auth, all on 127.0.0.1 (retrainer.stack.ProdStack, the settings of
+and an MLflow server with basic auth, all on 127.0.0.1 (devtools.stack.ProdStack, the settings of
 docker-compose.yaml). Started once for this module; the faults run one after another on it.
 
 Each fault ends with nothing lost (every delivered batch in exactly one of archive/ or quarantine/), no
@@ -39,7 +39,7 @@ def _cron_config(dest: Path) -> None:
 
 @pytest.fixture(scope="module")
 def twin(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from retrainer import stack as S
+    from devtools import stack as S
 
     state = tmp_path_factory.mktemp("twin")
     models = S.fast_config_dir(state / "models", poke_interval=2)
@@ -78,7 +78,7 @@ def twin(tmp_path_factory: pytest.TempPathFactory) -> Any:
         mp.undo()
         pids = {name: p.pid for name, p in stack.procs.items()}  # after any restarts
         # what `make stop` runs: it reads the PIDs recorded in stack.json
-        subprocess.run([sys.executable, "-m", "retrainer.stack", "stop", "--state", str(state)])
+        subprocess.run([sys.executable, "-m", "devtools.stack", "stop", "--state", str(state)])
         for p in stack.procs.values():
             with contextlib.suppress(Exception):
                 p.wait(timeout=5)
@@ -92,7 +92,7 @@ def twin(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def _seed_copy(stack: Any) -> None:
     import pandas as pd
 
-    from retrainer.datasets import bikeshare, weekly_batches
+    from retrainer.ml.datasets import bikeshare, weekly_batches
     from retrainer.storage import DataRoot
 
     weeks = weekly_batches(bikeshare(), "timestamp")
@@ -116,16 +116,16 @@ def _settled(stack: Any, dag_id: str) -> bool:
 
 
 def _versions(model: str = MODEL) -> list[Any]:
-    from retrainer.tracking import client
+    from retrainer.tracking.runs import client
 
     return list(client().search_model_versions(f"name = '{model}'"))
 
 
 def _assert_invariants(stack: Any, model: str = MODEL) -> None:
     """Nothing lost, no duplicate version, and the champion passed validation."""
-    from retrainer.registry import champion
     from retrainer.storage import DataRoot
-    from retrainer.tracking import client
+    from retrainer.tracking.registry import champion
+    from retrainer.tracking.runs import client
 
     dr = DataRoot(stack.state / "data", model)
     for m, name in stack.delivered:
@@ -146,7 +146,7 @@ def _assert_invariants(stack: Any, model: str = MODEL) -> None:
 
 
 def _no_ghost_runs(model: str = MODEL) -> None:
-    from retrainer.tracking import client, experiment_id
+    from retrainer.tracking.runs import client, experiment_id
 
     runs = client().search_runs([experiment_id(model, "train")], "attributes.status = 'RUNNING'")
     assert not runs, f"ghost MLflow runs left RUNNING: {[r.info.run_id for r in runs]}"
@@ -256,7 +256,7 @@ def test_cron_retrain_under_the_real_scheduler(twin: Any) -> None:
 
 
 def test_drifted_batch_to_new_champion_through_celery(twin: Any) -> None:
-    from retrainer.stack import drop_batch
+    from devtools.stack import drop_batch
 
     # first champion: the run unpausing started (see the fixture); a manual run if there was none
     try:
@@ -275,7 +275,7 @@ def test_drifted_batch_to_new_champion_through_celery(twin: Any) -> None:
     twin.delivered.append((MODEL, f"{week}.parquet"))
 
     def new_champion() -> Any:
-        from retrainer.registry import champion
+        from retrainer.tracking.registry import champion
 
         champ = champion(MODEL)
         return champ if champ and champ.version not in before else None
@@ -291,7 +291,7 @@ def test_drifted_batch_to_new_champion_through_celery(twin: Any) -> None:
     assert _xcom(twin, MONITOR, monitor["dag_run_id"], "decide")["verdict"] == "retrain"
     # the tasks ran on the Celery workers, and the model's files are on the MLflow server (proxied artifacts)
     assert _celery_ran(twin, retrain["dag_run_id"]), "no Celery worker log mentions the retrain run"
-    from retrainer.tracking import client
+    from retrainer.tracking.runs import client
 
     assert client().get_run(champ.run_id).info.artifact_uri.startswith("mlflow-artifacts:/")
     assert any((twin.state / "mlartifacts").rglob("MLmodel")), "the server stored the model's files"
@@ -351,7 +351,7 @@ def test_mlflow_down_for_60s_during_a_retrain(twin: Any) -> None:
     run_id = _manual_retrain(twin, "4W", "fault: MLflow down")
     _wait_task_running(twin, RETRAIN, run_id, "snapshot")
     name = "mlflow"
-    from retrainer.stack import stop_groups
+    from devtools.stack import stop_groups
 
     stop_groups({name: twin.procs[name].pid})
     down = time.monotonic()
@@ -380,13 +380,13 @@ def test_scheduler_restarted_mid_run(twin: Any) -> None:
 
 
 def test_postgres_restarted_between_two_batches(twin: Any) -> None:
-    from retrainer.stack import drop_batch
+    from devtools.stack import drop_batch
 
     def monitored(n: int) -> bool:
         runs = [r for r in twin.runs(MONITOR) if r["state"] in ("success", "failed")]
         return len(runs) >= n
 
-    from retrainer.registry import champion
+    from retrainer.tracking.registry import champion
 
     twin.unpause(MONITOR)
     wait_until("a champion", lambda: _settled(twin, RETRAIN) and champion(MODEL), timeout=400)

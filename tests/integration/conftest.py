@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Configure and reset Airflow once; tests then point the data root and MLflow where they like."""
-    from retrainer import harness
+    from devtools import harness
 
     base = tmp_path_factory.mktemp("airflow")
     configs = base / "models"

@@ -122,7 +122,7 @@ def test_quarantine_failure_is_told_apart_from_other_failures(airflow_env: Path,
 def test_a_failed_task_of_a_real_dag_run_sends_task_failed(
     airflow_env: Path, smtp_conn: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, point_state: Any
 ) -> None:
-    from retrainer import harness
+    from devtools import harness
 
     point_state(monkeypatch, tmp_path)
     _, raw = _cfg(smtp_conn)

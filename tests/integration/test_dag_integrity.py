@@ -16,7 +16,7 @@ HEAVY = ["pandas", "sklearn", "mlflow", "evidently", "great_expectations", "nump
 
 
 def test_dagbag_has_both_dags_per_model_with_tags_and_retries(airflow_env: Path) -> None:
-    from retrainer import harness
+    from devtools import harness
 
     bag = harness.dagbag()
 
@@ -67,7 +67,7 @@ def test_bad_config_surfaces_in_its_own_invalid_config_dag(
         .replace("cooldown_batches", "cooldown_batchez")
     )
     monkeypatch.setenv("RETRAINER_CONFIG_DIR", str(bad))
-    from retrainer import harness
+    from devtools import harness
 
     bag = harness.dagbag()
 
@@ -81,7 +81,7 @@ def test_promotion_settings_add_the_watch_and_shadow_tasks(
 ) -> None:
     import yaml
 
-    from retrainer import harness
+    from devtools import harness
 
     folder = tmp_path / "models"
     folder.mkdir()

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_batch_is_archived_before_the_retrain_request(airflow_env: Path) -> None:
-    from retrainer import harness
+    from devtools import harness
 
     dag = harness.get_dag("bikeshare__monitor")
     request = dag.get_task("request_retrain")
@@ -29,7 +29,7 @@ def test_a_retrain_requested_by_a_batch_refuses_to_snapshot_without_it(
 ):
     import pandas as pd
 
-    from retrainer import retrain
+    from retrainer.stages import retrain
     from retrainer.storage import DataRoot
 
     monkeypatch.setenv("RETRAINER_DATA_ROOT", str(tmp_path / "data"))

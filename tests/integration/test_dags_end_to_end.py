@@ -32,13 +32,13 @@ def world(airflow_env: Path, bikeshare_weeks: list[tuple[str, pd.DataFrame]]) ->
 
 
 def versions() -> list[int]:
-    from retrainer.tracking import client
+    from retrainer.tracking.runs import client
 
     return sorted(int(v.version) for v in client().search_model_versions("name = 'bikeshare'"))
 
 
 def champion_version() -> int | None:
-    from retrainer import registry
+    from retrainer.tracking import registry
 
     champ = registry.champion("bikeshare")
     return champ.version if champ else None
@@ -59,7 +59,7 @@ def test_01_first_champion_from_history(world: dict[str, Any]) -> None:
 
 
 def test_02_clean_batch_does_not_retrain(world: dict[str, Any]) -> None:
-    from retrainer import harness
+    from devtools import harness
 
     # The last two history weeks again, resampled: the data the champion was trained on, so no drift.
     recent = (
@@ -81,7 +81,7 @@ def test_02_clean_batch_does_not_retrain(world: dict[str, Any]) -> None:
 
 
 def test_03_drifted_batch_requests_retrain_and_promotes(world: dict[str, Any]) -> None:
-    from retrainer import harness
+    from devtools import harness
 
     name, week = world["weeks"][6]  # the week after the history: a warm spell (temp +2 std)
     world["dr"].import_batch(week, f"{name}.parquet")
@@ -113,7 +113,7 @@ def test_03_drifted_batch_requests_retrain_and_promotes(world: dict[str, Any]) -
     assert ev["candidate"]["rmse"] <= ev["champion"]["rmse"]
     assert versions() == [1, 2]
     assert champion_version() == 2
-    from retrainer import registry
+    from retrainer.tracking import registry
 
     moves = registry.history("bikeshare")
     assert [(m["from_version"], m["to_version"]) for m in moves] == [(None, 1), (1, 2)]
@@ -166,7 +166,7 @@ def test_05_reruns_do_not_duplicate_versions_or_snapshots(world: dict[str, Any])
 
 
 def test_06_worse_candidate_is_not_promoted(world: dict[str, Any], airflow_env: Path) -> None:
-    from retrainer import harness
+    from devtools import harness
 
     # A config change to a much weaker estimator, with new data so the run is a real new candidate.
     cfg_path = airflow_env / "models" / "bikeshare.yaml"
@@ -188,7 +188,7 @@ def test_06_worse_candidate_is_not_promoted(world: dict[str, Any], airflow_env: 
         assert res["tasks"]["register"]["state"] == "skipped"
         assert res["tasks"]["promote"]["state"] == "skipped"
         assert (versions(), champion_version()) == before
-        from retrainer.tracking import client
+        from retrainer.tracking.runs import client
 
         run_tags = client().get_run(xcom(res, "train")["run_id"]).data.tags
         assert run_tags["retrainer.outcome"] == "rejected"

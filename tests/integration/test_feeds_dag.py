@@ -34,7 +34,7 @@ def with_ids(week: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def world(airflow_env: Path, bikeshare_weeks: list[tuple[str, pd.DataFrame]]) -> Any:
-    from retrainer import harness
+    from devtools import harness
 
     dags.use_store(airflow_env / "feeds")
     raw = dags.bikeshare_config(NAME)
@@ -67,7 +67,7 @@ def test_01_champion_and_an_unlabelled_batch(world: dict[str, Any]) -> None:
 
 
 def test_02_late_labels_score_the_earlier_batch(world: dict[str, Any]) -> None:
-    from retrainer import tracking
+    from retrainer.tracking import runs as tracking
 
     dr = world["dr"]
     batch, week = world["state"]["late_batch"]

@@ -38,7 +38,7 @@ def _config(name: str, promotion: dict[str, Any], **model: Any) -> dict[str, Any
 
 @pytest.fixture(scope="module")
 def world(airflow_env: Path, bikeshare_weeks: list[tuple[str, pd.DataFrame]]) -> Any:
-    from retrainer import harness
+    from devtools import harness
 
     dags.use_store(airflow_env / "promotion")
     folder = airflow_env / "models"
@@ -54,14 +54,14 @@ def world(airflow_env: Path, bikeshare_weeks: list[tuple[str, pd.DataFrame]]) ->
 
 def aliases(name: str) -> tuple[int | None, int | None]:
     """(champion, challenger) versions."""
-    from retrainer import registry
+    from retrainer.tracking import registry
 
     champ, chal = registry.champion(name), registry.challenger(name)
     return (champ.version if champ else None, chal.version if chal else None)
 
 
 def moves(name: str) -> list[tuple[str, int | None, int | None]]:
-    from retrainer import registry
+    from retrainer.tracking import registry
 
     return [(e["action"], e["from_version"], e["to_version"]) for e in registry.history(name)]
 
@@ -88,7 +88,7 @@ def test_shadow_challenger_promoted_after_n_good_batches(world: dict[str, Any]) 
         assert res["state"] == "success", res
         shadow = xcom(res, "shadow_score")
         verdicts.append((shadow["verdict"], shadow["action"]))
-        from retrainer.tracking import client
+        from retrainer.tracking.runs import client
 
         logged = client().get_run(xcom(res, "decide")["mlflow_run_id"]).data.metrics
         assert logged["shadow_champion_rmse"] == shadow["champion"]
@@ -102,7 +102,7 @@ def test_shadow_challenger_promoted_after_n_good_batches(world: dict[str, Any]) 
 
 
 def test_worse_challenger_is_retired_with_the_reason(world: dict[str, Any]) -> None:
-    from retrainer import registry
+    from retrainer.tracking import registry
 
     # A config change to a far weaker estimator, forced past the champion comparison into the shadows.
     weak = _config(
@@ -126,7 +126,7 @@ def test_worse_challenger_is_retired_with_the_reason(world: dict[str, Any]) -> N
         assert shadow["challenger"] > shadow["champion"] * 1.1
     finally:
         (world["folder"] / f"{SHADOW}.yaml").write_text(original)
-        from retrainer import harness
+        from devtools import harness
 
         harness.reload_dags()
     assert aliases(SHADOW) == (2, None)
@@ -163,7 +163,8 @@ def test_rollback_dag_restores_previous_champion_and_history_shows_both(
 
 
 def test_automatic_rollback_when_new_champion_trails_the_previous(world: dict[str, Any]) -> None:
-    from retrainer import harness, registry
+    from devtools import harness
+    from retrainer.tracking import registry
 
     assert run(f"{GUARD}__retrain")["state"] == "success"
     original = (world["folder"] / f"{GUARD}.yaml").read_text()
@@ -189,7 +190,7 @@ def test_automatic_rollback_when_new_champion_trails_the_previous(world: dict[st
 
 
 def test_approval_mode_promotes_only_after_a_person_approves(world: dict[str, Any]) -> None:
-    from retrainer import harness
+    from devtools import harness
 
     dag_id, approval_dag = f"{APPROVAL}__retrain", f"{APPROVAL}__approval"
     first = run(dag_id, {"reason": "initial champion"})
@@ -235,7 +236,7 @@ def test_approval_mode_promotes_only_after_a_person_approves(world: dict[str, An
     assert seen["response"]["chosen_options"] == ["Approve"]
     assert xcom(res, "apply_approval")["decision"] == "approved"
     assert aliases(APPROVAL) == (2, None)
-    from retrainer import registry
+    from retrainer.tracking import registry
 
     last = registry.history(APPROVAL)[-1]
     assert (last["action"], last["from_version"], last["to_version"]) == ("promote", 1, 2)

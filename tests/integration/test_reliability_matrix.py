@@ -46,7 +46,8 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(airflow_env: Path, bikeshare_weeks):
-    from retrainer import harness, settings
+    from devtools import harness
+    from retrainer import settings
     from retrainer.config import load_config
     from retrainer.storage import DataRoot
 
@@ -108,19 +109,19 @@ def deliver(world: World, name: str, payload: bytes | pd.DataFrame) -> Path:
 
 
 def run_monitor(logical_date: datetime | None = None) -> dict[str, Any]:
-    from retrainer import harness
+    from devtools import harness
 
     return harness.run_dag(f"{MODEL}__monitor", logical_date=logical_date)
 
 
 def xcom(res: dict[str, Any], task_id: str) -> Any:
-    from retrainer import harness
+    from devtools import harness
 
     return harness.xcom(res["dag_id"], res["run_id"], task_id)
 
 
 def decision_records(model: str = MODEL) -> dict[str, list[str]]:
-    from retrainer import tracking
+    from retrainer.tracking import runs as tracking
 
     out: dict[str, list[str]] = {}
     page = None
@@ -141,8 +142,9 @@ def decision_records(model: str = MODEL) -> dict[str, list[str]]:
 def invariants(world: World, model: str = MODEL) -> None:
     """Nothing lost or duplicated; no duplicate registered version; the champion passed validation; one
     decision record per delivered batch."""
-    from retrainer import registry, tracking
     from retrainer.storage import FLAGS_SUFFIX, DataRoot, settle_seconds
+    from retrainer.tracking import registry
+    from retrainer.tracking import runs as tracking
 
     dr = world.dr if model == MODEL else DataRoot(world.dr.root, model)
 
@@ -274,7 +276,7 @@ def _bad_inputs(world: World) -> list[tuple[str, str, Any, list[str]]]:
 
 
 def test_bad_inputs_through_the_monitor_dag(world: World) -> None:
-    from retrainer import registry
+    from retrainer.tracking import registry
 
     champion = registry.champion(MODEL).version
     outcomes = {}
@@ -305,7 +307,7 @@ def test_bad_inputs_through_the_monitor_dag(world: World) -> None:
 def test_files_that_can_never_be_batches_are_quarantined_by_the_sensor(world: World, tmp_path: Path) -> None:
     """Very large file (sparse, 1.1 GB), traversal-like and unsafe names, symbolic links, other suffixes:
     refused by name, size or kind before anything reads them; a good batch delivered with them goes on."""
-    from retrainer import registry
+    from retrainer.tracking import registry
 
     champion = registry.champion(MODEL).version
     huge = world.dr.landing / ".2011-21-huge.csv.part"
@@ -347,7 +349,8 @@ def test_files_that_can_never_be_batches_are_quarantined_by_the_sensor(world: Wo
 # -- faults ----------------------------------------------------------------------------------------------------
 KILLER = r"""
 import json, os, signal, sys
-from retrainer import monitor, retrain
+from retrainer.stages import monitor
+from retrainer.stages import retrain
 from retrainer.config import load_config
 
 cfg = load_config(sys.argv[1])
@@ -386,7 +389,7 @@ def kill_during(world: World, stage: str, args: list[Any], point: str) -> None:
 
 
 def through_stages(world: World, run_id: str) -> dict[str, Any]:
-    from retrainer import monitor
+    from retrainer.stages import monitor
 
     cfg = world.cfg
     claim = monitor.claim_batch(cfg, run_id)
@@ -399,7 +402,9 @@ def through_stages(world: World, run_id: str) -> dict[str, Any]:
 
 
 def test_fault_kill_during_archive_then_snapshot_then_register(world: World) -> None:
-    from retrainer import monitor, registry, retrain, tracking
+    from retrainer.stages import monitor, retrain
+    from retrainer.tracking import registry
+    from retrainer.tracking import runs as tracking
 
     cfg = world.cfg
     name, week = world.weeks[6]  # the warm spell after the history: a retrain that passes
@@ -444,7 +449,8 @@ def test_fault_kill_during_archive_then_snapshot_then_register(world: World) -> 
 
 
 def test_fault_every_task_of_both_dags_rerun_after_success(world: World) -> None:
-    from retrainer import harness, tracking
+    from devtools import harness
+    from retrainer.tracking import runs as tracking
 
     deliver(world, "2011-22-rerun.parquet", clean(world, 14))
     when = datetime.now(UTC).replace(microsecond=0)
@@ -476,7 +482,7 @@ def test_fault_every_task_of_both_dags_rerun_after_success(world: World) -> None
 
 RETRAIN_CHAIN = r"""
 import json, sys
-from retrainer import retrain
+from retrainer.stages import retrain
 from retrainer.config import load_config
 from retrainer.exceptions import ModelRejected
 
@@ -497,12 +503,14 @@ else:
 
 
 def test_fault_two_retrains_at_once_and_duplicate_asset_events(world: World, tmp_path: Path) -> None:
-    from retrainer import registry, retrain, tracking
+    from retrainer.stages import retrain
+    from retrainer.tracking import registry
+    from retrainer.tracking import runs as tracking
 
     name, week = world.weeks[7]
     deliver(world, f"{name}.parquet", week)
     s = through_stages(world, "fault-two")
-    from retrainer import monitor
+    from retrainer.stages import monitor
 
     decision = monitor.decide(
         world.cfg, s["claim"], s["val"], s["scored"], s["drift"], s["perf"], s["flags"], "fault-two"
@@ -551,8 +559,9 @@ def test_fault_two_retrains_at_once_and_duplicate_asset_events(world: World, tmp
 
 
 def test_fault_tracking_store_unavailable_during_decide(world: World) -> None:
-    from retrainer import monitor, tracking
     from retrainer.exceptions import RetrainerError
+    from retrainer.stages import monitor
+    from retrainer.tracking import runs as tracking
 
     deliver(world, "2011-23-offline.parquet", clean(world, 15))
     s = through_stages(world, "fault-offline")
@@ -601,8 +610,8 @@ def fast_drift(cfg: Any, claim: dict[str, Any], scored: dict[str, Any]) -> dict[
     """The drift numbers without the Evidently HTML (``drift.drift_signals``, held equal to Evidently's
     numbers by tests/unit/test_drift_fast.py): the storm tests the policy and the decision log, and 50
     HTML reports would cost minutes."""
-    from retrainer import monitor
-    from retrainer.drift import drift_signals
+    from retrainer.gates.drift import drift_signals
+    from retrainer.stages import monitor
 
     ref = monitor._reference_predictions(cfg, monitor._champion(cfg, claim))
     cur = monitor._load(cfg, claim)
@@ -615,8 +624,10 @@ def test_storm_of_fifty_drifted_batches_retrains_exactly_as_the_cooldown_allows(
     4, 7, ..., 49, i.e. ceil(50 / 3) = 17; the other 33 are suppressed by the cooldown, each recorded."""
     import shutil
 
-    from retrainer import monitor, registry, tracking
+    from retrainer.stages import monitor
     from retrainer.storage import DataRoot
+    from retrainer.tracking import registry
+    from retrainer.tracking import runs as tracking
 
     # as the docstring says; the prediction-drift vote at its fixed threshold (auto mode would judge an
     # always-high distance against its own noise after eight batches and stop firing: a unit test's case)

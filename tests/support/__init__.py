@@ -7,6 +7,6 @@
 - :mod:`tests.support.e2e`: what the tests against the real Airflow components share;
 - :mod:`tests.support.headless`: a headless Chromium driven over the DevTools protocol (browser test).
 
-Starting and stopping the stack itself is product code: :mod:`retrainer.stack`; the ``dag.test()``
-harness too (the demo uses it): :mod:`retrainer.harness`.
+Starting and stopping the stack itself is product code: :mod:`devtools.stack`; the ``dag.test()``
+harness too (the demo uses it): :mod:`devtools.harness`.
 """

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
 def train_first_champion(cfg: ModelConfig, dag_run_id: str = "manual__first") -> dict[str, Any]:
     """Snapshot what is archived, gate, train, evaluate, register and promote it; returns the registration."""
-    from retrainer import retrain
+    from retrainer.stages import retrain
 
     trig = retrain.resolve_trigger("manual", [], {"reason": "first champion"})
     snap = retrain.snapshot(cfg)

@@ -34,7 +34,7 @@ def bikeshare_config(name: str) -> dict[str, Any]:
 
 def write_config(folder: Path, raw: dict[str, Any]) -> Path:
     """Add (or replace) a model config in the session's config folder and re-parse the DAGs."""
-    from retrainer import harness
+    from devtools import harness
 
     path = folder / f"{raw['name']}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -63,13 +63,13 @@ def seed_history(
 
 def run(dag_id: str, conf: dict[str, Any] | None = None, logical_date: Any = None) -> dict[str, Any]:
     """One run of the DAG under ``dag.test()``: state, run id, task states."""
-    from retrainer import harness
+    from devtools import harness
 
     return harness.run_dag(dag_id, conf, logical_date=logical_date)
 
 
 def xcom(res: dict[str, Any], task_id: str) -> Any:
     """What ``task_id`` returned in the run ``res``."""
-    from retrainer import harness
+    from devtools import harness
 
     return harness.xcom(res["dag_id"], res["run_id"], task_id)

@@ -10,7 +10,7 @@ T0_MS = 1_300_000_000_000  # 2011: older than every real run
 def old_decisions(cfg: Any, n: int) -> None:
     """``n`` decision runs older than anything real (what months of hourly batches leave behind): tags only,
     no state artifact."""
-    from retrainer import tracking
+    from retrainer.tracking import runs as tracking
 
     c = tracking.client()
     exp = tracking.experiment_id(cfg.name, "monitor")
@@ -35,7 +35,7 @@ def decide(
 ) -> dict[str, Any]:
     """The monitor's decide task on a batch whose only signal is ``drift`` (prediction drift), with champion
     v1 and no labels; ``claimed`` records ``run_id`` in the claim too (as a real claim does)."""
-    from retrainer import monitor
+    from retrainer.stages import monitor
 
     claim = {"batch": batch, "sha256": sha, **({"run_id": run_id} if claimed else {})}
     return monitor.decide(

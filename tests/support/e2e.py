@@ -11,7 +11,7 @@ MONITOR, RETRAIN = f"{MODEL}__monitor", f"{MODEL}__retrain"
 
 def wait_until(what: str, fn: Any, timeout: float = 240, every: float = 1.0) -> Any:
     """Poll ``fn`` until it returns something truthy; fail the test with ``what`` on timeout."""
-    from retrainer.stack import wait_until as poll
+    from devtools.stack import wait_until as poll
 
     return poll(what, fn, timeout=timeout, every=every, error=AssertionError)
 

@@ -7,8 +7,8 @@ import os
 import pandas as pd
 import pytest
 
+from retrainer.ml.train import gather_window, labelled, prepare, select_window
 from retrainer.storage import DataRoot, read_batch
-from retrainer.train import gather_window, labelled, prepare, select_window
 
 pytestmark = pytest.mark.unit
 

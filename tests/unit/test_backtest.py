@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retrainer import backtest, cli, monitor, policy
+from retrainer import backtest, cli, policy
 from retrainer.config import parse_config
+from retrainer.stages import monitor
 
 pytestmark = pytest.mark.unit
 
@@ -445,7 +446,7 @@ def test_shipped_datasets_load_against_their_configs(name, config):
 
 
 def test_synthetic_streams_are_the_same_on_every_run_with_weekly_batches():
-    from retrainer import datasets
+    from retrainer.ml import datasets
 
     first, again = datasets.load("sea"), datasets.load("sea")
     pd.testing.assert_frame_equal(first, again)  # seeded: a report is reproducible

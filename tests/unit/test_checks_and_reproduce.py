@@ -13,10 +13,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from retrainer import checks, registry, retrain, settings
+from retrainer import settings
 from retrainer.config import parse_config
 from retrainer.exceptions import SnapshotIntegrityError
+from retrainer.gates import checks
+from retrainer.stages import retrain
 from retrainer.storage import DataRoot
+from retrainer.tracking import registry
 
 pytestmark = pytest.mark.unit
 
@@ -45,8 +48,8 @@ def champ(env, bikeshare_cfg, bikeshare_weeks) -> dict[str, Any]:
     evaluation = retrain.evaluate(cfg, snap, trained)
     registered = retrain.register(cfg, snap, trained, evaluation, trigger)
     retrain.promote(cfg, registered, evaluation, trigger)
-    from retrainer.models import load_run_model
-    from retrainer.train import split_holdout
+    from retrainer.ml.train import split_holdout
+    from retrainer.tracking.artifacts import load_run_model
 
     train_df, holdout = split_holdout(cfg, retrain._snapshot_frame(cfg, snap))
     return {
@@ -63,7 +66,7 @@ def _dummy(cfg: Any, train_df: pd.DataFrame) -> Any:
     from sklearn.dummy import DummyRegressor
     from sklearn.pipeline import Pipeline
 
-    from retrainer.train import build_pipeline
+    from retrainer.ml.train import build_pipeline
 
     pipe = build_pipeline(cfg)
     pipe = Pipeline([("pre", pipe.named_steps["pre"]), ("model", DummyRegressor())])
@@ -103,7 +106,7 @@ def test_invariance_and_range_checks(bikeshare_cfg, champ) -> None:
 
     ok = checks.invariance_check(calm, champ["model"], champ["holdout"], champ["train"])
     bad = checks.invariance_check(shaken, champ["model"], champ["holdout"], champ["train"])
-    from retrainer.train import predict
+    from retrainer.ml.train import predict
 
     rng = checks.range_check(capped, predict(capped, champ["model"], champ["holdout"]), champ["train"])
 
@@ -113,7 +116,7 @@ def test_invariance_and_range_checks(bikeshare_cfg, champ) -> None:
 
 
 def test_failed_checks_are_named_in_the_rejection_record(bikeshare_cfg, champ) -> None:
-    from retrainer.tracking import client
+    from retrainer.tracking.runs import client
 
     cfg = variant(bikeshare_cfg, behaviour={"prediction_range": {"max": 10}})
     out = retrain.evaluate(cfg, champ["snap"], champ["trained"])
@@ -141,7 +144,7 @@ def test_reproduce_gives_identical_metrics(bikeshare_cfg, champ, capsys) -> None
 
 
 def test_rejected_challenger_is_retired_and_never_staged_again(bikeshare_cfg, champ) -> None:
-    from retrainer import promotion
+    from retrainer.stages import promotion
 
     raw = yaml.safe_load(Path(bikeshare_cfg.source).read_text())
     raw["promotion"] = {"mode": "approval"}
@@ -171,7 +174,7 @@ def test_rejected_challenger_is_retired_and_never_staged_again(bikeshare_cfg, ch
 
 def test_tampered_snapshot_is_refused(champ, capsys) -> None:
     from retrainer.cli import main
-    from retrainer.reproduce import reproduce
+    from retrainer.stages.reproduce import reproduce
 
     path = champ["snap"]["path"] + "/data.parquet"
     df = pd.read_parquet(path)

@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from retrainer import cli, tracking
+from retrainer import cli
 from retrainer.storage import DataRoot
+from retrainer.tracking import runs as tracking
 
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
@@ -117,8 +118,8 @@ def test_check_reports_without_moving_or_recording(retrained, bikeshare_weeks, t
 
 
 def test_gc_keeps_what_reproduce_needs(retrained, bikeshare_weeks, capsys):
-    from retrainer import retrain
     from retrainer.config import load_config
+    from retrainer.stages import retrain
 
     dr, config, *_ = retrained
     c = tracking.client()

@@ -11,9 +11,9 @@ import jsonschema
 import pytest
 import yaml
 
-from retrainer import config_reference
 from retrainer.cli import main as cli_main
 from retrainer.config import ModelConfig, parse_config
+from retrainer.config import reference as config_reference
 from retrainer.exceptions import ConfigError
 
 pytestmark = pytest.mark.unit

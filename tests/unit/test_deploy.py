@@ -137,7 +137,7 @@ def test_published_ports_bind_loopback_and_secrets_are_shared(resolved: dict) ->
 
 
 def _twin(tmp_path: Path, dotenv: Path):  # type: ignore[no-untyped-def]
-    from retrainer import stack as S
+    from devtools import stack as S
 
     stack = S.ProdStack(tmp_path / "twin", port=S.free_port())
     stack.state.mkdir(parents=True)

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from retrainer.config import load_config
-from retrainer.drift import drift_report, drift_signals, fast_path
+from retrainer.gates.drift import drift_report, drift_signals, fast_path
 
 pytestmark = pytest.mark.unit
 
 
 def test_fast_drift_equals_evidently_regression(bikeshare_cfg):
-    from retrainer.datasets import bikeshare
+    from retrainer.ml.datasets import bikeshare
 
     df = bikeshare()
     winter = df[df.timestamp < "2011-03-01"].copy()
@@ -30,7 +30,7 @@ def test_fast_drift_equals_evidently_regression(bikeshare_cfg):
 
 
 def test_fast_drift_equals_evidently_classification():
-    from retrainer.datasets import rainfall
+    from retrainer.ml.datasets import rainfall
 
     cfg = load_config(Path(__file__).resolve().parents[2] / "include" / "models" / "rainfall.yaml")
     df = rainfall()

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from retrainer import metrics
 from retrainer.config import DataDriftTrigger
-from retrainer.drift import drift_report
 from retrainer.exceptions import DriftCheckError
+from retrainer.gates.drift import drift_report
+from retrainer.ml import metrics
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retrainer import feeds, settings
+from retrainer import settings
 from retrainer.config import parse_config
 from retrainer.exceptions import ConfigError
+from retrainer.stages import feeds
 from retrainer.storage import DataRoot
 
 if TYPE_CHECKING:
@@ -249,7 +250,7 @@ def test_labels_for_a_previous_champions_predictions_are_not_scored(dr):
 
 
 def test_training_uses_every_arrived_label_and_the_snapshot_hash_follows(dr):
-    from retrainer import retrain
+    from retrainer.stages import retrain
 
     cfg = make_cfg()
     for i in range(3):
@@ -345,8 +346,8 @@ def test_live_label_delay_equals_the_backtest_rule(dr, delay):
 
 
 def test_batch_gate_requires_unique_row_ids():
-    from retrainer import quality
     from retrainer.exceptions import DataValidationError
+    from retrainer.gates import quality
 
     cfg = make_cfg()
     batch = day(0)
@@ -361,7 +362,7 @@ def test_batch_gate_requires_unique_row_ids():
 
 def test_check_command_gate_sees_the_row_ids(dr, tmp_path):
     """``retrainer check`` runs the same gate: a batch with its row ids passes it."""
-    from retrainer import monitor
+    from retrainer.stages import monitor
 
     path = tmp_path / "2024-01-01.parquet"
     day(0).to_parquet(path, index=False)

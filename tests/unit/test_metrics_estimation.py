@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from retrainer import estimation, metrics
 from retrainer.config import parse_config
 from retrainer.exceptions import ConfigError
+from retrainer.ml import estimation, metrics
 
 pytestmark = pytest.mark.unit
 
@@ -62,7 +62,7 @@ def test_multiclass_probability_metrics_are_one_vs_rest_macro():
 
 
 def test_probability_metrics_selectable_and_scored_for_a_fitted_model():
-    from retrainer.train import fit
+    from retrainer.ml.train import fit
 
     cfg = clf_cfg(metric="roc_auc")
     assert cfg.metric == "roc_auc" and not cfg.lower_is_better
@@ -207,7 +207,7 @@ def test_dle_agrees_with_nannyml_on_a_fixture():
 
 
 def test_fit_estimator_picks_cbpe_or_dle_and_needs_enough_rows():
-    from retrainer.train import fit
+    from retrainer.ml.train import fit
 
     cfg = clf_cfg()
     rng = np.random.default_rng(0)

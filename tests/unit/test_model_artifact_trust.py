@@ -28,7 +28,7 @@ class _WritesAFile:
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory, point_state, bikeshare_cfg, bikeshare_weeks):
     """One fitted pipeline and one store for the module; each test logs its own copy to tamper with."""
-    from retrainer.train import build_pipeline
+    from retrainer.ml.train import build_pipeline
 
     folder = tmp_path_factory.mktemp("trust")
     with pytest.MonkeyPatch.context() as mp:
@@ -42,8 +42,8 @@ def fitted(tmp_path_factory, point_state, bikeshare_cfg, bikeshare_weeks):
 def logged(fitted) -> dict[str, str]:
     import mlflow
 
-    from retrainer import tracking
-    from retrainer.models import log_model
+    from retrainer.tracking import runs as tracking
+    from retrainer.tracking.artifacts import log_model
 
     tracking.client()
     with mlflow.start_run(experiment_id=tracking.experiment_id("bikeshare", "train")) as run:
@@ -54,7 +54,7 @@ def logged(fitted) -> dict[str, str]:
 
 
 def test_untampered_model_loads(logged) -> None:
-    from retrainer.models import load_run_model
+    from retrainer.tracking.artifacts import load_run_model
 
     model = load_run_model(logged["run_id"])
 
@@ -66,7 +66,7 @@ def test_skops_file_naming_an_untrusted_type_is_refused_even_if_mlmodel_trusts_i
     import yaml
 
     from retrainer.exceptions import RetrainerError
-    from retrainer.models import load_run_model
+    from retrainer.tracking.artifacts import load_run_model
 
     store = Path(logged["dir"])
     skops.io.dump({"hook": os.system, "cmd": "touch /tmp/should-not-exist"}, store / "model.skops")
@@ -85,7 +85,7 @@ def test_pickle_model_swapped_in_is_refused_without_running_it(logged, tmp_path:
     import yaml
 
     from retrainer.exceptions import RetrainerError
-    from retrainer.models import load_run_model
+    from retrainer.tracking.artifacts import load_run_model
 
     store = Path(logged["dir"])
     marker = tmp_path / "pwned.txt"
@@ -108,14 +108,14 @@ def test_logged_requirements_are_exact_pins_and_a_mismatch_is_still_reported(log
     import sys
     from importlib.metadata import version
 
-    from retrainer.models import PIP_REQUIREMENTS_PACKAGES
+    from retrainer.tracking.artifacts import PIP_REQUIREMENTS_PACKAGES
 
     pins = set(Path(logged["dir"], "requirements.txt").read_text().split())
     assert {f"{p}=={version(p)}" for p in (*PIP_REQUIREMENTS_PACKAGES, "mlflow")} <= pins
 
     check = (
         "import logging, sys\n"
-        "from retrainer import models\n"
+        "from retrainer.tracking import artifacts as models\n"
         "from mlflow.utils import requirements_utils as ru\n"
         "models._skip_environment_scan()\n"
         "assert ru._MODULES_TO_PACKAGES['sklearn'] == ['scikit-learn'], ru._MODULES_TO_PACKAGES\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from retrainer import monitor
+from retrainer.stages import monitor
 from tests.support import decisions
 
 pytestmark = pytest.mark.unit

@@ -9,7 +9,7 @@ import pytest
 
 from retrainer import backtest
 from retrainer.config import parse_config
-from retrainer.drift import drift_report, drift_signals
+from retrainer.gates.drift import drift_report, drift_signals
 
 pytestmark = pytest.mark.unit
 
@@ -141,7 +141,7 @@ def test_backtest_on_a_stream_with_an_outage_day():
     ],
 )
 def test_every_estimator_family_trains_on_nullable_features(estimator):
-    from retrainer.train import fit, predict, prepare
+    from retrainer.ml.train import fit, predict, prepare
 
     cfg = make_cfg(estimator)
     df = prepare(cfg, stream())
@@ -156,7 +156,7 @@ def test_every_estimator_family_trains_on_nullable_features(estimator):
 
 
 def test_classifier_trains_on_nullable_features():
-    from retrainer.train import fit, predict, prepare
+    from retrainer.ml.train import fit, predict, prepare
 
     cfg = make_cfg("sklearn.linear_model.LogisticRegression", task="classification")
     df = stream()
@@ -169,7 +169,7 @@ def test_classifier_trains_on_nullable_features():
 
 
 def test_imputation_is_configurable():
-    from retrainer.train import build_pipeline
+    from retrainer.ml.train import build_pipeline
 
     default = build_pipeline(make_cfg())
     custom = build_pipeline(
@@ -202,7 +202,7 @@ def test_shipped_configs_without_nullable_features_keep_their_pipeline():
     from pathlib import Path
 
     from retrainer.config import load_config
-    from retrainer.train import build_pipeline
+    from retrainer.ml.train import build_pipeline
 
     cfg = load_config(Path(__file__).resolve().parents[2] / "include" / "models" / "bikeshare.yaml")
     names = [name for name, _, _ in build_pipeline(cfg).named_steps["pre"].transformers]

@@ -15,9 +15,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from retrainer import monitor, registry, retrain, settings, tracking
+from retrainer import settings
 from retrainer.exceptions import DataValidationError
+from retrainer.stages import monitor, retrain
 from retrainer.storage import DataRoot
+from retrainer.tracking import registry
+from retrainer.tracking import runs as tracking
 from tests.support import decisions
 
 pytestmark = pytest.mark.unit

@@ -9,8 +9,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from retrainer import monitor, overview, settings, tracking
+from retrainer import overview, settings
+from retrainer.stages import monitor
 from retrainer.storage import DataRoot
+from retrainer.tracking import runs as tracking
 from tests.support.champion import train_first_champion
 
 pytestmark = pytest.mark.unit

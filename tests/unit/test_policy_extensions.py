@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrainer import compare, policy
+from retrainer import policy
 from retrainer.config import ErrorDetectorTrigger, PerformanceTrigger, TriggerConfig, parse_config
+from retrainer.gates import compare
 from retrainer.policy import PolicyState, Signals, decide, step
 
 pytestmark = pytest.mark.unit
@@ -150,7 +151,7 @@ def test_compare_matches_mlflow_validate_evaluation_results(bikeshare_cfg):
     from mlflow.exceptions import MlflowException
     from mlflow.models.evaluation import EvaluationResult
 
-    from retrainer.retrain import _thresholds
+    from retrainer.stages.retrain import _thresholds
 
     rng = np.random.default_rng(1)
     cfgs = [

@@ -11,8 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retrainer import feeds, metrics, monitor, settings
+from retrainer import settings
 from retrainer.config import parse_config
+from retrainer.ml import metrics
+from retrainer.stages import feeds, monitor
 from retrainer.storage import DataRoot
 from tests.support.champion import train_first_champion
 

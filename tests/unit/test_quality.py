@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from retrainer import quality
 from retrainer.exceptions import DataValidationError
+from retrainer.gates import quality
 
 pytestmark = pytest.mark.unit
 

@@ -15,10 +15,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from retrainer import monitor, retention, retrain, settings, tracking
+from retrainer import settings
 from retrainer.config import load_config
 from retrainer.exceptions import DataValidationError, SnapshotIntegrityError
+from retrainer.stages import monitor, retention, retrain
 from retrainer.storage import DataRoot
+from retrainer.tracking import runs as tracking
 
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
@@ -101,7 +103,7 @@ def test_gc_is_not_moved_by_one_row_stamped_far_ahead(state, bikeshare_cfg, bike
     ],
 )
 def test_gc_keeps_the_training_window_while_labels_lag(state, config, weeks, lag, archive_keep):
-    from retrainer.datasets import load, weekly_batches
+    from retrainer.ml.datasets import load, weekly_batches
 
     cfg = load_config(REPO / "include" / "models" / f"{config}.yaml")
     if archive_keep:

@@ -14,12 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retrainer import feeds, monitor, retention, storage
+from retrainer import storage
 from retrainer.config import parse_config
-from retrainer.estimation import fit_estimator
-from retrainer.snapshot import STALE_TEMP_HOURS, create_snapshot
+from retrainer.ml.estimation import fit_estimator
+from retrainer.ml.train import fit, prepare
+from retrainer.stages import feeds, monitor, retention
 from retrainer.storage import DataRoot
-from retrainer.train import fit, prepare
+from retrainer.storage.snapshots import STALE_TEMP_HOURS, create_snapshot
 
 pytestmark = pytest.mark.unit
 
@@ -117,7 +118,7 @@ KILLED_WRITER = textwrap.dedent(
     import sys, time
     from pathlib import Path
     import pandas as pd
-    from retrainer.snapshot import create_snapshot
+    from retrainer.storage.snapshots import create_snapshot
 
     folder, ready = Path(sys.argv[1]), Path(sys.argv[2])
     real = pd.DataFrame.to_parquet

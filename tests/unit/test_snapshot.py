@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from retrainer.exceptions import RetrainerError, SnapshotIntegrityError
-from retrainer.snapshot import content_hash, create_snapshot, load_snapshot, read_manifest
+from retrainer.storage.snapshots import content_hash, create_snapshot, load_snapshot, read_manifest
 
 pytestmark = pytest.mark.unit
 

@@ -15,10 +15,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from retrainer import monitor, registry, retrain, settings, tracking
+from retrainer import settings
 from retrainer.config import ModelSpec
 from retrainer.exceptions import DataValidationError, ModelRejected
+from retrainer.stages import monitor, retrain
 from retrainer.storage import DataRoot
+from retrainer.tracking import registry
+from retrainer.tracking import runs as tracking
 
 pytestmark = pytest.mark.unit
 

@@ -53,7 +53,7 @@ for step in ("fit", "predict"):
         return _real(self, *args, **kw)
     setattr(HGB, step, recorder)
 from retrainer import cli
-from retrainer.datasets import bikeshare, weekly_batches
+from retrainer.ml.datasets import bikeshare, weekly_batches
 from retrainer.storage import DataRoot
 dr = DataRoot(DATA, "bikeshare").ensure()
 weeks = weekly_batches(bikeshare(), "timestamp")
@@ -63,7 +63,7 @@ assert cli.main(["retrain", CONFIG, "--reason", "thread cap"]) == 0
 start, week = weeks[10]
 batch = dr.import_batch(week, f"{start}.parquet", stage="landing")
 assert cli.main(["check", CONFIG, str(batch)]) == 0
-from retrainer import monitor
+from retrainer.stages import monitor
 from retrainer.config import load_config
 cfg = load_config(CONFIG)
 claim = monitor.claim_batch(cfg, "thread-cap-run")

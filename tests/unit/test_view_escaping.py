@@ -26,8 +26,10 @@ ESC = "&lt;script&gt;alert(1)&lt;/script&gt;"
 
 @pytest.fixture
 def hostile(state: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    from retrainer import registry, settings, tracking
+    from retrainer import settings
     from retrainer.storage import DataRoot
+    from retrainer.tracking import registry
+    from retrainer.tracking import runs as tracking
 
     raw = yaml.safe_load((REPO / "include" / "models" / "bikeshare.yaml").read_text())
     raw["description"] = f"Bikes {X}"
@@ -167,8 +169,9 @@ def test_model_page_pairs_each_estimate_with_the_realised_metric_once_labels_arr
     are scored (by a later step, whose ``scored_batches`` tag names it); stored text stays escaped."""
     import retrainer_view as plugin
 
-    from retrainer import overview, tracking
+    from retrainer import overview
     from retrainer.config import load_config
+    from retrainer.tracking import runs as tracking
 
     cfg_dir = state / "models"
     cfg_dir.mkdir()

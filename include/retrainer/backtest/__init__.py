@@ -1,9 +1,9 @@
 """``retrainer backtest``: replay a time-ordered dataset through the retraining policies, prequentially.
 
 The replay uses the code the DAGs use, in memory and without Airflow or MLflow: the training window of
-:func:`retrainer.train.select_window`, :func:`~retrainer.train.split_holdout` and
-:func:`~retrainer.train.fit`; the candidate-vs-champion rule of :func:`retrainer.compare.failed_checks`;
-the drift numbers of :func:`retrainer.drift.drift_signals`; and the policy entry point
+:func:`retrainer.ml.train.select_window`, :func:`~retrainer.ml.train.split_holdout` and
+:func:`~retrainer.ml.train.fit`; the candidate-vs-champion rule of :func:`retrainer.gates.compare.failed_checks`;
+the drift numbers of :func:`retrainer.gates.drift.drift_signals`; and the policy entry point
 :func:`retrainer.policy.step` (detector, decision, cooldown, hysteresis, follow-up).
 
 Prequential: each batch is first predicted by the current model and scored against its labels (the
@@ -27,7 +27,6 @@ import sys
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from retrainer import train
 from retrainer.backtest.plot import plot
 from retrainer.backtest.replay import (
     STEP,
@@ -60,6 +59,7 @@ from retrainer.backtest.stats import (
     versus_frontier,
 )
 from retrainer.exceptions import RetrainerError
+from retrainer.ml import train
 
 if TYPE_CHECKING:
     import pandas as pd

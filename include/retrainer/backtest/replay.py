@@ -15,9 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from retrainer import compare, feeds, metrics, policy
+from retrainer import policy
 from retrainer.config import LOWER_IS_BETTER, duration_hours
 from retrainer.exceptions import BatchError, RetrainerError
+from retrainer.gates import compare
+from retrainer.ml import metrics
+from retrainer.stages import feeds
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,7 +29,7 @@ if TYPE_CHECKING:
     from retrainer.config import ModelConfig, TriggerConfig
 
 log = logging.getLogger(__name__)
-STEP = policy.step  # the policy entry point, shared with the monitor DAG (retrainer.monitor.STEP)
+STEP = policy.step  # the policy entry point, shared with the monitor DAG (retrainer.stages.monitor.STEP)
 
 
 # -- data -------------------------------------------------------------------------------------------------
@@ -34,9 +37,9 @@ def load_data(cfg: ModelConfig, data: str) -> pd.DataFrame:
     """Read ``data`` (CSV/Parquet path, or a shipped dataset name) and check it against the config."""
     import pandas as pd
 
-    from retrainer import datasets
+    from retrainer.ml import datasets
+    from retrainer.ml.train import prepare
     from retrainer.storage import read_batch
-    from retrainer.train import prepare
 
     path = Path(data)
     if data in datasets.DATASETS and not path.exists():
@@ -72,7 +75,7 @@ def load_data(cfg: ModelConfig, data: str) -> pd.DataFrame:
 
 def split_batches(cfg: ModelConfig, df: pd.DataFrame, freq: str) -> list[tuple[str, pd.DataFrame]]:
     """Consecutive batches of length ``freq`` (e.g. ``7D``), named by their start; empty ones dropped."""
-    from retrainer.datasets import weekly_batches
+    from retrainer.ml.datasets import weekly_batches
 
     hours = duration_hours(freq)
     return weekly_batches(df, cfg.data.time_column, f"{hours}h")
@@ -96,7 +99,7 @@ class Fitted:
     def estimator(self, cfg: ModelConfig) -> Any:
         """CBPE / DLE fitted on this model's holdout (None when it cannot be fitted)."""
         if self._estimator is None:
-            from retrainer.estimation import fit_estimator
+            from retrainer.ml.estimation import fit_estimator
 
             self._estimator = fit_estimator(cfg, self.model, self.holdout) or False
         return self._estimator or None
@@ -108,7 +111,7 @@ class Fitted:
     def reference(self, cfg: ModelConfig) -> pd.DataFrame:
         """The training window with this model's predictions: the drift reference (as in the monitor)."""
         if self._reference is None:
-            from retrainer.train import predict
+            from retrainer.ml.train import predict
 
             ref = self.window.copy()
             ref["prediction"] = predict(cfg, self.model, ref)
@@ -122,7 +125,7 @@ class Replay:
     def __init__(self, cfg: ModelConfig, batches: list[tuple[str, pd.DataFrame]], warmup: int, delay: int):
         import pandas as pd
 
-        from retrainer.train import labelled
+        from retrainer.ml.train import labelled
 
         self.cfg, self.batches, self.warmup, self.delay = cfg, batches, warmup, delay
         self.names = [n for n, _ in batches]
@@ -137,7 +140,7 @@ class Replay:
 
     def drift(self, champion: Fitted, i: int, cur: pd.DataFrame) -> dict[str, Any]:
         """The drift signals of ``champion`` on batch ``i`` (cached: policies share champions)."""
-        from retrainer.drift import drift_signals
+        from retrainer.gates.drift import drift_signals
 
         key = (champion.upto, i)
         if key not in self._drift:
@@ -148,7 +151,7 @@ class Replay:
         """The model a retrain trains when labels up to batch ``upto`` are known (or why it cannot)."""
         if upto in self._fits:
             return self._fits[upto]
-        from retrainer.train import fit, select_window, split_holdout
+        from retrainer.ml.train import fit, select_window, split_holdout
 
         start = time.perf_counter()
         known = self.labelled[self.labelled["_batch"] <= upto]
@@ -220,7 +223,7 @@ def run_policy(
     progress: Any = None,
 ) -> PolicyRun:
     """Replay every evaluation batch under one policy."""
-    from retrainer.train import predict
+    from retrainer.ml.train import predict
 
     cfg = replay.cfg
     run = PolicyRun(name, kind, k)
@@ -329,7 +332,7 @@ def _baseline(replay: Replay) -> PolicyRun:
     """Majority class / mean of the labelled training window, refreshed every batch (no model)."""
     import numpy as np
 
-    from retrainer.train import select_window
+    from retrainer.ml.train import select_window
 
     cfg = replay.cfg
     run = PolicyRun("majority_class" if cfg.task == "classification" else "mean_prediction", "baseline")
@@ -387,7 +390,7 @@ def model_metrics(replay: Replay) -> tuple[np.ndarray, list[int]]:
     import numpy as np
     import pandas as pd
 
-    from retrainer.train import predict
+    from retrainer.ml.train import predict
 
     cfg, w = replay.cfg, replay.warmup
     n = len(replay.batches) - w

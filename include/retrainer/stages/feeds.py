@@ -14,7 +14,7 @@ cannot be used (unreadable, no id or label column, empty ids or labels, conflict
 another format), goes to ``quarantine/<model>/<kind>/`` with a ``.reason.json``; nothing is deleted.
 
 Labels are joined by id to the archived batches: training (:func:`apply_labels`, used by
-:func:`retrainer.train.gather_window`) uses every row whose label has arrived by snapshot time (a later
+:func:`retrainer.ml.train.gather_window`) uses every row whose label has arrived by snapshot time (a later
 label for the same id corrects an earlier one), so the snapshot's content hash changes when labels join
 and stays the same when nothing new arrived. The performance signal of a monitor run scores the labels
 that matured since the previous run against the predictions stored for the batch they belong to
@@ -39,8 +39,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from retrainer import metrics, policy, settings
+from retrainer import policy, settings
 from retrainer.exceptions import BatchError, ConfigError
+from retrainer.ml import metrics
 from retrainer.storage import (
     BATCH_SUFFIXES,
     SAFE_NAME,

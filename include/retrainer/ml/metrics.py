@@ -98,7 +98,7 @@ def predict_proba(cfg: ModelConfig, model: Any, df: pd.DataFrame) -> tuple[Any, 
 
 def score(cfg: ModelConfig, model: Any, df: pd.DataFrame) -> dict[str, float]:
     """Every metric of ``model`` on the labelled rows of ``df`` (probability metrics when it has them)."""
-    from retrainer.train import predict
+    from retrainer.ml.train import predict
 
     lab = df[df[cfg.data.target].notna()]
     if lab.empty:

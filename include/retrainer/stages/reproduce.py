@@ -14,10 +14,12 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
-from retrainer import metrics, settings, tracking
+from retrainer import settings
 from retrainer.config import ModelConfig, find_config, parse_config
 from retrainer.exceptions import RetrainerError
+from retrainer.ml import metrics
 from retrainer.storage import DataRoot
+from retrainer.tracking import runs as tracking
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +54,9 @@ def reproduce(name: str, version: int) -> dict[str, Any]:
     import numpy as np
     from mlflow.exceptions import MlflowException
 
-    from retrainer.models import load_run_model
-    from retrainer.snapshot import load_snapshot
-    from retrainer.train import fit, predict, split_holdout, thread_cap
+    from retrainer.ml.train import fit, predict, split_holdout, thread_cap
+    from retrainer.storage.snapshots import load_snapshot
+    from retrainer.tracking.artifacts import load_run_model
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     c = tracking.client()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from retrainer.tracking import TAG, client, holdout_metrics, unique_race_retried
+from retrainer.tracking.runs import TAG, client, holdout_metrics, unique_race_retried
 
 log = logging.getLogger(__name__)
 

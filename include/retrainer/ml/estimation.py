@@ -201,8 +201,8 @@ class Estimator:
 
     def estimate(self, cfg: ModelConfig, model: Any, df: pd.DataFrame) -> dict[str, float]:
         """Expected metrics of ``model`` on ``df`` (labels not used)."""
-        from retrainer.metrics import predict_proba
-        from retrainer.train import predict
+        from retrainer.ml.metrics import predict_proba
+        from retrainer.ml.train import predict
 
         if len(df) == 0:
             return {}
@@ -219,8 +219,8 @@ def fit_estimator(cfg: ModelConfig, model: Any, reference: pd.DataFrame) -> Esti
     None when the reference is too small (``triggers.estimation.min_reference_rows``) or the classifier
     has no probabilities.
     """
-    from retrainer.metrics import predict_proba
-    from retrainer.train import predict
+    from retrainer.ml.metrics import predict_proba
+    from retrainer.ml.train import predict
 
     est_cfg = cfg.triggers.estimation
     lab = reference[reference[cfg.data.target].notna()]

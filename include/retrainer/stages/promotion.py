@@ -18,8 +18,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from retrainer import metrics, registry, tracking
 from retrainer.exceptions import NoChampionError, RetrainerError
+from retrainer.ml import metrics
+from retrainer.tracking import registry
+from retrainer.tracking import runs as tracking
 
 if TYPE_CHECKING:
     from retrainer.config import ModelConfig
@@ -67,8 +69,8 @@ def shadow_score(
     """Score the batch with champion and challenger, log both on the batch's monitor run, and promote or
     retire the challenger when the evidence is in. Nothing to do without a challenger. Runs after
     :func:`watch_champion` (the champion it compares against is the one the watch left in place)."""
-    from retrainer import monitor
-    from retrainer.models import load_run_model
+    from retrainer.stages import monitor
+    from retrainer.tracking.artifacts import load_run_model
 
     chal = registry.challenger(cfg.name)
     champ = registry.champion(cfg.name)
@@ -135,8 +137,8 @@ def watch_champion(
 ) -> dict[str, Any] | None:
     """Automatic rollback: for ``rollback_batches`` labelled batches after a promotion, score the previous
     champion too; if the new one trails it by more than ``margin`` on a batch, roll back and say so."""
-    from retrainer import monitor
-    from retrainer.models import load_run_model
+    from retrainer.stages import monitor
+    from retrainer.tracking.artifacts import load_run_model
 
     m = cfg.promotion.rollback_batches
     champ = registry.champion(cfg.name)

@@ -20,8 +20,9 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from retrainer import policy, quality, registry, settings, tracking
+from retrainer import policy, settings
 from retrainer.exceptions import BatchError, DataValidationError, PolicyStateError, RetrainerError
+from retrainer.gates import quality
 from retrainer.storage import (
     Claim,
     DataRoot,
@@ -33,6 +34,8 @@ from retrainer.storage import (
     write_json,
     write_parquet,
 )
+from retrainer.tracking import registry
+from retrainer.tracking import runs as tracking
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -107,7 +110,7 @@ def _batch_file(cfg: ModelConfig, claim: dict[str, Any]) -> Path:
 
 def _load(cfg: ModelConfig, claim: dict[str, Any], columns: list[str] | None = None) -> pd.DataFrame:
     """The claimed batch, prepared; only ``columns`` (those it has) when given."""
-    from retrainer.train import prepare
+    from retrainer.ml.train import prepare
 
     path = _batch_file(cfg, claim)
     return prepare(cfg, read_batch(path) if columns is None else read_columns(path, columns))
@@ -127,7 +130,7 @@ def _scored_frame(
     is given: the champion's predictions (``prediction``) and any class probabilities (``proba:<class>``)."""
     import pandas as pd
 
-    from retrainer import feeds
+    from retrainer.stages import feeds
 
     df = _load(cfg, claim, columns)
     if scored is not None:
@@ -146,7 +149,7 @@ def labelled_batch(
     """The claimed batch's rows whose label came with it, with the champion's predictions (column
     ``prediction``) when ``scored`` is given: what every per-batch score (performance, change detector,
     shadow, rollback watch) is computed on."""
-    from retrainer.train import labelled
+    from retrainer.ml.train import labelled
 
     return labelled(cfg, _scored_frame(cfg, claim, scored, columns))
 
@@ -156,7 +159,7 @@ def _read_rows(cfg: ModelConfig, path: Path, columns: list[str], positions: Any)
     import numpy as np
     import pandas as pd
 
-    from retrainer.train import prepare
+    from retrainer.ml.train import prepare
 
     order = np.argsort(positions, kind="stable")
     wanted = np.asarray(positions)[order]
@@ -311,7 +314,7 @@ def validate_batch(cfg: ModelConfig, claim: dict[str, Any], run_id: str = "") ->
         df = read_columns(path, _columns(cfg))
         check_time_column(cfg, df, batch)
         reference = _reference_frame(cfg, _champion(cfg, claim))
-        from retrainer.train import prepare
+        from retrainer.ml.train import prepare
 
         # leave the frame as read if it cannot be prepared: GX names the missing or mistyped column
         with contextlib.suppress(KeyError, ValueError, TypeError):
@@ -393,7 +396,7 @@ def _log_quarantine(
 # -- reference data -----------------------------------------------------------------------------------
 def _reference_frame(cfg: ModelConfig, champ: registry.RegisteredVersion | None) -> pd.DataFrame | None:
     """The champion's training snapshot (hash-verified), or None before the first champion."""
-    from retrainer.snapshot import load_snapshot
+    from retrainer.storage.snapshots import load_snapshot
 
     if champ is None or not champ.snapshot_sha256:
         return None
@@ -404,8 +407,8 @@ def _reference_predictions(cfg: ModelConfig, champ: registry.RegisteredVersion) 
     """Reference frame plus the champion's predictions on it (cached per champion version)."""
     import pandas as pd
 
-    from retrainer.models import load_run_model
-    from retrainer.train import predict
+    from retrainer.ml.train import predict
+    from retrainer.tracking.artifacts import load_run_model
 
     dr = root(cfg)
     cache = dr.reference_predictions(champ.version)
@@ -428,7 +431,7 @@ def score_batch(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
     Only the time column and the features are read, :data:`retrainer.storage.CHUNK_ROWS` rows at a time,
     so memory grows with the number of columns and the chunk size, not with the batch's rows.
     """
-    from retrainer.models import load_run_model
+    from retrainer.tracking.artifacts import load_run_model
 
     champ = _champion(cfg, claim)
     if champ is None:
@@ -450,8 +453,9 @@ def _predict_file(cfg: ModelConfig, model: Any, path: Path, proba: bool = False)
     import numpy as np
     import pandas as pd
 
-    from retrainer import feeds, metrics
-    from retrainer.train import predict, predict_with_proba, prepare
+    from retrainer.ml import metrics
+    from retrainer.ml.train import predict, predict_with_proba, prepare
+    from retrainer.stages import feeds
 
     # class probabilities are stored beside the predictions, one column per class (``proba:<class>``),
     # when the decision estimates the metric (CBPE) or a probability metric is the watched one (the labels
@@ -504,7 +508,7 @@ def _drift_of(
     """Drift of a batch file (with its predictions) against the reference, on sampled rows."""
     import numpy as np
 
-    from retrainer.drift import drift_report, drift_signals
+    from retrainer.gates.drift import drift_report, drift_signals
 
     # the same rows drift_report would sample (pandas' seeded DataFrame.sample), read without loading
     # the rest of the batch: the report's cost and memory stay at report_max_rows whatever the batch size
@@ -523,7 +527,7 @@ def _drift_of(
 def ingest_feeds(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
     """Take in the labels and flags files that landed since the last run (``landing/<model>/labels/``,
     ``.../flags/``) before the performance and flag signals are computed. A no-op without files."""
-    from retrainer import feeds
+    from retrainer.stages import feeds
 
     return feeds.ingest(cfg, by=f"monitor:{claim['sha256']}")
 
@@ -535,8 +539,8 @@ def performance(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any])
     arrived late for earlier batches score those batches' stored predictions (recorded per batch with how
     late they came), and labels delivered before their batch score it when it arrives."""
 
-    from retrainer import feeds
-    from retrainer.train import labelled
+    from retrainer.ml.train import labelled
+    from retrainer.stages import feeds
 
     champ = _champion(cfg, claim)
     if champ is None or scored.get("predictions") is None:
@@ -584,7 +588,7 @@ def flagged_rate(cfg: ModelConfig, claim: dict[str, Any], validation: dict[str, 
     """Share of the batch's predictions that people flagged: the sidecar ``<batch>.flags.csv`` and, with
     ``data.id_column``, the flags feed (late flags count towards the batch they refer to)."""
 
-    from retrainer import feeds
+    from retrainer.stages import feeds
 
     dr = root(cfg)
     _, path = dr.path_of(claim)
@@ -697,7 +701,7 @@ def _errors(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> 
     """Per-row errors of the champion on the labels of this step (for the change detector)."""
     import pandas as pd
 
-    from retrainer import feeds
+    from retrainer.stages import feeds
 
     if cfg.triggers.error_detector is None or scored.get("predictions") is None:
         return None
@@ -719,9 +723,9 @@ def _errors(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> 
 def _estimate(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
     """The champion's estimated metrics on the whole batch, labels or not (CBPE / DLE fitted on its
     holdout: the newest ``training.holdout`` of its snapshot); empty when it cannot be estimated."""
-    from retrainer.estimation import fit_estimator
-    from retrainer.models import load_run_model
-    from retrainer.train import split_holdout, thread_cap
+    from retrainer.ml.estimation import fit_estimator
+    from retrainer.ml.train import split_holdout, thread_cap
+    from retrainer.tracking.artifacts import load_run_model
 
     champ = _champion(cfg, claim)
     if cfg.triggers.estimation is None or champ is None or scored.get("predictions") is None:
@@ -774,9 +778,9 @@ def _estimate_batch(
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from retrainer import feeds
-    from retrainer.estimation import CBPE
-    from retrainer.train import predict_with_proba, prepare
+    from retrainer.ml.estimation import CBPE
+    from retrainer.ml.train import predict_with_proba, prepare
+    from retrainer.stages import feeds
 
     stored = scored["predictions"]
     columns = [cfg.data.time_column, *cfg.data.feature_names]
@@ -983,10 +987,10 @@ def check_file(cfg: ModelConfig, path: Path, report_dir: Path | None = None) -> 
     quarantined or recorded in the decision log (the policy state is read, not written). With
     ``report_dir`` the GX result, Data Docs and the Evidently report are written there.
     """
-    from retrainer import metrics
-    from retrainer.models import load_run_model
+    from retrainer.ml import metrics
+    from retrainer.ml.train import labelled, prepare
     from retrainer.storage import sha256_file
-    from retrainer.train import labelled, prepare
+    from retrainer.tracking.artifacts import load_run_model
 
     stem = batch_stem(path.name)
     df = read_columns(path, _columns(cfg))  # the gate checks row ids too

@@ -1,6 +1,6 @@
 """The model config's JSON Schema and its Markdown reference, both generated from the pydantic models.
 
-``python -m retrainer.config_reference --write`` rewrites the committed copies in ``docs/configuration/``
+``python -m retrainer.config.reference --write`` rewrites the committed copies in ``docs/configuration/``
 (a unit test fails when they are out of date); ``retrainer config-schema`` prints the schema.
 """
 
@@ -297,7 +297,7 @@ def expected_files() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m retrainer.config_reference", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m retrainer.config.reference", description=__doc__)
     parser.add_argument("--write", action="store_true", help="rewrite the files under --dir")
     parser.add_argument("--dir", default=str(DOCS_DIR), help="where the generated files live")
     args = parser.parse_args(argv)

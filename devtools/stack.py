@@ -7,8 +7,8 @@ started (PIDs recorded in ``<state>/stack.json``), then SIGKILL after a grace pe
 Not ``airflow standalone``: it binds its log servers to 0.0.0.0. Here the scheduler and triggerer run with
 ``--skip-serve-logs`` and the API server listens on 127.0.0.1 only.
 
-    python -m retrainer.stack start [--state .airflow] [--port 8080] [--mlflow-port 5000] [--prod]
-    python -m retrainer.stack stop  [--state .airflow]
+    python -m devtools.stack start [--state .airflow] [--port 8080] [--mlflow-port 5000] [--prod]
+    python -m devtools.stack stop  [--state .airflow]
 
 It runs from the source checkout (``dags/``, ``plugins/``, ``deploy/``), not from an installed wheel.
 """
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]  # the checkout: include/retrainer/stack.py
+REPO = Path(__file__).resolve().parents[1]  # the checkout: devtools/ is at its top
 VENV_BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
 USER = "admin"
@@ -650,7 +650,7 @@ def seed_bikeshare(stack: Stack, history_weeks: int = 6, model: str = "bikeshare
     weekly batches."""
     import pandas as pd
 
-    from retrainer.datasets import bikeshare, weekly_batches
+    from retrainer.ml.datasets import bikeshare, weekly_batches
     from retrainer.storage import DataRoot
 
     weeks = weekly_batches(bikeshare(), "timestamp")
@@ -836,7 +836,7 @@ def _stop(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m retrainer.stack",
+        prog="python -m devtools.stack",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]  # the checkout: include/retrainer/harness.py
-log = logging.getLogger("retrainer.harness")
+REPO = Path(__file__).resolve().parents[1]  # the checkout: devtools/ is at its top
+log = logging.getLogger("devtools.harness")
 
 
 def configure(state: Path, *, unit_test_mode: bool = False) -> dict[str, str]:

@@ -11,9 +11,13 @@ import hashlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from retrainer import compare, metrics, quality, registry, settings, tracking
+from retrainer import settings
 from retrainer.exceptions import ModelRejected, SnapshotIntegrityError
-from retrainer.monitor import root
+from retrainer.gates import compare, quality
+from retrainer.ml import metrics
+from retrainer.stages.monitor import root
+from retrainer.tracking import registry
+from retrainer.tracking import runs as tracking
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,9 +81,9 @@ def snapshot(cfg: ModelConfig, window: str | None = None, require: list[str] | N
 
     ``require``: batches that requested this retrain; they must be archived already (the monitor archives
     before it requests), otherwise this raises a retryable error rather than train without them."""
-    from retrainer.feeds import ingest
-    from retrainer.snapshot import create_snapshot
-    from retrainer.train import gather_window
+    from retrainer.ml.train import gather_window
+    from retrainer.stages.feeds import ingest
+    from retrainer.storage.snapshots import create_snapshot
 
     archived = {p.name for p in root(cfg).archived()}
     missing = [b for b in require or [] if b not in archived]
@@ -99,7 +103,7 @@ def snapshot(cfg: ModelConfig, window: str | None = None, require: list[str] | N
 
 def _snapshot_frame(cfg: ModelConfig, snap: dict[str, Any]) -> pd.DataFrame:
     """The snapshot's rows, re-hashed; each step that reads it renews its use (gc keeps it while in use)."""
-    from retrainer.snapshot import load_snapshot, touch
+    from retrainer.storage.snapshots import load_snapshot, touch
 
     df = load_snapshot(root(cfg).snapshots, snap["sha256"])
     touch(root(cfg).snapshots, snap["sha256"])
@@ -136,8 +140,8 @@ def train(
     """Fit the estimator on the snapshot minus its holdout and log everything to an MLflow run."""
     import mlflow
 
-    from retrainer.models import log_model
-    from retrainer.train import fit, split_holdout, thread_cap
+    from retrainer.ml.train import fit, split_holdout, thread_cap
+    from retrainer.tracking.artifacts import log_model
 
     key = run_key(cfg, snap["sha256"])
     tracking.client()
@@ -195,7 +199,7 @@ def train(
         )
         mlflow.log_metrics({f"holdout_{k}": v for k, v in scores.items() if v == v})  # skip NaN
         mlflow.log_metrics({f"train_{k}": v for k, v in train_scores.items() if v == v})
-        from retrainer.snapshot import read_manifest
+        from retrainer.storage.snapshots import read_manifest
 
         manifest = read_manifest(root(cfg).snapshots, snap["sha256"])
         tracking.log_snapshot_input(  # by reference: hash, rows, schema, a sample (no scan of the data)
@@ -242,15 +246,15 @@ def evaluate(
 ) -> dict[str, Any]:
     """Candidate vs champion on the same held-out most recent data, validated with MLflow thresholds.
 
-    The thresholds come from :func:`retrainer.compare.limits`; the backtest applies the same rule with
-    :func:`retrainer.compare.failed_checks` (a test holds the two verdicts equal)."""
+    The thresholds come from :func:`retrainer.gates.compare.limits`; the backtest applies the same rule with
+    :func:`retrainer.gates.compare.failed_checks` (a test holds the two verdicts equal)."""
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.models.evaluation import EvaluationResult
 
-    from retrainer.checks import run_checks
-    from retrainer.models import load_run_model
-    from retrainer.train import split_holdout, thread_cap
+    from retrainer.gates.checks import run_checks
+    from retrainer.ml.train import split_holdout, thread_cap
+    from retrainer.tracking.artifacts import load_run_model
 
     champ = registry.champion(cfg.name)
     candidate = dict(trained["holdout"])
@@ -370,7 +374,7 @@ def promote(
 ) -> dict[str, Any]:
     """Move the new version per the promotion mode (``champion`` now, or ``challenger`` for shadow /
     approval) and record why."""
-    from retrainer.promotion import stage
+    from retrainer.stages.promotion import stage
 
     cand, base = evaluation["candidate"].get(cfg.metric), evaluation["champion"].get(cfg.metric)
     reason = (

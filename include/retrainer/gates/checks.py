@@ -1,6 +1,6 @@
 """Pre-deployment model checks beyond the headline metric: per-slice and behavioural.
 
-Run by :func:`retrainer.retrain.evaluate` on the same held-out data as the champion comparison. Each check
+Run by :func:`retrainer.stages.retrain.evaluate` on the same held-out data as the champion comparison. Each check
 returns a :class:`CheckResult`; a failed one names itself and its evidence, and that text goes into the
 rejection record on the training run (tag ``retrainer.validation``).
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from retrainer import metrics
+from retrainer.ml import metrics
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -70,7 +70,7 @@ def invariance_check(
     """Seeded noise (``noise`` std of each feature) on the listed features; predictions must barely move."""
     import numpy as np
 
-    from retrainer.train import predict
+    from retrainer.ml.train import predict
 
     spec = cfg.validation.behaviour.invariance
     if spec is None:
@@ -151,7 +151,7 @@ def run_checks(
     cfg: ModelConfig, candidate: Any, champion: Any | None, holdout: pd.DataFrame, train: pd.DataFrame
 ) -> list[CheckResult]:
     """All configured slice and behavioural checks of ``candidate`` (champion needed for slices)."""
-    from retrainer.train import predict
+    from retrainer.ml.train import predict
 
     preds = predict(cfg, candidate, holdout)
     results = slice_checks(cfg, candidate, champion, holdout)

@@ -6,7 +6,7 @@ import functools
 import os
 from typing import TYPE_CHECKING, Any
 
-from retrainer.tracking import client
+from retrainer.tracking.runs import client
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -1,6 +1,6 @@
 """Training: gather the window, split off the most recent holdout, fit the configured estimator.
 
-Everything here is plain pandas/scikit-learn; MLflow logging lives in :mod:`retrainer.tracking`.
+Everything here is plain pandas/scikit-learn; MLflow logging lives in :mod:`retrainer.tracking.runs`.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def gather_window(
     """
     import pandas as pd
 
-    from retrainer.feeds import apply_labels, latest_labels
+    from retrainer.stages.feeds import apply_labels, latest_labels
 
     late = latest_labels(cfg) if cfg.data.id_column else None
 

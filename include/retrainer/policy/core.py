@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from retrainer.config import TRIGGER_SIGNALS, PerformanceTrigger
 from retrainer.exceptions import PolicyStateError
-from retrainer.metrics import worse_by, worse_by_units
+from retrainer.ml.metrics import worse_by, worse_by_units
 
 if TYPE_CHECKING:
     import numpy as np

@@ -1,0 +1,1 @@
+"""Frames, training, metrics and performance estimation: plain pandas and scikit-learn."""

@@ -1,0 +1,1 @@
+"""One module per DAG stage: load, call the pure functions below, record."""

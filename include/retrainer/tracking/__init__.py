@@ -1,0 +1,1 @@
+"""MLflow: the client, the model registry and its history, model artifacts."""
