@@ -267,6 +267,8 @@ def _retrain(args: argparse.Namespace) -> int:
         + ("" if registered["created"] else " (already registered)")
         + (f", {staged['alias']}" if staged.get("alias") else "")
     )
+    if staged.get("refused"):
+        print(staged["refused"])
     return 0
 
 

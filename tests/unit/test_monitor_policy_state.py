@@ -65,3 +65,47 @@ def test_river_detector_state_is_fed_by_the_batch_errors_and_persisted(state, bi
 
     assert widths == [len(bikeshare_weeks[0][1]), len(bikeshare_weeks[0][1]) + len(bikeshare_weeks[1][1])]
     assert monitor.policy_state(cfg).detector_model == "v1"
+
+
+def test_a_retried_decide_after_a_failed_head_write_leaves_the_state_of_one_clean_run(
+    state, bikeshare_cfg, monkeypatch
+):
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    def cfg_named(name):
+        t = bikeshare_cfg.triggers.model_copy(update={"cooldown_batches": 3, "hysteresis_batches": 0})
+        return bikeshare_cfg.model_copy(update={"name": name, "triggers": t})
+
+    clean, faulty = cfg_named("clean"), cfg_named("faulty")
+    drift = [0.0, 0.9, 0.9, 0.9, 0.9, 0.9]
+    clean_runs = [_decide(clean, n, drift=d)["verdict"] for n, d in enumerate(drift, start=1)]
+
+    real_set_tag = MlflowClient.set_experiment_tag
+    failures = []
+
+    def head_write_fails_once(
+        self, experiment_id, key, value
+    ):  # fault injection: the tracking store drops out
+        if key == monitor.HEAD_TAG and not failures:
+            failures.append(key)
+            raise MlflowException("connection reset while writing the policy head")
+        return real_set_tag(self, experiment_id, key, value)
+
+    faulty_runs = [_decide(faulty, 1, drift=drift[0])["verdict"]]
+    monkeypatch.setattr(MlflowClient, "set_experiment_tag", head_write_fails_once)
+    with pytest.raises(MlflowException):
+        _decide(faulty, 2, drift=drift[1])
+    faulty_runs.append(_decide(faulty, 2, drift=drift[1])["verdict"])  # the retry Airflow makes
+    faulty_runs += [_decide(faulty, n, drift=d)["verdict"] for n, d in enumerate(drift[2:], start=3)]
+
+    assert failures, "the head write never failed: the test injected nothing"
+    assert clean_runs == ["no_retrain", "retrain", "suppressed", "suppressed", "suppressed", "retrain"]
+    assert faulty_runs == clean_runs
+    strip = {"run_id", "prev"}
+    head_clean, head_faulty = monitor.policy_head(clean), monitor.policy_head(faulty)
+    assert {k: v for k, v in head_faulty.items() if k not in strip} == {
+        k: v for k, v in head_clean.items() if k not in strip
+    }
+    assert head_faulty["decisions"] == 6 and head_faulty["retrain_requests"] == 2
+    assert monitor.policy_state(faulty).to_dict() == monitor.policy_state(clean).to_dict()

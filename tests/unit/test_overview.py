@@ -108,3 +108,19 @@ def test_decision_log_pairs_the_estimate_with_the_realised_metric(lived, bikesha
     assert check["estimate"] == run.data.metrics[f"estimated_{bikeshare_cfg.trigger_metric}"] > 0  # DLE
     assert check["scored_batches"] == [lived["batch"]]
     assert check["realised"] == check["metric"] == run.data.metrics[f"batch_{bikeshare_cfg.metric}"]
+
+
+@pytest.mark.parametrize("raw", ["{not json", '["a", "list"]', '"a string"'])
+def test_one_malformed_history_tag_is_skipped_not_fatal(lived, bikeshare_cfg, raw, caplog):
+    c, name = tracking.client(), bikeshare_cfg.name
+    key = f"{tracking.TAG}event.0000000000000000001-hand"  # sorts first: a hand-written or damaged tag
+    c.set_registered_model_tag(name, key, raw)
+    try:
+        detail = overview.model_detail(name)
+        row = next(r for r in overview.overview() if r["name"] == name)
+    finally:
+        c.delete_registered_model_tag(name, key)
+
+    assert [h["to_version"] for h in detail["history"]] == [lived["version"]]
+    assert row["champion"]["version"] == lived["version"]
+    assert key in caplog.text and "skipped" in caplog.text

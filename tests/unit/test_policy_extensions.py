@@ -7,6 +7,7 @@ import pytest
 
 from retrainer import policy
 from retrainer.config import ErrorDetectorTrigger, PerformanceTrigger, TriggerConfig, parse_config
+from retrainer.exceptions import PolicyStateError
 from retrainer.gates import compare
 from retrainer.policy import PolicyState, Signals, decide, step
 
@@ -116,6 +117,69 @@ def test_policy_state_round_trips_with_its_detector():
 
     assert back == state and back.detector.width == state.detector.width == 64
     assert back.detector_model == "v7" and back.batches_since_request == 4
+
+
+@pytest.mark.parametrize("method", ["adwin", "page_hinkley", "ddm"])
+def test_stored_detector_state_is_bounded_and_decides_as_the_live_one(method):
+    """Each decision stores the state and the next one restores it: the stored form must not grow with every
+    error fed (40 batches of 2,000 labelled rows), and the restored detector must decide exactly as one
+    that was never stored."""
+    import json
+
+    t = PERF.model_copy(update={"performance": None, "error_detector": ErrorDetectorTrigger(method=method)})
+    rng = np.random.default_rng(1)
+    live, stored = PolicyState(), PolicyState()
+    live_verdicts, stored_verdicts, sizes = [], [], []
+    for batch in range(40):
+        rate = 0.1 if batch < 25 else 0.45  # a change the detectors see
+        errors = (rng.random(2000) < rate).astype(float)
+        if method != "ddm":  # ddm watches 0/1 errors; the others see a regression's absolute errors
+            errors = errors * rng.gamma(2.0, 1.0, errors.size)
+        d, live, _ = step(Signals(), t, live, errors=errors, model_id="v1")
+        live_verdicts.append(d.verdict)
+        d, stored, _ = step(Signals(), t, stored, errors=errors, model_id="v1")
+        stored_verdicts.append(d.verdict)
+        text = json.dumps(stored.to_dict())
+        sizes.append(len(text))
+        stored = PolicyState.from_dict(json.loads(text))
+
+    assert stored_verdicts == live_verdicts and "retrain" in live_verdicts
+    assert max(sizes) < 8_000, sizes  # bounded: the detector's statistics, not its 80,000 errors
+    assert stored.to_dict() == live.to_dict()
+
+
+@pytest.mark.parametrize(
+    "stats",
+    [
+        {"drift_detected": False, "window": "bm90IHpsaWI="},  # base64, not zlib
+        {
+            "drift_detected": False,
+            "window": __import__("base64").b64encode(__import__("zlib").compress(b"x" * 40)).decode(),
+        },
+        {"drift_detected": False},
+        {"drift_detected": "os.system", "window": ""},
+    ],
+)
+def test_a_damaged_adwin_state_is_refused_with_a_reason(stats):
+    blob = {"format": policy.STATE_FORMAT, "detector": {"method": "adwin", "params": {}, "stats": stats}}
+    with pytest.raises(PolicyStateError):
+        PolicyState.from_dict(blob)
+
+
+def test_a_state_stored_with_the_error_stream_still_restores():
+    import base64
+    import zlib
+
+    t = PERF.model_copy(update={"performance": None, "error_detector": ErrorDetectorTrigger(method="adwin")})
+    errors = np.r_[np.zeros(300), np.ones(40)]
+    _, live, _ = step(Signals(), t, PolicyState(), errors=errors, model_id="v1")
+    old = {k: v for k, v in live.to_dict().items() if k != "detector"}
+    raw = base64.b64encode(zlib.compress(errors.astype("<f8").tobytes())).decode()
+    old["detector"] = {"method": "adwin", "params": {}, "errors": raw, "n": errors.size}
+
+    back = PolicyState.from_dict(old)
+
+    assert back.detector.width == live.detector.width and back.to_dict() == live.to_dict()
 
 
 def test_error_stream():

@@ -1,10 +1,14 @@
 """The trigger policy: signals, detectors, the decision with cooldown and budget, its state."""
 
 from retrainer.policy.core import (
+    ADWIN_MAX_BYTES,
     AUTO_MIN_BATCHES,
+    DETECTOR_FIELDS,
+    DETECTOR_MEAN,
     DETECTORS,
     DRIFT_NOISE_BATCHES,
     FOLLOW_UP,
+    LEGACY_DETECTOR,
     LOG_FIELDS,
     MAX_AGE,
     SIGNALS,
@@ -18,6 +22,7 @@ from retrainer.policy.core import (
     cusum_step,
     decide,
     degradation,
+    detector_stats,
     error_stream,
     evaluate_signals,
     feed_detector,
@@ -25,14 +30,19 @@ from retrainer.policy.core import (
     next_state,
     noise,
     remember,
+    restore_detector,
     step,
 )
 
 __all__ = [
+    "ADWIN_MAX_BYTES",
     "AUTO_MIN_BATCHES",
     "DETECTORS",
+    "DETECTOR_FIELDS",
+    "DETECTOR_MEAN",
     "DRIFT_NOISE_BATCHES",
     "FOLLOW_UP",
+    "LEGACY_DETECTOR",
     "LOG_FIELDS",
     "MAX_AGE",
     "SIGNALS",
@@ -46,6 +56,7 @@ __all__ = [
     "cusum_step",
     "decide",
     "degradation",
+    "detector_stats",
     "error_stream",
     "evaluate_signals",
     "feed_detector",
@@ -53,5 +64,6 @@ __all__ = [
     "next_state",
     "noise",
     "remember",
+    "restore_detector",
     "step",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import math
 import zlib
 from dataclasses import asdict, dataclass, field, replace
 from itertools import pairwise
@@ -75,8 +76,9 @@ class PolicyState:
     ``follow_up_due``: the next batch refits once more; ``served``: batches the current champion has been
     in service, this one included (``max_age_batches``); ``detector``: the river detector watching the
     errors of model ``detector_model`` (a new model gets a fresh detector). ``detector_spec`` (method and
-    params) and ``detector_errors`` (every error fed to it, in order) rebuild the detector exactly, so the
-    stored state is plain JSON: restoring it never executes code.
+    params) and the detector's own statistics (:func:`detector_stats`: a few numbers, or ADWIN's
+    compressed window, whatever the number of errors it was fed) rebuild the detector exactly, so the
+    stored state is plain JSON of bounded size: restoring it never executes code.
     """
 
     batches_since_request: int | None = None
@@ -99,26 +101,18 @@ class PolicyState:
     drift_log: tuple[tuple[str, float], ...] = ()  # prediction drift in control mode: (model, distance)
     drift_baseline_values: tuple[float, ...] = ()
     detector_spec: dict[str, Any] | None = None
-    detector_errors: Any = field(default=None, compare=False, repr=False)  # numpy float64 array
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form stored with each monitor decision (the detector as its spec plus its error stream)."""
-        import numpy as np
-
-        out = {
-            k: v for k, v in asdict(self).items() if k not in ("detector", "detector_spec", "detector_errors")
-        }
+        """JSON form stored with each monitor decision (the detector as its spec plus its statistics)."""
+        out = {k: v for k, v in asdict(self).items() if k not in ("detector", "detector_spec")}
         for k in LOG_FIELDS:
             out[k] = [list(v) if isinstance(v, tuple) else v for v in out[k]]
         out["format"] = STATE_FORMAT
         detector = None
         if self.detector_spec is not None:
-            errors = np.asarray(self.detector_errors if self.detector_errors is not None else [], dtype="<f8")
-            detector = {
-                **self.detector_spec,
-                "errors": base64.b64encode(zlib.compress(errors.tobytes())).decode(),
-                "n": int(errors.size),
-            }
+            fresh = self.detector is None  # a spec without a detector: nothing fed yet
+            live = build_detector(**self.detector_spec) if fresh else self.detector
+            detector = {**self.detector_spec, "stats": detector_stats(self.detector_spec["method"], live)}
         out["detector"] = detector
         return out
 
@@ -126,8 +120,6 @@ class PolicyState:
     def from_dict(cls, data: Any) -> PolicyState:
         """Inverse of :meth:`to_dict`. Anything else (an older pickled detector, unknown keys, wrong
         types) raises :class:`PolicyStateError`: the content is checked, never executed."""
-        import numpy as np
-
         if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
             raise PolicyStateError(f"not a {STATE_FORMAT} document (format {_peek(data, 'format')!r})")
         data = dict(data)
@@ -140,8 +132,8 @@ class PolicyState:
         data = _logs_from_json(data)
         if blob is None:
             return cls(**data)
-        if not isinstance(blob, dict) or set(blob) != {"method", "params", "errors", "n"}:
-            raise PolicyStateError("detector must be {method, params, errors, n}")
+        if not isinstance(blob, dict) or set(blob) not in ({"method", "params", "stats"}, LEGACY_DETECTOR):
+            raise PolicyStateError("detector must be {method, params, stats}")
         method, params = blob["method"], blob["params"]
         if method not in DETECTORS:
             raise PolicyStateError(f"unknown detector method {method!r}")
@@ -149,18 +141,30 @@ class PolicyState:
             isinstance(k, str) and isinstance(v, int | float | bool) for k, v in params.items()
         ):
             raise PolicyStateError("detector params must be a mapping of names to numbers")
-        try:
-            raw = zlib.decompress(base64.b64decode(blob["errors"], validate=True))
-            errors = np.frombuffer(raw, dtype="<f8").astype(float)
-        except (ValueError, TypeError, zlib.error) as exc:
-            raise PolicyStateError(f"detector errors unreadable: {exc}") from exc
-        if errors.size != blob["n"]:
-            raise PolicyStateError(f"detector error stream has {errors.size} values, expected {blob['n']}")
         spec = {"method": method, "params": params}
-        detector = build_detector(method, params)
-        for e in errors:
-            detector.update(float(e))
-        return cls(**data, detector=detector, detector_spec=spec, detector_errors=errors)
+        if "stats" in blob:
+            detector = restore_detector(method, params, blob["stats"])
+        else:  # states written before the statistics: the whole error stream, replayed once
+            detector = build_detector(method, params)
+            for e in _legacy_errors(blob):
+                detector.update(float(e))
+        return cls(**data, detector=detector, detector_spec=spec)
+
+
+LEGACY_DETECTOR = {"method", "params", "errors", "n"}
+
+
+def _legacy_errors(blob: dict[str, Any]) -> np.ndarray:
+    import numpy as np
+
+    try:
+        raw = zlib.decompress(base64.b64decode(blob["errors"], validate=True))
+        errors = np.frombuffer(raw, dtype="<f8").astype(float)
+    except (ValueError, TypeError, zlib.error) as exc:
+        raise PolicyStateError(f"detector errors unreadable: {exc}") from exc
+    if errors.size != blob["n"]:
+        raise PolicyStateError(f"detector error stream has {errors.size} values, expected {blob['n']}")
+    return errors
 
 
 def _peek(data: Any, key: str) -> Any:
@@ -517,7 +521,6 @@ def next_state(state: PolicyState, decision: Decision, t: TriggerConfig | None =
         "drift_baseline_values": state.drift_baseline_values,
         "credits": None if t is None or t.budget_share is None else _credits(state, t) - decision.retrain,
         "detector_spec": state.detector_spec,
-        "detector_errors": state.detector_errors,
     }
     if decision.retrain:
         follow_up = bool(t and t.follow_up_refit) and FOLLOW_UP not in decision.fired
@@ -561,27 +564,96 @@ def new_detector(cfg: ErrorDetectorTrigger) -> Any:
 
 def feed_detector(
     state: PolicyState, t: TriggerConfig, errors: np.ndarray | None, model_id: str | None
-) -> tuple[bool | None, str, Any, Any]:
-    """Feed this batch's errors to the detector of ``model_id``: (change seen, detail, detector, every
-    error the detector has been fed, in order)."""
-    import numpy as np
-
+) -> tuple[bool | None, str, Any]:
+    """Feed this batch's errors to the detector of ``model_id``: (change seen, detail, detector)."""
     if t.error_detector is None:
-        return None, "", None, None
-    fed = state.detector_errors
+        return None, "", None
     if state.detector is None or state.detector_model != model_id:
-        detector, fed = new_detector(t.error_detector), None
+        detector = new_detector(t.error_detector)
     else:
         detector = copy.deepcopy(state.detector)  # states are values: never mutate the previous one
-    fed = np.zeros(0) if fed is None else np.asarray(fed, dtype=float)
     if errors is None or len(errors) == 0:
-        return None, "", detector, fed
+        return None, "", detector
     changes = 0
     for e in errors:
         detector.update(float(e))
         changes += bool(detector.drift_detected)
-    fed = np.concatenate([fed, np.asarray(errors, dtype=float)])
-    return changes > 0, f"{changes} change point(s) in {len(errors)} labelled rows", detector, fed
+    return changes > 0, f"{changes} change point(s) in {len(errors)} labelled rows", detector
+
+
+# what each detector needs to go on exactly where it stopped: its running statistics (river's attributes;
+# each detector starts afresh on the update after a change, so nothing older matters)
+DETECTOR_FIELDS = {
+    "page_hinkley": ("_sum_increase", "_sum_decrease", "_min_increase", "_max_decrease"),
+    "ddm": ("_warning_detected", "_p_min", "_s_min", "_ps_min"),
+    "adwin": (),
+}
+DETECTOR_MEAN = {"page_hinkley": "_x_mean", "ddm": "_p"}  # a running mean: (count, value)
+ADWIN_MAX_BYTES = 1 << 20  # ADWIN's window is O(log n) buckets: ~1.3 kB after millions of errors
+
+
+def _json_num(v: Any) -> Any:
+    """A float as JSON: non-finite values as strings (JSON has no infinity)."""
+    return v if not isinstance(v, float) or math.isfinite(v) else repr(v)
+
+
+def detector_stats(method: str, detector: Any) -> dict[str, Any]:
+    """The detector's statistics as plain JSON, bounded whatever it was fed (see :func:`restore_detector`)."""
+    out: dict[str, Any] = {"drift_detected": bool(detector._drift_detected)}
+    out.update({f.lstrip("_"): _json_num(getattr(detector, f)) for f in DETECTOR_FIELDS[method]})
+    if method in DETECTOR_MEAN:
+        mean = getattr(detector, DETECTOR_MEAN[method])
+        out["mean"] = [_json_num(float(mean.n)), _json_num(float(mean._mean))]
+    if method == "adwin":  # the Rust window's own serialised form (buckets of sums and variances)
+        out["window"] = base64.b64encode(zlib.compress(detector._helper.__getstate__())).decode()
+    return out
+
+
+def _stat(value: Any, name: str) -> Any:
+    if isinstance(value, str) and value in ("inf", "-inf", "nan"):
+        return float(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    raise PolicyStateError(f"detector statistic {name} has type {type(value).__name__}")
+
+
+def restore_detector(method: str, params: dict[str, Any], stats: Any) -> Any:
+    """Inverse of :func:`detector_stats`: a detector that goes on exactly as the one that was stored.
+    Values are checked, never executed; anything else raises :class:`PolicyStateError`."""
+    names = {"drift_detected", *(f.lstrip("_") for f in DETECTOR_FIELDS[method])}
+    names |= {"mean"} if method in DETECTOR_MEAN else {"window"} if method == "adwin" else set()
+    if not isinstance(stats, dict) or set(stats) != names:
+        raise PolicyStateError(f"{method} statistics must have the keys {sorted(names)}")
+    detector = build_detector(method, params)
+    detector._drift_detected = bool(_stat(stats["drift_detected"], "drift_detected"))
+    for f in DETECTOR_FIELDS[method]:
+        setattr(detector, f, _stat(stats[f.lstrip("_")], f))
+    if method in DETECTOR_MEAN:
+        pair = stats["mean"]
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise PolicyStateError("detector mean must be [count, value]")
+        mean = getattr(detector, DETECTOR_MEAN[method])
+        mean.n, mean._mean = (float(_stat(v, "mean")) for v in pair)
+    if method == "adwin":
+        _restore_window(detector, stats["window"])
+    return detector
+
+
+def _restore_window(detector: Any, window: Any) -> None:
+    try:  # bounded: a crafted blob cannot inflate to more than we would ever write
+        raw = zlib.decompressobj().decompress(base64.b64decode(window, validate=True), ADWIN_MAX_BYTES + 1)
+    except (ValueError, TypeError, zlib.error) as exc:
+        raise PolicyStateError(f"ADWIN window unreadable: {exc}") from exc
+    if len(raw) > ADWIN_MAX_BYTES:
+        raise PolicyStateError(f"ADWIN window of {len(raw)} bytes: not one we wrote")
+    try:
+        detector._helper.__setstate__(raw)
+    except BaseException as exc:  # river's Rust side panics (PanicException) on bytes it cannot read
+        if type(exc).__name__ != "PanicException" and not isinstance(exc, Exception):
+            raise
+        raise PolicyStateError(f"ADWIN window unreadable: {str(exc)[:200]}") from None
+    if detector._helper.__getstate__() != raw:  # the form reads back as written, or it is not ours
+        raise PolicyStateError("ADWIN window does not read back as it was written")
 
 
 # -- control chart: the champion's baseline and the stream's per-batch noise ------------------------------
@@ -728,16 +800,14 @@ def step(
         # yet, so hysteresis must not hold the trigger back (cooldown still spaces the requests)
         state = replace(state, armed=True)
     state = replace(state, served=(state.served if state.baseline_model == model_id else 0) + 1)
-    change, detail, detector, fed = feed_detector(state, t, errors, model_id)
+    change, detail, detector = feed_detector(state, t, errors, model_id)
     signals = replace(signals, error_change=change, error_change_detail=detail)
     signals = calibrate(signals, t, state, model_id)
     decision = decide(signals, t, state)
     new = next_state(remember(state, signals, t, model_id), decision, t)
     if t.error_detector is not None:
         spec = {"method": t.error_detector.method, "params": dict(t.error_detector.params)}
-        new = replace(
-            new, detector=detector, detector_model=model_id, detector_spec=spec, detector_errors=fed
-        )
+        new = replace(new, detector=detector, detector_model=model_id, detector_spec=spec)
     new = replace(new, served=state.served)
     if decision.retrain:
         new = replace(new, requested_model=model_id)

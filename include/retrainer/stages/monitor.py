@@ -855,6 +855,9 @@ def decide(
         f"tags.`retrainer.batch_sha256` = '{claim['sha256']}' and tags.`retrainer.verdict` != 'quarantined'",
         max_results=1,
     )
+    # the state this batch's first attempt was decided from: a retry whose head write never happened
+    # (the head still names that state) must advance the head, not leave it behind
+    first_from = existing[-1].data.tags.get(f"{tracking.TAG}policy_state_from") if existing else None
     run_kwargs = (
         {"run_id": existing[-1].info.run_id}
         if existing
@@ -919,7 +922,8 @@ def decide(
             mlflow.log_artifact(drift_result["report"], "evidently")
         if validation.get("gx_result"):
             mlflow.log_artifact(validation["gx_result"], "gx")
-    _advance_head(cfg, run.info.run_id, claim["sha256"], state_from, decision.retrain, bool(existing))
+    rerun = bool(existing) and not _head_missed(cfg, run.info.run_id, claim["sha256"], first_from)
+    _advance_head(cfg, run.info.run_id, claim["sha256"], state_from, decision.retrain, rerun)
     out = {
         **decision.to_dict(),
         "verdict": decision.verdict,
@@ -935,6 +939,17 @@ def decide(
         f" (suppressed: {decision.suppressed_by})" if decision.suppressed_by else "",
     )
     return out
+
+
+def _head_missed(cfg: ModelConfig, run_id: str, sha: str, first_from: str | None) -> bool:
+    """Whether the decision run ``run_id`` (recorded earlier, decided from ``first_from``) never became the
+    head: its attempt failed after recording the run and before the head write, so the head still names
+    the decision it was computed from. Its retry then advances the head as a first run would."""
+    head = policy_head(cfg)
+    if head is None:  # the model's very first decision, unless older decisions predate the head
+        query = f"tags.`{tracking.TAG}policy_state` = '1' and tags.`{tracking.TAG}batch_sha256` != '{sha}'"
+        return first_from is None and not tracking.find_runs(cfg.name, "monitor", query, max_results=1)
+    return head.get("run_id") != run_id and head.get("run_id") == first_from
 
 
 def _advance_head(

@@ -29,10 +29,39 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def stage(cfg: ModelConfig, version: int, reason: str, by: str) -> dict[str, Any]:
-    """Move the validated ``version`` as far as the model's promotion mode allows right now."""
+def stage(
+    cfg: ModelConfig, version: int, reason: str, by: str, compared_with: int | str | None = "unchecked"
+) -> dict[str, Any]:
+    """Move the validated ``version`` as far as the model's promotion mode allows right now.
+
+    ``compared_with`` is the champion version the candidate was evaluated against (None: there was none).
+    When the champion moved since (a rollback or another promotion in between), the candidate is not made
+    champion on a comparison with a model that no longer serves: it is staged as ``challenger`` and
+    ``refused`` says why (a re-run of the retrain evaluates it against the current champion)."""
     mode = cfg.promotion.mode
     champ = registry.champion(cfg.name)
+    moved = (
+        compared_with != "unchecked" and champ is not None and champ.version not in (compared_with, version)
+    )
+    if moved and champ is not None:
+        was = "no champion" if compared_with is None else f"champion v{compared_with}"
+        refused = (
+            f"v{version} was evaluated against {was}, but the champion is now v{champ.version}: not "
+            f"promoted; it stays registered as challenger (re-run the retrain to compare it with "
+            f"v{champ.version})"
+        )
+        log.warning("%s: %s", cfg.name, refused)
+        event = registry.move_alias(
+            cfg.name, registry.CHALLENGER, version, action="challenger", reason=refused, by=by
+        )
+        return {
+            "version": version,
+            "mode": mode,
+            "alias": registry.CHALLENGER,
+            "awaiting": "re-evaluation",
+            "event": event,
+            "refused": refused,
+        }
     if mode == "immediate" or champ is None:
         event = registry.move_alias(
             cfg.name, registry.CHAMPION, version, action="promote", reason=reason, by=by

@@ -373,7 +373,8 @@ def promote(
     dag_run_id: str = "",
 ) -> dict[str, Any]:
     """Move the new version per the promotion mode (``champion`` now, or ``challenger`` for shadow /
-    approval) and record why."""
+    approval) and record why. If the champion moved since ``evaluate`` compared against it, the new
+    version is staged as challenger instead, with the reason in ``refused``."""
     from retrainer.stages.promotion import stage
 
     cand, base = evaluation["candidate"].get(cfg.metric), evaluation["champion"].get(cfg.metric)
@@ -381,5 +382,11 @@ def promote(
         f"{trigger['source']}: {'; '.join(trigger['reasons'])} | {cfg.metric} "
         f"{'-' if cand is None else f'{cand:.4g}'} vs champion {'-' if base is None else f'{base:.4g}'}"
     )
-    staged = stage(cfg, registered["version"], reason, f"dag_run:{dag_run_id}" if dag_run_id else "cli")
+    staged = stage(
+        cfg,
+        registered["version"],
+        reason,
+        f"dag_run:{dag_run_id}" if dag_run_id else "cli",
+        compared_with=evaluation.get("champion_version", "unchecked"),
+    )
     return {**staged, "promoted": staged["alias"] == registry.CHAMPION and staged["event"] is not None}

@@ -134,11 +134,29 @@ def history(name: str) -> list[dict[str, Any]]:
         rm = client().get_registered_model(name)
     except MlflowException:
         return []
-    keyed = [(_order(k), json.loads(v)) for k, v in rm.tags.items() if k.startswith(f"{TAG}event.")]
+    keyed = [
+        (_order(k), e)
+        for k, v in rm.tags.items()
+        if k.startswith(f"{TAG}event.") and (e := _event(name, k, v)) is not None
+    ]
     events = _without_race_twins([e for _, e in sorted(keyed, key=lambda kv: kv[0])])
     for i, e in enumerate(events, start=1):
         e["seq"] = i
     return events
+
+
+def _event(name: str, key: str, raw: str) -> dict[str, Any] | None:
+    """One recorded event, or None (with a warning) for a tag that is not one we wrote: one bad tag must
+    not hide the rest of the history."""
+    try:
+        event = json.loads(raw)
+    except ValueError as exc:
+        log.warning("model %s: history tag %s is not JSON (%s): skipped", name, key, exc)
+        return None
+    if not isinstance(event, dict):
+        log.warning("model %s: history tag %s is not an event record: skipped", name, key)
+        return None
+    return event
 
 
 TWIN_KEYS = ("action", "from_version", "to_version")  # equal in two racing records of one alias move
