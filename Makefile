@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 TUNE_SHOW ?= pda3_ctl2_cd3_age8,pda3_ctl2p2_cd3_age8,pda3_ctl2p2_cd3,pda3_ctl2_cd3,pd_ctl2_cd3,pd30_ctl1_cd3,pdc3_ctl2_cd3,pd_cu05h3_cd3,pd_ctl2_budget,relative25_cd2
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
+# devtools/ (the dev stack, the dag.test() harness, the demo) runs from the checkout, outside the installed package
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: install demo docs config-docs test test-unit test-integration test-e2e lint typecheck bench bench-backtest bench-threads bench-freshness bench-scale bench-scaleout bench-policy-state backtest-docs tune-triggers clean airflow airflow-prod stop env prod-deps chromium
 
@@ -18,7 +20,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 install: $(STAMP)  ## create .venv with the pinned stack and the retrainer package
 
 demo: install  ## replay Bikeshare 2011 through the real DAGs (Airflow + MLflow on SQLite)
-	$(PY) scripts/demo.py
+	$(PY) -m devtools.demo
 
 docs: install  ## build the documentation site into site/ (mkdocs --strict: a broken link or missing page fails)
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet --site-dir site
@@ -39,7 +41,7 @@ test-e2e: install chromium prod-deps  ## the real Airflow components on loopback
 	$(PY) -m pytest -q -m e2e
 
 lint: install  ## ruff check and ruff format --check (a few seconds)
-	$(PY) -m ruff check include dags tests scripts plugins benchmarks && $(PY) -m ruff format --check include dags tests scripts plugins benchmarks
+	$(PY) -m ruff check include dags tests devtools plugins benchmarks && $(PY) -m ruff format --check include dags tests devtools plugins benchmarks
 
 typecheck: install  ## mypy on the package (settings in pyproject.toml)
 	$(PY) -m mypy
@@ -50,10 +52,10 @@ bench-policy-state: install  ## reading the policy state after 100 vs 3,000 deci
 	$(PY) benchmarks/policy_state.py
 
 bench-backtest: install  ## backtest speed: 130 weekly batches vs an every_batch-only replay (~20 s)
-	PYTHONPATH=include $(PY) benchmarks/backtest_speed.py
+	$(PY) benchmarks/backtest_speed.py
 
 bench-threads: install  ## one thread vs the libraries' defaults: backtest, retrain fit, scoring 1M rows; idle and on busy cores (~3 min)
-	PYTHONPATH=include $(PY) benchmarks/threads.py
+	$(PY) benchmarks/threads.py
 
 backtest-docs: install  ## re-run the backtests whose tables and plots are in docs/backtest/
 	$(PY) -m retrainer.cli backtest include/models/bikeshare.yaml --data bikeshare --no-progress --json docs/backtest/bikeshare.json --plot docs/backtest/bikeshare.png | tee docs/backtest/bikeshare.txt
@@ -73,7 +75,7 @@ backtest-docs: install  ## re-run the backtests whose tables and plots are in do
 	$(PY) -m retrainer.cli backtest docs/backtest/configs/friedman_gsg.yaml --data friedman_gsg --label-delay 2 --no-progress --json docs/backtest/friedman_gsg.d2.json | tee docs/backtest/friedman_gsg.d2.txt
 
 tune-triggers: install  ## re-run the trigger tuning (cached in .tune-cache/) and write docs/backtest/tuning.md
-	PYTHONPATH=include $(PY) scripts/tune_triggers.py --write docs/backtest/tuning.md --write-variants $(TUNE_SHOW) --chosen pda3_ctl2_cd3_age8
+	$(PY) -m devtools.tune_triggers --write docs/backtest/tuning.md --write-variants $(TUNE_SHOW) --chosen pda3_ctl2_cd3_age8
 
 # Airflow 3 (api-server, scheduler, dag-processor, triggerer; LocalExecutor on SQLite) and an MLflow server,
 # all on 127.0.0.1, state in .airflow/. Ctrl-C or `make stop` stops exactly the processes it started.
@@ -95,7 +97,7 @@ stop:  ## stop what `make airflow` / `make airflow-prod` started (by recorded pr
 	$(PY) -m devtools.stack stop --state $(PROD_STATE)
 
 env: install  ## write .env for docker compose with fresh random secrets (refuses to overwrite one)
-	$(PY) -m retrainer.deploy env --out .env
+	$(PY) -m devtools.deploy env --out .env
 
 # Debian's PostgreSQL and Redis for the production twin (needs root for apt-get, as in CI)
 prod-deps:

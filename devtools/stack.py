@@ -366,7 +366,7 @@ class ProdStack(Stack):
 
     # -- configuration: deploy/*.env interpolated for loopback -----------------------------------------
     def secrets(self) -> dict[str, str]:
-        from retrainer import deploy
+        from devtools import deploy
 
         path = self.state / "secrets.env"
         if not path.exists():
@@ -395,12 +395,12 @@ class ProdStack(Stack):
         return {**self.secrets(), **self.addresses()}
 
     def profile_env(self) -> dict[str, str]:
-        from retrainer import deploy
+        from devtools import deploy
 
         return deploy.read_env_file(deploy.AIRFLOW_ENV, self._interp())
 
     def mlflow_env(self) -> dict[str, str]:
-        from retrainer import deploy
+        from devtools import deploy
 
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW_TRACKING"))}
         env.update(deploy.read_env_file(deploy.MLFLOW_ENV, self._interp()))
@@ -487,7 +487,7 @@ class ProdStack(Stack):
         )
 
     def start_mlflow(self) -> None:
-        from retrainer import deploy
+        from devtools import deploy
 
         (self.state / "mlartifacts").mkdir(parents=True, exist_ok=True)
         env = self.mlflow_env()

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from retrainer import assets
 from tests.support.e2e import MODEL, MONITOR, RETRAIN, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -75,7 +76,7 @@ def test_drifted_batch_retrains_through_the_scheduler(stack: Any) -> None:
     events = stack.request("GET", f"/api/v2/assets/events?source_dag_id={MONITOR}")["asset_events"]
     assert len(events) == 1
     event = events[0]
-    assert event["uri"] == f"retrainer://{MODEL}/retrain-request"
+    assert event["uri"] == assets.retrain_request_uri(MODEL)
     assert event["source_run_id"] == run["dag_run_id"]
     assert event["extra"]["reasons"] == decision["reasons"]
 

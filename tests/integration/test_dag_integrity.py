@@ -34,13 +34,14 @@ def test_dagbag_has_both_dags_per_model_with_tags_and_retries(airflow_env: Path)
     assert "AssetOrTime" in type(retrain.timetable).__name__
 
 
-def test_dag_file_parses_fast_without_heavy_imports(airflow_env: Path) -> None:
+@pytest.mark.parametrize("dag_file", sorted(p.name for p in (REPO / "dags").glob("*.py")))
+def test_dag_file_parses_fast_without_heavy_imports(airflow_env: Path, dag_file: str) -> None:
     code = (
         "import sys, time, json, importlib.util\n"
         "import airflow.sdk\n"  # airflow itself is allowed; what the DAG file adds is what we measure
         "before = set(sys.modules)\n"
         "t = time.perf_counter()\n"
-        f"spec = importlib.util.spec_from_file_location('retrainer_dags', {str(REPO / 'dags' / 'retrainer_dags.py')!r})\n"
+        f"spec = importlib.util.spec_from_file_location('dag_file', {str(REPO / 'dags' / dag_file)!r})\n"
         "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
         "elapsed = time.perf_counter() - t\n"
         f"heavy = sorted(m for m in {HEAVY!r} if m in sys.modules and m not in before)\n"
@@ -108,3 +109,37 @@ def test_promotion_settings_add_the_watch_and_shadow_tasks(
     # the challenger is compared with the champion the rollback watch left in place
     assert "watch_champion" in both.get_task("shadow_score").upstream_task_ids
     assert "decide" in both.get_task("watch_champion").upstream_task_ids
+
+
+def test_a_task_process_builds_only_its_own_dag(airflow_env: Path, tmp_path: Path) -> None:
+    """With many models, each task process builds one DAG, not every model's (Airflow's parsing context)."""
+    models = tmp_path / "models"
+    models.mkdir()
+    text = (REPO / "include/models/bikeshare.yaml").read_text()
+    for name in ("alpha", "beta", "gamma"):
+        (models / f"{name}.yaml").write_text(text.replace("name: bikeshare", f"name: {name}"))
+    code = (
+        "import json, sys\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        "bag = DagBag(dag_folder=sys.argv[1], include_examples=False)\n"
+        "print(json.dumps(sorted(bag.dag_ids)))\n"
+    )
+
+    def built(dag_id: str | None) -> list[str]:
+        env = {**os.environ, "RETRAINER_CONFIG_DIR": str(models)}
+        env.pop("_AIRFLOW_PARSING_CONTEXT_DAG_ID", None)
+        if dag_id:
+            env["_AIRFLOW_PARSING_CONTEXT_DAG_ID"] = dag_id
+            env["_AIRFLOW_PARSING_CONTEXT_TASK_ID"] = "decide"
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(REPO / "dags")],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    everything = built(None)
+    assert {"alpha__monitor", "beta__retrain", "gamma__rollback"} <= set(everything)
+    assert built("beta__monitor") == ["beta__monitor"]

@@ -15,12 +15,13 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from retrainer import assets
 from tests.support import dags
 from tests.support.dags import run, xcom
 
 pytestmark = pytest.mark.integration
 
-ASSET_URI = "retrainer://bikeshare/retrain-request"
+ASSET_URI = assets.retrain_request_uri("bikeshare")
 
 
 @pytest.fixture(scope="module")

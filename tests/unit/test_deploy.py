@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from retrainer import deploy
+from devtools import deploy
 from retrainer.exceptions import ConfigError
 
 pytestmark = pytest.mark.unit

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from devtools import harness
+from retrainer import assets
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -159,13 +160,13 @@ def main() -> int:
             )
             rows.append({"week": week, "kind": "quarantine", "outcome": "quarantined", "reason": first})
         dr.import_batch(df, f"{week}.parquet")
-        before = len(harness.asset_events(f"retrainer://{cfg.name}/retrain-request"))
+        before = len(harness.asset_events(assets.retrain_request_uri(cfg.name)))
         with quiet(logs / f"monitor-{week}.log"):
             res = harness.run_dag(f"{cfg.name}__monitor")
         d = harness.xcom(f"{cfg.name}__monitor", res["run_id"], "decide") or {}
         drift = harness.xcom(f"{cfg.name}__monitor", res["run_id"], "drift_report") or {}
         perf = harness.xcom(f"{cfg.name}__monitor", res["run_id"], "performance") or {}
-        events = harness.asset_events(f"retrainer://{cfg.name}/retrain-request")
+        events = harness.asset_events(assets.retrain_request_uri(cfg.name))
         verdict = d.get("verdict", f"monitor {res['state']}")
         detail = "; ".join(d.get("reasons") or [])
         if d.get("suppressed_by"):

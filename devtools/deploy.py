@@ -1,12 +1,14 @@
-"""Production profile settings: one source for docker-compose.yaml and the native twin.
+"""Production profile settings for the developer tools: one source for docker-compose.yaml and the native twin.
 
 The settings live in ``deploy/airflow.env`` (every Airflow component) and ``deploy/mlflow.env`` (the MLflow
 tracking server). Compose loads them with ``env_file``; the native twin (:mod:`devtools.stack`)
 reads them here with the same interpolation rules (``${VAR}``, ``${VAR:-default}``, ``${VAR:?message}``).
 Secrets come from ``.env`` (compose) or the twin's state folder; none has a default.
 
-    python -m retrainer.deploy env [--out .env] [--force]   # a .env with fresh random secrets
-    python -m retrainer.deploy mlflow-auth-ini PATH          # the MLflow basic-auth config from the env
+    python -m devtools.deploy env [--out .env] [--force]   # a .env with fresh random secrets
+    python -m devtools.deploy mlflow-auth-ini PATH          # the MLflow basic-auth config from the env
+
+Developer tooling (run from the checkout); the production image needs only :mod:`retrainer.mlflow_auth`.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from retrainer.exceptions import ConfigError
+from retrainer.mlflow_auth import mlflow_auth_ini
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]  # the checkout: devtools/ is at its top
 DEPLOY_DIR = REPO / "deploy"
 AIRFLOW_ENV = DEPLOY_DIR / "airflow.env"
 MLFLOW_ENV = DEPLOY_DIR / "mlflow.env"
@@ -114,27 +117,6 @@ def write_env(out: Path, force: bool = False) -> Path:
     out.write_text("\n".join(lines) + "\n")
     out.chmod(0o600)
     return out
-
-
-def mlflow_auth_ini(env: Mapping[str, str]) -> str:
-    """The basic-auth app's config: its user store and the permission of users on others' resources.
-
-    The admin account itself comes from ``MLFLOW_AUTH_ADMIN_USERNAME`` / ``MLFLOW_AUTH_ADMIN_PASSWORD``.
-    """
-    uri = env.get("MLFLOW_AUTH_DATABASE_URI")
-    if not uri:
-        raise ConfigError("MLFLOW_AUTH_DATABASE_URI is not set (see deploy/mlflow.env)")
-    permission = env.get("MLFLOW_AUTH_DEFAULT_PERMISSION", "READ")
-    cache = env.get("MLFLOW_AUTH_CACHE_TTL_SECONDS", "60")
-    return (
-        "[mlflow]\n"
-        f"default_permission = {permission}\n"
-        f"database_uri = {uri}\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-        # each uncached check is a PBKDF2 hash (~0.5 s of CPU, 2 s per request on a busy 2-core machine);
-        # a password change reaches the other server workers after at most this many seconds
-        f"auth_cache_ttl_seconds = {cache}\n"
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
