@@ -40,8 +40,8 @@ test-integration: install
 test-e2e: install chromium prod-deps  ## the real Airflow components on loopback, and the Retraining view in Chromium
 	$(PY) -m pytest -q -m e2e
 
-lint: install  ## ruff check and ruff format --check (a few seconds)
-	$(PY) -m ruff check include dags tests devtools plugins benchmarks && $(PY) -m ruff format --check include dags tests devtools plugins benchmarks
+lint: install  ## ruff check, ruff format --check and the import layers (lint-imports; a few seconds)
+	$(VENV)/bin/lint-imports && $(PY) -m ruff check include dags tests devtools plugins benchmarks && $(PY) -m ruff format --check include dags tests devtools plugins benchmarks
 
 typecheck: install  ## mypy on the package (settings in pyproject.toml)
 	$(PY) -m mypy
