@@ -312,6 +312,80 @@ def test_late_flags_count_towards_the_batch_they_refer_to(dr):
     assert later["flagged_rate"] == 7 / ROWS
 
 
+def claimed_with_sidecar(dr: DataRoot, i: int, sidecar: str | None) -> dict:
+    """Day ``i`` delivered with ``<batch>.flags.csv`` (text as given) and claimed by a monitor run."""
+    if sidecar is not None:
+        dr.landing.mkdir(parents=True, exist_ok=True)
+        (dr.landing / f"{name(i)[:-8]}.flags.csv").write_text(sidecar)
+    dr.import_batch(day(i).drop(columns=["y"]), name(i))
+    got = dr.claim(f"run-{i}")
+    assert got is not None
+    return got.to_dict()
+
+
+@pytest.mark.parametrize("id_column", ["rid", None])
+def test_sidecar_flags_count_only_the_batch_rows(dr, id_column):
+    """Sidecar ids or rows the batch does not have are not counted (they once made a 24% flagged rate)."""
+    from retrainer.stages import monitor
+
+    cfg = make_cfg(id_column)
+    if id_column:  # 6 of the batch's ids and 40 the batch does not have
+        lines = [f"d1-{n}" for n in range(6)] + [f"other-{n}" for n in range(40)]
+        sidecar = "rid\n" + "\n".join(lines) + "\n"
+    else:  # rows 0..5 and 40 rows beyond the batch's end
+        sidecar = "row\n" + "\n".join(str(r) for r in [*range(6), *range(ROWS, ROWS + 40)]) + "\n"
+    c = claimed_with_sidecar(dr, 1, sidecar)
+
+    out = monitor.flagged_rate(cfg, c, {"rows": ROWS})
+
+    assert out["flagged"] == 6 and out["flagged_rate"] == pytest.approx(6 / ROWS)
+    assert out["sidecar_unknown"] == 40
+
+
+@pytest.mark.parametrize(
+    ("sidecar", "expect"),
+    [
+        ("", "cannot read it"),
+        ("note\nwrong\n", "needs a 'row' column"),
+        ("row\nthree\n", "whole numbers"),
+        ('rid,"x\n', "cannot read it"),
+    ],
+)
+@pytest.mark.parametrize("id_column", ["rid", None])
+def test_a_bad_sidecar_is_quarantined_and_the_batch_rate_not_counted(dr, sidecar, expect, id_column):
+    from retrainer.stages import monitor
+
+    cfg = make_cfg(id_column)
+    c = claimed_with_sidecar(dr, 1, sidecar)
+
+    out = monitor.flagged_rate(cfg, c, {"rows": ROWS})
+    again = monitor.flagged_rate(cfg, c, {"rows": ROWS})  # a retry of the task: the same answer
+
+    assert out["flagged_rate"] is None and again == out
+    kept = dr.quarantine / f"{name(1)[:-8]}.flags.csv"
+    assert kept.read_text() == sidecar  # kept as delivered, never deleted
+    reason = json.loads(kept.with_name(kept.name + ".reason.json").read_text())
+    assert expect in reason["message"] and kept.name in reason["message"]
+    assert reason["sidecar_of"] == name(1) and reason["batch_sha256"] == c["sha256"]
+    assert out["flags_sidecar_quarantined"]["message"] == reason["message"]
+    assert (dr.processing / name(1)).exists()  # the batch itself goes on
+
+
+def test_a_bad_sidecar_leaves_late_flags_for_earlier_batches_counted(dr):
+    from retrainer.stages import monitor
+
+    cfg = make_cfg()
+    archive(dr, 0)
+    deliver(dr, pd.DataFrame({"rid": [f"d0-{n}" for n in range(3)]}), "late.csv", kind="flags")
+    feeds.ingest(cfg, by="test")
+    c = claimed_with_sidecar(dr, 1, "")
+
+    out = monitor.flagged_rate(cfg, c, {"rows": ROWS})
+
+    assert [b["batch"] for b in out["flagged_batches"]] == [name(0)]
+    assert out["flagged_rate"] == pytest.approx(3 / ROWS)
+
+
 # -- one label-delay rule for the live path and the backtest ---------------------------------------------
 @pytest.mark.parametrize("delay", [0, 1, 2])
 def test_live_label_delay_equals_the_backtest_rule(dr, delay):

@@ -617,12 +617,19 @@ def _build_label_step(
 
 
 def flag_step(
-    cfg: ModelConfig, claim: dict[str, Any], current: pd.DataFrame, sidecar_ids: set[str]
+    cfg: ModelConfig,
+    claim: dict[str, Any],
+    current: pd.DataFrame,
+    sidecar_ids: set[str],
+    *,
+    count_batch: bool = True,
 ) -> dict[str, Any]:
     """Flags this monitor step counts: the batch's own (sidecar file and flags delivered for its ids) and
     flags arriving late for earlier batches, each counted towards the batch it refers to. The signal is
     the highest flag rate (distinct flagged rows / batch rows, all flags so far) among the batches that
-    received flags at this step."""
+    received flags at this step. Sidecar ids the batch does not have are not counted. With
+    ``count_batch=False`` (its sidecar could not be used) the batch's own rate is left out of the signal:
+    flags delivered for its rows are kept and count at later steps."""
     import pandas as pd
 
     store = FeedStore(cfg, "flags")
@@ -640,7 +647,8 @@ def flag_step(
             mine = fresh[fresh[ID].isin(here_ids)].assign(batch=claim["batch"])
             late = fresh.merge(index[[ID, "batch"]], on=ID)
             late = late[~late[ID].isin(here_ids)]
-            side = pd.DataFrame({ID: sorted(sidecar_ids - set(mine[ID])), "batch": claim["batch"]})
+            own = (set(sidecar_ids) & here_ids) - set(mine[ID])  # ids the batch does not have never count
+            side = pd.DataFrame({ID: sorted(own), "batch": claim["batch"]})
             rows = pd.concat([side, mine, late], ignore_index=True)
             for c in (ID, "batch", "delivery", "arrived_at", "reason"):
                 rows[c] = rows[c].astype(object).where(rows[c].notna(), None) if c in rows else None
@@ -650,6 +658,8 @@ def flag_step(
             [pd.read_parquet(p, columns=[ID, "batch"]) for p in store.steps.glob("*.parquet")],
             ignore_index=True,
         )
+    if not count_batch:
+        step = step[step["batch"] != claim["batch"]]
     if step.empty:
         return {"flagged_rate": None, "flagged": 0, "flagged_batches": []}
     order = [p.name for p in store.dr.archived()]
