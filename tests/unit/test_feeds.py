@@ -171,6 +171,95 @@ def test_symlinked_labels_file_is_quarantined_not_followed(dr, tmp_path):
     assert target.exists() and (dr.quarantine / "labels" / "link.csv").is_symlink()
 
 
+def _ingest_bounded(cfg, fifo: Path | None = None, seconds: float = 20.0) -> dict:
+    """``feeds.ingest`` in a thread that must finish within ``seconds``; a reader stuck opening ``fifo``
+    (the file was read before it was judged) is released afterwards so the test can end."""
+    import os
+    import threading
+
+    result: dict = {}
+    worker = threading.Thread(target=lambda: result.update(feeds.ingest(cfg, by="test")), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    stuck = worker.is_alive()
+    while fifo is not None and worker.is_alive():  # unblock the reader: a writer opens and closes at once
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+        worker.join(0.2)
+    assert not stuck, "ingest read the file before refusing it"
+    return result
+
+
+@pytest.mark.parametrize("kind", ["labels", "flags"])
+@pytest.mark.parametrize("link", ["dangling", "folder", "outside-pipe", "pipe"])
+def test_links_and_special_files_are_refused_before_any_read(dr, tmp_path, kind, link):
+    """A link (dangling, to a folder, to something outside the data root) or a pipe is quarantined from
+    its own metadata, never opened: it once failed every ingest (and every snapshot) for good."""
+    import os
+
+    cfg = make_cfg()
+    folder = dr.landing / kind
+    folder.mkdir(parents=True)
+    fifo = None
+    landed = folder / "bad.csv"
+    if link == "dangling":
+        landed.symlink_to(tmp_path / "gone.csv")
+    elif link == "folder":
+        (tmp_path / "somewhere").mkdir()
+        landed.symlink_to(tmp_path / "somewhere")
+    elif link == "outside-pipe":  # reading it would wait for a writer forever
+        fifo = tmp_path / "outside.csv"
+        os.mkfifo(fifo)
+        landed.symlink_to(fifo)
+    else:
+        fifo = landed
+        os.mkfifo(fifo)
+    deliver(
+        dr, day(0)[["rid", "y"]].rename(columns={"y": "y" if kind == "labels" else "reason"}), "ok.csv", kind
+    )
+
+    out = _ingest_bounded(cfg, fifo)
+    again = _ingest_bounded(cfg, fifo)  # nothing left to fail on: the next run goes on
+
+    assert [q["file"] for q in out[kind]["quarantined"]] == ["bad.csv"]
+    assert [d["file"] for d in out[kind]["ingested"]] == ["ok.csv"]
+    expect = "symbolic link" if link != "pipe" else "not a regular file"
+    reason = json.loads((dr.quarantine / kind / "bad.csv.reason.json").read_text())
+    assert expect in reason["message"]
+    kept = dr.quarantine / kind / "bad.csv"
+    assert kept.is_symlink() or kept.is_fifo()  # the link or pipe itself is kept, never its target
+    assert again[kind] == {"feed": kind, "ingested": [], "duplicates": [], "quarantined": []}
+
+
+def test_a_second_dangling_link_does_not_replace_the_first_in_quarantine(dr, tmp_path):
+    cfg = make_cfg()
+    folder = dr.landing / "labels"
+    folder.mkdir(parents=True)
+    (folder / "x.csv").symlink_to(tmp_path / "first")
+    feeds.ingest(cfg, by="test")
+    (folder / "x.csv").symlink_to(tmp_path / "second")
+    feeds.ingest(cfg, by="test")
+
+    targets = sorted(str(p.readlink().name) for p in (dr.quarantine / "labels").glob("x*.csv"))
+    assert targets == ["first", "second"]
+
+
+def test_feed_files_are_bounded_like_batches(dr, monkeypatch):
+    cfg = make_cfg()
+    monkeypatch.setenv("RETRAINER_MAX_BATCH_BYTES", "200")
+    deliver(dr, day(0)[["rid", "y"]], "big.csv")  # 48 rows: well above 200 bytes
+    deliver(dr, day(0)[["rid", "y"]].iloc[:3], "small.csv")
+
+    out = feeds.ingest(cfg, by="test")
+
+    assert [q["file"] for q in out["labels"]["quarantined"]] == ["big.csv"]
+    assert "above RETRAINER_MAX_BATCH_BYTES=200" in out["labels"]["quarantined"][0]["message"]
+    assert (dr.quarantine / "labels" / "big.csv").exists()
+    assert len(feeds.FeedStore(cfg, "labels").rows()) == 3
+
+
 def test_feeds_need_an_id_column(dr):
     cfg = make_cfg(id_column=None)
     deliver(dr, day(0)[["rid", "y"]], "week1.csv")

@@ -34,6 +34,7 @@ import functools
 import json
 import logging
 import os
+import stat
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,6 +48,7 @@ from retrainer.storage import (
     SAFE_NAME,
     DataRoot,
     is_temporary,
+    max_batch_bytes,
     read_batch,
     settle_seconds,
     sha256_file,
@@ -245,18 +247,32 @@ class FeedStore:
         log.error("%s quarantined at %s: %s", path.name, dest, message)
         return dest
 
+    def _check_file(self, path: Path) -> None:
+        """What can be judged without reading a byte (``lstat`` only, links never followed): a symbolic
+        link, a folder or other non-regular file, an unsafe name, another format, or a file above
+        ``RETRAINER_MAX_BATCH_BYTES`` (the batches' limit) raises :class:`BatchError` saying which."""
+        name, st = path.name, path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            raise BatchError(f"{name} is a symbolic link; drop the file itself into {self.kind}/")
+        if not stat.S_ISREG(st.st_mode):
+            raise BatchError(f"{name} is not a regular file (a folder, pipe or device); drop a file")
+        if not SAFE_NAME.match(name):
+            raise BatchError(f"unsafe file name {name!r}")
+        if not name.endswith(BATCH_SUFFIXES):
+            raise BatchError(f"unsupported format {name!r}: use .csv or .parquet")
+        if st.st_size > max_batch_bytes():
+            raise BatchError(
+                f"{name} is {st.st_size:,} bytes, above RETRAINER_MAX_BATCH_BYTES={max_batch_bytes():,}: "
+                "split it into smaller files"
+            )
+
     def _read(self, path: Path) -> pd.DataFrame:
         """The file's rows as ``id`` + ``value`` (labels) or ``reason`` (flags); BatchError names the
         file and column for anything unusable."""
         import pandas as pd
 
         cfg, name = self.cfg, path.name
-        if path.is_symlink():
-            raise BatchError(f"{name} is a symbolic link; drop the file itself into {self.kind}/")
-        if not SAFE_NAME.match(name):
-            raise BatchError(f"unsafe file name {name!r}")
-        if not name.endswith(BATCH_SUFFIXES):
-            raise BatchError(f"unsupported format {name!r}: use .csv or .parquet")
+        self._check_file(path)
         df = read_batch(path)
         id_col = require_id_column(cfg)
         need = [id_col] + ([cfg.data.target] if self.kind == "labels" else [])
@@ -312,6 +328,15 @@ class FeedStore:
             deliveries = self.index()
             known = {d["sha256"]: d for d in deliveries}
             for path in self.pending():  # re-listed under the lock: a concurrent ingest may have taken some
+                try:
+                    self._check_file(path)  # before any read: the link or special file itself is judged
+                except FileNotFoundError:  # moved away since it was listed
+                    continue
+                except BatchError as exc:
+                    message = f"{self.kind} file {path.name} of model {self.cfg.name} rejected: {exc}"
+                    self._quarantine(path, message)
+                    out["quarantined"].append({"file": path.name, "message": message})
+                    continue
                 sha = sha256_file(path)
                 if sha in known:
                     message = (
@@ -698,7 +723,7 @@ def _free(dest: Path) -> Path:
     """``dest``, or a free name beside it (never overwrite): ``x.csv``, ``x.dup-1.csv``, ..."""
     stem, dot, suffix = dest.name.partition(".")
     candidate, n = dest, 1
-    while candidate.exists():
+    while candidate.exists() or candidate.is_symlink():  # a quarantined dangling link is taken too
         candidate = dest.with_name(f"{stem}.dup-{n}{dot}{suffix}")
         n += 1
     return candidate
