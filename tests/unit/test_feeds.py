@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import TYPE_CHECKING
 
@@ -183,10 +184,8 @@ def _ingest_bounded(cfg, fifo: Path | None = None, seconds: float = 20.0) -> dic
     worker.join(seconds)
     stuck = worker.is_alive()
     while fifo is not None and worker.is_alive():  # unblock the reader: a writer opens and closes at once
-        try:
+        with contextlib.suppress(OSError):  # no reader waiting at this instant
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        except OSError:
-            pass
         worker.join(0.2)
     assert not stuck, "ingest read the file before refusing it"
     return result
