@@ -154,6 +154,32 @@ def labelled_batch(
     return labelled(cfg, _scored_frame(cfg, claim, scored, columns))
 
 
+def labelled_evidence(cfg: ModelConfig, claim: dict[str, Any], earlier: list[str]) -> pd.DataFrame:
+    """The rows of the claimed batch and of the archived batches named in ``earlier`` whose label has
+    arrived by now, in the batch itself or through the labels feed (a later delivery corrects an earlier
+    one, as in training), with every column the models need: what the rollback watch and the shadow
+    comparison score both models on. A batch no longer in the archive gives no rows."""
+    import pandas as pd
+
+    from retrainer.ml.train import labelled, prepare
+    from retrainer.stages import feeds
+
+    labels = feeds.latest_labels(cfg) if cfg.data.id_column else None
+    frames = [labelled(cfg, feeds.apply_labels(cfg, _load(cfg, claim, _columns(cfg)), labels))]
+    dr = root(cfg)
+    for batch in dict.fromkeys(earlier):
+        if batch == claim["batch"]:
+            continue
+        try:
+            stage, path = dr.locate(batch)
+        except BatchError:  # collected by retention since: nothing to score
+            continue
+        if stage == "archive":
+            df = prepare(cfg, read_columns(path, _columns(cfg)))
+            frames.append(labelled(cfg, feeds.apply_labels(cfg, df, labels)))
+    return pd.concat(frames, ignore_index=True)
+
+
 def _read_rows(cfg: ModelConfig, path: Path, columns: list[str], positions: Any) -> pd.DataFrame:
     """Rows at ``positions`` (in that order) of a batch file's ``columns``, streamed in chunks."""
     import numpy as np
