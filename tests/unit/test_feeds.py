@@ -507,6 +507,42 @@ def test_live_label_delay_equals_the_backtest_rule(dr, delay):
     assert seen == [[(name(i - delay), delay)] if i >= delay else [] for i in range(steps)]
 
 
+def test_the_id_index_reads_only_the_id_column(dr):
+    """Joining late labels reads each archived batch's id column, not the whole (wide) batch: the peak
+    memory of a fresh process building the index grows by far less than the batch's size."""
+    import subprocess
+    import sys
+
+    wide = pd.DataFrame(
+        np.random.default_rng(0).normal(size=(4000, 4000)), columns=[f"x{n}" for n in range(4000)]
+    )
+    wide.insert(0, "rid", [f"r{n}" for n in range(4000)])
+    wide.insert(1, "ts", pd.Timestamp("2024-01-01"))
+    dr.import_batch(wide, name(0), stage="archive")  # 4,000 rows x 4,000 columns: 128 MB as floats
+    del wide
+    probe = (
+        "import resource, sys\n"
+        "from tests.unit.test_feeds import make_cfg\n"
+        "from retrainer import settings\n"
+        "from retrainer.stages import feeds\n"
+        "from retrainer.storage import DataRoot\n"
+        "dr = DataRoot(settings.data_root(), 'fed')\n"
+        "feeds.id_index(make_cfg(), DataRoot(settings.data_root(), 'nobody'))  # imports warmed up\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "index = feeds.id_index(make_cfg(), dr)\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(len(index), index['id'].iloc[-1], (after - before) * 1024)\n"
+    )
+    from tests.conftest import REPO
+
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO
+    ).stdout.split()
+
+    assert out[:2] == ["4000", "r3999"]
+    assert int(out[2]) < 40e6, f"peak memory grew by {int(out[2]):,} bytes: the whole batch was read"
+
+
 def test_batch_gate_requires_unique_row_ids():
     from retrainer.exceptions import DataValidationError
     from retrainer.gates import quality

@@ -426,12 +426,13 @@ def id_index(cfg: ModelConfig, dr: DataRoot) -> pd.DataFrame:
 
 @functools.lru_cache(maxsize=4096)
 def _batch_ids(path: str, mtime_ns: int, size: int, id_col: str) -> tuple[str, ...] | None:
-    """The normalised ids of one archived batch (cached per file version: archived files do not change)."""
+    """The normalised ids of one archived batch, read from its id column only (cached per file version:
+    archived files do not change), so the cost does not grow with the batch's width."""
     from pathlib import Path
 
     try:
-        return tuple(normalise_ids(read_batch(Path(path))[id_col]))
-    except (BatchError, KeyError):
+        return tuple(normalise_ids(read_batch(Path(path), [id_col])[id_col]))
+    except (BatchError, KeyError):  # no such column (an older batch) or unreadable: no ids
         return None
 
 
