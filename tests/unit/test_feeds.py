@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import TYPE_CHECKING
 
@@ -171,6 +172,93 @@ def test_symlinked_labels_file_is_quarantined_not_followed(dr, tmp_path):
     assert target.exists() and (dr.quarantine / "labels" / "link.csv").is_symlink()
 
 
+def _ingest_bounded(cfg, fifo: Path | None = None, seconds: float = 20.0) -> dict:
+    """``feeds.ingest`` in a thread that must finish within ``seconds``; a reader stuck opening ``fifo``
+    (the file was read before it was judged) is released afterwards so the test can end."""
+    import os
+    import threading
+
+    result: dict = {}
+    worker = threading.Thread(target=lambda: result.update(feeds.ingest(cfg, by="test")), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    stuck = worker.is_alive()
+    while fifo is not None and worker.is_alive():  # unblock the reader: a writer opens and closes at once
+        with contextlib.suppress(OSError):  # no reader waiting at this instant
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(0.2)
+    assert not stuck, "ingest read the file before refusing it"
+    return result
+
+
+@pytest.mark.parametrize("kind", ["labels", "flags"])
+@pytest.mark.parametrize("link", ["dangling", "folder", "outside-pipe", "pipe"])
+def test_links_and_special_files_are_refused_before_any_read(dr, tmp_path, kind, link):
+    """A link (dangling, to a folder, to something outside the data root) or a pipe is quarantined from
+    its own metadata, never opened: it once failed every ingest (and every snapshot) for good."""
+    import os
+
+    cfg = make_cfg()
+    folder = dr.landing / kind
+    folder.mkdir(parents=True)
+    fifo = None
+    landed = folder / "bad.csv"
+    if link == "dangling":
+        landed.symlink_to(tmp_path / "gone.csv")
+    elif link == "folder":
+        (tmp_path / "somewhere").mkdir()
+        landed.symlink_to(tmp_path / "somewhere")
+    elif link == "outside-pipe":  # reading it would wait for a writer forever
+        fifo = tmp_path / "outside.csv"
+        os.mkfifo(fifo)
+        landed.symlink_to(fifo)
+    else:
+        fifo = landed
+        os.mkfifo(fifo)
+    deliver(
+        dr, day(0)[["rid", "y"]].rename(columns={"y": "y" if kind == "labels" else "reason"}), "ok.csv", kind
+    )
+
+    out = _ingest_bounded(cfg, fifo)
+    again = _ingest_bounded(cfg, fifo)  # nothing left to fail on: the next run goes on
+
+    assert [q["file"] for q in out[kind]["quarantined"]] == ["bad.csv"]
+    assert [d["file"] for d in out[kind]["ingested"]] == ["ok.csv"]
+    expect = "symbolic link" if link != "pipe" else "not a regular file"
+    reason = json.loads((dr.quarantine / kind / "bad.csv.reason.json").read_text())
+    assert expect in reason["message"]
+    kept = dr.quarantine / kind / "bad.csv"
+    assert kept.is_symlink() or kept.is_fifo()  # the link or pipe itself is kept, never its target
+    assert again[kind] == {"feed": kind, "ingested": [], "duplicates": [], "quarantined": []}
+
+
+def test_a_second_dangling_link_does_not_replace_the_first_in_quarantine(dr, tmp_path):
+    cfg = make_cfg()
+    folder = dr.landing / "labels"
+    folder.mkdir(parents=True)
+    (folder / "x.csv").symlink_to(tmp_path / "first")
+    feeds.ingest(cfg, by="test")
+    (folder / "x.csv").symlink_to(tmp_path / "second")
+    feeds.ingest(cfg, by="test")
+
+    targets = sorted(str(p.readlink().name) for p in (dr.quarantine / "labels").glob("x*.csv"))
+    assert targets == ["first", "second"]
+
+
+def test_feed_files_are_bounded_like_batches(dr, monkeypatch):
+    cfg = make_cfg()
+    monkeypatch.setenv("RETRAINER_MAX_BATCH_BYTES", "200")
+    deliver(dr, day(0)[["rid", "y"]], "big.csv")  # 48 rows: well above 200 bytes
+    deliver(dr, day(0)[["rid", "y"]].iloc[:3], "small.csv")
+
+    out = feeds.ingest(cfg, by="test")
+
+    assert [q["file"] for q in out["labels"]["quarantined"]] == ["big.csv"]
+    assert "above RETRAINER_MAX_BATCH_BYTES=200" in out["labels"]["quarantined"][0]["message"]
+    assert (dr.quarantine / "labels" / "big.csv").exists()
+    assert len(feeds.FeedStore(cfg, "labels").rows()) == 3
+
+
 def test_feeds_need_an_id_column(dr):
     cfg = make_cfg(id_column=None)
     deliver(dr, day(0)[["rid", "y"]], "week1.csv")
@@ -312,6 +400,80 @@ def test_late_flags_count_towards_the_batch_they_refer_to(dr):
     assert later["flagged_rate"] == 7 / ROWS
 
 
+def claimed_with_sidecar(dr: DataRoot, i: int, sidecar: str | None) -> dict:
+    """Day ``i`` delivered with ``<batch>.flags.csv`` (text as given) and claimed by a monitor run."""
+    if sidecar is not None:
+        dr.landing.mkdir(parents=True, exist_ok=True)
+        (dr.landing / f"{name(i)[:-8]}.flags.csv").write_text(sidecar)
+    dr.import_batch(day(i).drop(columns=["y"]), name(i))
+    got = dr.claim(f"run-{i}")
+    assert got is not None
+    return got.to_dict()
+
+
+@pytest.mark.parametrize("id_column", ["rid", None])
+def test_sidecar_flags_count_only_the_batch_rows(dr, id_column):
+    """Sidecar ids or rows the batch does not have are not counted (they once made a 24% flagged rate)."""
+    from retrainer.stages import monitor
+
+    cfg = make_cfg(id_column)
+    if id_column:  # 6 of the batch's ids and 40 the batch does not have
+        lines = [f"d1-{n}" for n in range(6)] + [f"other-{n}" for n in range(40)]
+        sidecar = "rid\n" + "\n".join(lines) + "\n"
+    else:  # rows 0..5 and 40 rows beyond the batch's end
+        sidecar = "row\n" + "\n".join(str(r) for r in [*range(6), *range(ROWS, ROWS + 40)]) + "\n"
+    c = claimed_with_sidecar(dr, 1, sidecar)
+
+    out = monitor.flagged_rate(cfg, c, {"rows": ROWS})
+
+    assert out["flagged"] == 6 and out["flagged_rate"] == pytest.approx(6 / ROWS)
+    assert out["sidecar_unknown"] == 40
+
+
+@pytest.mark.parametrize(
+    ("sidecar", "expect"),
+    [
+        ("", "cannot read it"),
+        ("note\nwrong\n", "needs a 'row' column"),
+        ("row\nthree\n", "whole numbers"),
+        ('rid,"x\n', "cannot read it"),
+    ],
+)
+@pytest.mark.parametrize("id_column", ["rid", None])
+def test_a_bad_sidecar_is_quarantined_and_the_batch_rate_not_counted(dr, sidecar, expect, id_column):
+    from retrainer.stages import monitor
+
+    cfg = make_cfg(id_column)
+    c = claimed_with_sidecar(dr, 1, sidecar)
+
+    out = monitor.flagged_rate(cfg, c, {"rows": ROWS})
+    again = monitor.flagged_rate(cfg, c, {"rows": ROWS})  # a retry of the task: the same answer
+
+    assert out["flagged_rate"] is None and again == out
+    kept = dr.quarantine / f"{name(1)[:-8]}.flags.csv"
+    assert kept.read_text() == sidecar  # kept as delivered, never deleted
+    reason = json.loads(kept.with_name(kept.name + ".reason.json").read_text())
+    assert expect in reason["message"] and kept.name in reason["message"]
+    assert reason["sidecar_of"] == name(1) and reason["batch_sha256"] == c["sha256"]
+    assert out["flags_sidecar_quarantined"]["message"] == reason["message"]
+    assert (dr.processing / name(1)).exists()  # the batch itself goes on
+
+
+def test_a_bad_sidecar_leaves_late_flags_for_earlier_batches_counted(dr):
+    from retrainer.stages import monitor
+
+    cfg = make_cfg()
+    archive(dr, 0)
+    deliver(dr, pd.DataFrame({"rid": [f"d0-{n}" for n in range(3)]}), "late.csv", kind="flags")
+    feeds.ingest(cfg, by="test")
+    c = claimed_with_sidecar(dr, 1, "")
+
+    out = monitor.flagged_rate(cfg, c, {"rows": ROWS})
+
+    assert [b["batch"] for b in out["flagged_batches"]] == [name(0)]
+    assert out["flagged_rate"] == pytest.approx(3 / ROWS)
+
+
 # -- one label-delay rule for the live path and the backtest ---------------------------------------------
 @pytest.mark.parametrize("delay", [0, 1, 2])
 def test_live_label_delay_equals_the_backtest_rule(dr, delay):
@@ -343,6 +505,42 @@ def test_live_label_delay_equals_the_backtest_rule(dr, delay):
         seen.append([(b["batch"], b["batches_late"]) for b in live["batches"]])
 
     assert seen == [[(name(i - delay), delay)] if i >= delay else [] for i in range(steps)]
+
+
+def test_the_id_index_reads_only_the_id_column(dr):
+    """Joining late labels reads each archived batch's id column, not the whole (wide) batch: the peak
+    memory of a fresh process building the index grows by far less than the batch's size."""
+    import subprocess
+    import sys
+
+    wide = pd.DataFrame(
+        np.random.default_rng(0).normal(size=(4000, 4000)), columns=[f"x{n}" for n in range(4000)]
+    )
+    wide.insert(0, "rid", [f"r{n}" for n in range(4000)])
+    wide.insert(1, "ts", pd.Timestamp("2024-01-01"))
+    dr.import_batch(wide, name(0), stage="archive")  # 4,000 rows x 4,000 columns: 128 MB as floats
+    del wide
+    probe = (
+        "import resource, sys\n"
+        "from tests.unit.test_feeds import make_cfg\n"
+        "from retrainer import settings\n"
+        "from retrainer.stages import feeds\n"
+        "from retrainer.storage import DataRoot\n"
+        "dr = DataRoot(settings.data_root(), 'fed')\n"
+        "feeds.id_index(make_cfg(), DataRoot(settings.data_root(), 'nobody'))  # imports warmed up\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "index = feeds.id_index(make_cfg(), dr)\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(len(index), index['id'].iloc[-1], (after - before) * 1024)\n"
+    )
+    from tests.conftest import REPO
+
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO
+    ).stdout.split()
+
+    assert out[:2] == ["4000", "r3999"]
+    assert int(out[2]) < 40e6, f"peak memory grew by {int(out[2]):,} bytes: the whole batch was read"
 
 
 def test_batch_gate_requires_unique_row_ids():

@@ -589,6 +589,13 @@ class PromotionConfig(_Strict):
         description="automatic rollback: batches after a promotion on which the new champion is compared "
         "with the previous one (moved back if worse by more than `margin`); `0` disables",
     )
+    min_labelled_rows: int = Field(
+        30,
+        ge=1,
+        description="shadow mode and automatic rollback: labelled rows (the batch's own and late labels for "
+        "the batches seen since the promotion or the staging) needed before the two models are compared; "
+        "with fewer the decision waits for more labels",
+    )
     approval_timeout: str = Field(
         "24H",
         pattern=r"^[0-9]+[SMHD]$",

@@ -34,6 +34,7 @@ import functools
 import json
 import logging
 import os
+import stat
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,6 +48,7 @@ from retrainer.storage import (
     SAFE_NAME,
     DataRoot,
     is_temporary,
+    max_batch_bytes,
     read_batch,
     settle_seconds,
     sha256_file,
@@ -245,18 +247,32 @@ class FeedStore:
         log.error("%s quarantined at %s: %s", path.name, dest, message)
         return dest
 
+    def _check_file(self, path: Path) -> None:
+        """What can be judged without reading a byte (``lstat`` only, links never followed): a symbolic
+        link, a folder or other non-regular file, an unsafe name, another format, or a file above
+        ``RETRAINER_MAX_BATCH_BYTES`` (the batches' limit) raises :class:`BatchError` saying which."""
+        name, st = path.name, path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            raise BatchError(f"{name} is a symbolic link; drop the file itself into {self.kind}/")
+        if not stat.S_ISREG(st.st_mode):
+            raise BatchError(f"{name} is not a regular file (a folder, pipe or device); drop a file")
+        if not SAFE_NAME.match(name):
+            raise BatchError(f"unsafe file name {name!r}")
+        if not name.endswith(BATCH_SUFFIXES):
+            raise BatchError(f"unsupported format {name!r}: use .csv or .parquet")
+        if st.st_size > max_batch_bytes():
+            raise BatchError(
+                f"{name} is {st.st_size:,} bytes, above RETRAINER_MAX_BATCH_BYTES={max_batch_bytes():,}: "
+                "split it into smaller files"
+            )
+
     def _read(self, path: Path) -> pd.DataFrame:
         """The file's rows as ``id`` + ``value`` (labels) or ``reason`` (flags); BatchError names the
         file and column for anything unusable."""
         import pandas as pd
 
         cfg, name = self.cfg, path.name
-        if path.is_symlink():
-            raise BatchError(f"{name} is a symbolic link; drop the file itself into {self.kind}/")
-        if not SAFE_NAME.match(name):
-            raise BatchError(f"unsafe file name {name!r}")
-        if not name.endswith(BATCH_SUFFIXES):
-            raise BatchError(f"unsupported format {name!r}: use .csv or .parquet")
+        self._check_file(path)
         df = read_batch(path)
         id_col = require_id_column(cfg)
         need = [id_col] + ([cfg.data.target] if self.kind == "labels" else [])
@@ -312,6 +328,15 @@ class FeedStore:
             deliveries = self.index()
             known = {d["sha256"]: d for d in deliveries}
             for path in self.pending():  # re-listed under the lock: a concurrent ingest may have taken some
+                try:
+                    self._check_file(path)  # before any read: the link or special file itself is judged
+                except FileNotFoundError:  # moved away since it was listed
+                    continue
+                except BatchError as exc:
+                    message = f"{self.kind} file {path.name} of model {self.cfg.name} rejected: {exc}"
+                    self._quarantine(path, message)
+                    out["quarantined"].append({"file": path.name, "message": message})
+                    continue
                 sha = sha256_file(path)
                 if sha in known:
                     message = (
@@ -401,12 +426,13 @@ def id_index(cfg: ModelConfig, dr: DataRoot) -> pd.DataFrame:
 
 @functools.lru_cache(maxsize=4096)
 def _batch_ids(path: str, mtime_ns: int, size: int, id_col: str) -> tuple[str, ...] | None:
-    """The normalised ids of one archived batch (cached per file version: archived files do not change)."""
+    """The normalised ids of one archived batch, read from its id column only (cached per file version:
+    archived files do not change), so the cost does not grow with the batch's width."""
     from pathlib import Path
 
     try:
-        return tuple(normalise_ids(read_batch(Path(path))[id_col]))
-    except (BatchError, KeyError):
+        return tuple(normalise_ids(read_batch(Path(path), [id_col])[id_col]))
+    except (BatchError, KeyError):  # no such column (an older batch) or unreadable: no ids
         return None
 
 
@@ -617,12 +643,19 @@ def _build_label_step(
 
 
 def flag_step(
-    cfg: ModelConfig, claim: dict[str, Any], current: pd.DataFrame, sidecar_ids: set[str]
+    cfg: ModelConfig,
+    claim: dict[str, Any],
+    current: pd.DataFrame,
+    sidecar_ids: set[str],
+    *,
+    count_batch: bool = True,
 ) -> dict[str, Any]:
     """Flags this monitor step counts: the batch's own (sidecar file and flags delivered for its ids) and
     flags arriving late for earlier batches, each counted towards the batch it refers to. The signal is
     the highest flag rate (distinct flagged rows / batch rows, all flags so far) among the batches that
-    received flags at this step."""
+    received flags at this step. Sidecar ids the batch does not have are not counted. With
+    ``count_batch=False`` (its sidecar could not be used) the batch's own rate is left out of the signal:
+    flags delivered for its rows are kept and count at later steps."""
     import pandas as pd
 
     store = FeedStore(cfg, "flags")
@@ -640,7 +673,8 @@ def flag_step(
             mine = fresh[fresh[ID].isin(here_ids)].assign(batch=claim["batch"])
             late = fresh.merge(index[[ID, "batch"]], on=ID)
             late = late[~late[ID].isin(here_ids)]
-            side = pd.DataFrame({ID: sorted(sidecar_ids - set(mine[ID])), "batch": claim["batch"]})
+            own = (set(sidecar_ids) & here_ids) - set(mine[ID])  # ids the batch does not have never count
+            side = pd.DataFrame({ID: sorted(own), "batch": claim["batch"]})
             rows = pd.concat([side, mine, late], ignore_index=True)
             for c in (ID, "batch", "delivery", "arrived_at", "reason"):
                 rows[c] = rows[c].astype(object).where(rows[c].notna(), None) if c in rows else None
@@ -650,6 +684,8 @@ def flag_step(
             [pd.read_parquet(p, columns=[ID, "batch"]) for p in store.steps.glob("*.parquet")],
             ignore_index=True,
         )
+    if not count_batch:
+        step = step[step["batch"] != claim["batch"]]
     if step.empty:
         return {"flagged_rate": None, "flagged": 0, "flagged_batches": []}
     order = [p.name for p in store.dr.archived()]
@@ -688,7 +724,7 @@ def _free(dest: Path) -> Path:
     """``dest``, or a free name beside it (never overwrite): ``x.csv``, ``x.dup-1.csv``, ..."""
     stem, dot, suffix = dest.name.partition(".")
     candidate, n = dest, 1
-    while candidate.exists():
+    while candidate.exists() or candidate.is_symlink():  # a quarantined dangling link is taken too
         candidate = dest.with_name(f"{stem}.dup-{n}{dot}{suffix}")
         n += 1
     return candidate

@@ -154,6 +154,32 @@ def labelled_batch(
     return labelled(cfg, _scored_frame(cfg, claim, scored, columns))
 
 
+def labelled_evidence(cfg: ModelConfig, claim: dict[str, Any], earlier: list[str]) -> pd.DataFrame:
+    """The rows of the claimed batch and of the archived batches named in ``earlier`` whose label has
+    arrived by now, in the batch itself or through the labels feed (a later delivery corrects an earlier
+    one, as in training), with every column the models need: what the rollback watch and the shadow
+    comparison score both models on. A batch no longer in the archive gives no rows."""
+    import pandas as pd
+
+    from retrainer.ml.train import labelled, prepare
+    from retrainer.stages import feeds
+
+    labels = feeds.latest_labels(cfg) if cfg.data.id_column else None
+    frames = [labelled(cfg, feeds.apply_labels(cfg, _load(cfg, claim, _columns(cfg)), labels))]
+    dr = root(cfg)
+    for batch in dict.fromkeys(earlier):
+        if batch == claim["batch"]:
+            continue
+        try:
+            stage, path = dr.locate(batch)
+        except BatchError:  # collected by retention since: nothing to score
+            continue
+        if stage == "archive":
+            df = prepare(cfg, read_columns(path, _columns(cfg)))
+            frames.append(labelled(cfg, feeds.apply_labels(cfg, df, labels)))
+    return pd.concat(frames, ignore_index=True)
+
+
 def _read_rows(cfg: ModelConfig, path: Path, columns: list[str], positions: Any) -> pd.DataFrame:
     """Rows at ``positions`` (in that order) of a batch file's ``columns``, streamed in chunks."""
     import numpy as np
@@ -586,48 +612,105 @@ def performance(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any])
 
 def flagged_rate(cfg: ModelConfig, claim: dict[str, Any], validation: dict[str, Any]) -> dict[str, Any]:
     """Share of the batch's predictions that people flagged: the sidecar ``<batch>.flags.csv`` and, with
-    ``data.id_column``, the flags feed (late flags count towards the batch they refer to)."""
+    ``data.id_column``, the flags feed (late flags count towards the batch they refer to).
+
+    Only the batch's own rows count: sidecar rows or ids the batch does not have are ignored (and counted
+    under ``sidecar_unknown``). A sidecar that cannot be used (empty, unreadable, no ``row`` or id column)
+    is quarantined with its reason and the batch's own flagged rate is not counted (None); a retry finds
+    the quarantined sidecar's reason and gives the same answer."""
 
     from retrainer.stages import feeds
 
     dr = root(cfg)
     _, path = dr.path_of(claim)
     flags_file = dr.flags_path(path)
-    rows = max(int(validation.get("rows", 0)), 1)
     id_col = cfg.data.id_column
-    flags, key = _read_flags(cfg, flags_file)
-    if flags is not None and key is None:
-        raise BatchError(
-            f"{flags_file.name}: needs a 'row' column (0-based row in the batch)"
-            + (f" or '{id_col}'" if id_col else "")
-        )
+    bad = dr.quarantined_sidecar(path, claim["sha256"])  # a retry after the sidecar was quarantined
+    flags, key = None, None
+    if bad is None:
+        try:
+            flags, key = _read_flags(cfg, flags_file)
+        except BatchError as exc:
+            message = f"flags sidecar {flags_file.name} of batch {claim['batch']} rejected: {exc}"
+            bad = dr.quarantine_sidecar(path, claim["sha256"], message)
+            log.error(
+                "%s; quarantined at %s; the batch's flagged rate is not counted",
+                message,
+                bad["quarantined_as"],
+            )
+    sidecar: dict[str, Any] = {"flags_file": str(flags_file) if flags is not None else None}
+    if bad is not None:
+        sidecar["flags_sidecar_quarantined"] = {"file": bad["quarantined_as"], "message": bad["message"]}
     if id_col:
         current = _load(cfg, claim, [cfg.data.time_column, id_col])
         if id_col in current:
-            side: set[str] = set()
-            if flags is not None and key == "row":
-                ids = feeds.normalise_ids(current[id_col])
-                side = {ids[int(r)] for r in flags["row"].dropna() if 0 <= int(r) < len(ids)}
-            elif flags is not None:
-                side = set(feeds.normalise_ids(flags[key].dropna()))
-            out = feeds.flag_step(cfg, claim, current, side)
-            return {**out, "flags_file": str(flags_file) if flags is not None else None}
+            ids = feeds.normalise_ids(current[id_col])
+            rows, unknown = _sidecar_rows(flags, key, ids)
+            out = feeds.flag_step(cfg, claim, current, {ids[r] for r in rows}, count_batch=bad is None)
+            return {**out, **sidecar, "sidecar_unknown": unknown}
     if flags is None:
-        return {"flagged_rate": None, "flagged": 0, "flags_file": None}
-    n = int(flags[key].nunique())
-    return {"flagged_rate": n / rows, "flagged": n, "flags_file": str(flags_file)}
+        return {"flagged_rate": None, "flagged": 0, **sidecar}
+    n_rows = int(validation.get("rows", 0))
+    rows, unknown = _sidecar_rows(flags, key, None, n_rows)
+    return {
+        "flagged_rate": len(rows) / max(n_rows, 1),
+        "flagged": len(rows),
+        **sidecar,
+        "sidecar_unknown": unknown,
+    }
 
 
 def _read_flags(cfg: ModelConfig, flags_file: Path) -> tuple[pd.DataFrame | None, str | None]:
     """The batch's sidecar flags file (None if there is none) and the column naming the flagged rows:
-    ``row`` (0-based position in the batch) or the id column; None when it has neither."""
+    ``row`` (0-based position in the batch) or the id column. :class:`BatchError` says why a sidecar
+    cannot be used: empty, unreadable, neither column, or a ``row`` that is not a whole number."""
     import pandas as pd
 
-    if not flags_file.exists():
+    if not flags_file.exists() and not flags_file.is_symlink():
         return None, None
-    flags = pd.read_csv(flags_file)
+    if flags_file.is_symlink() or not flags_file.is_file():
+        raise BatchError("not a regular file (a symbolic link or a folder): drop the file itself")
+    try:
+        flags = pd.read_csv(flags_file)
+    except Exception as exc:  # pandas raises many types for an empty or corrupt file
+        raise BatchError(f"cannot read it: {type(exc).__name__}: {exc}") from exc
     id_col = cfg.data.id_column
-    return flags, "row" if "row" in flags else (id_col if id_col and id_col in flags else None)
+    key = "row" if "row" in flags else (id_col if id_col and id_col in flags else None)
+    if key is None:
+        raise BatchError(
+            "needs a 'row' column (0-based row in the batch)"
+            + (f" or '{id_col}'" if id_col else "")
+            + f"; it has {list(flags.columns)[:20]}"
+        )
+    if key == "row":
+        rows = pd.to_numeric(flags["row"], errors="coerce")
+        bad = flags.index[flags["row"].notna() & ((rows % 1 != 0) | rows.isna())].tolist()
+        if bad:
+            raise BatchError(
+                f"column 'row' must hold whole numbers; lines {[b + 2 for b in bad[:5]]} do not "
+                f"(e.g. {flags['row'][bad[0]]!r})"
+            )
+    return flags, key
+
+
+def _sidecar_rows(
+    flags: pd.DataFrame | None, key: str | None, ids: pd.Series | None, n_rows: int = 0
+) -> tuple[set[int], int]:
+    """Positions of the batch rows the sidecar flags, and how many distinct sidecar entries name no row
+    of the batch (not counted). ``ids``: the batch's normalised ids (their count sets the rows)."""
+    from retrainer.stages import feeds
+
+    if flags is None or key is None:
+        return set(), 0
+    n = len(ids) if ids is not None else n_rows
+    if key == "row":
+        wanted = {int(r) for r in flags["row"].dropna()}
+        rows = {r for r in wanted if 0 <= r < n}
+        return rows, len(wanted - rows)
+    named = set(feeds.normalise_ids(flags[key].dropna()))
+    known = list(ids) if ids is not None else []  # a batch without its id column: no id names a row
+    rows = {i for i, v in enumerate(known) if v in named}
+    return rows, len(named - set(known))
 
 
 # -- 5. decide ------------------------------------------------------------------------------------
@@ -1004,6 +1087,7 @@ def check_file(cfg: ModelConfig, path: Path, report_dir: Path | None = None) -> 
     """
     from retrainer.ml import metrics
     from retrainer.ml.train import labelled, prepare
+    from retrainer.stages import feeds
     from retrainer.storage import sha256_file
     from retrainer.tracking.artifacts import load_run_model
 
@@ -1053,8 +1137,16 @@ def check_file(cfg: ModelConfig, path: Path, report_dir: Path | None = None) -> 
             }
             if cfg.triggers.error_detector is not None:
                 errors = policy.error_stream(cfg.task, y, p)
-    flags, key = _read_flags(cfg, root(cfg).flags_path(path))
-    flagged_rate = int(flags[key].nunique()) / max(len(df), 1) if flags is not None and key else None
+    flagged_rate = None
+    try:
+        flags, key = _read_flags(cfg, root(cfg).flags_path(path))
+    except BatchError as exc:  # the monitor would quarantine the sidecar and not count it
+        out["flags_sidecar_problem"] = str(exc)
+        flags, key = None, None
+    if flags is not None:
+        id_col = cfg.data.id_column
+        ids = feeds.normalise_ids(df[id_col]) if id_col and id_col in df else None
+        flagged_rate = len(_sidecar_rows(flags, key, ids, len(df))[0]) / max(len(df), 1)
     signals = _signals(cfg, drift_result, perf, flagged_rate, champ is not None)
     state = policy_state(cfg, exclude_sha=sha256_file(path))
     decision, _, signals = STEP(

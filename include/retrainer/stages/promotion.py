@@ -2,9 +2,11 @@
 recorded history (``retrainer.event.<n>`` tags on the registered model).
 
 - ``immediate``: a validated candidate becomes ``champion`` at once.
-- ``shadow``: it becomes ``challenger``; the monitor DAG scores every following batch with both models
-  (:func:`shadow_score`); after ``shadow_batches`` labelled batches on which it was non-inferior it is
-  promoted, and the first batch on which it trails the champion by more than ``margin`` retires it.
+- ``shadow``: it becomes ``challenger``; the monitor DAG scores both models at every following batch
+  (:func:`shadow_score`) on the rows labelled by now of the batches seen since (late labels included),
+  once there are ``min_labelled_rows``; after ``shadow_batches`` such batches on which it was
+  non-inferior it is promoted, and the first on which it trails the champion by more than ``margin``
+  retires it.
 - ``approval``: it becomes ``challenger`` and the retrain run ends; the model's approval DAG asks a person
   (Airflow's human-in-the-loop operator, optionally only the configured approvers) and
   :func:`apply_approval` promotes or retires it with who decided. No answer within the configured timeout
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     from retrainer.config import ModelConfig
 
 log = logging.getLogger(__name__)
+WATCH_ACTION = "retrainer.watch_action"  # on the monitor run: what the rollback watch did with the batch
+DECIDED = ("kept", "rolled_back")  # watch actions that count towards rollback_batches
 
 
 def stage(
@@ -105,17 +109,20 @@ def shadow_score(
     champ = registry.champion(cfg.name)
     if chal is None or champ is None or cfg.promotion.mode != "shadow":
         return {"challenger_version": chal.version if chal else None, "verdict": "no_challenger"}
-    lab = monitor.labelled_batch(cfg, claim)
+    seen = [r.data.tags.get("retrainer.batch", "") for r in _shadow_runs(cfg, chal.version)]
+    lab = monitor.labelled_evidence(cfg, claim, seen)
+    need = cfg.promotion.min_labelled_rows
     out: dict[str, Any] = {
         "challenger_version": chal.version,
         "champion_version": champ.version,
         "metric": cfg.metric,
         "labelled_rows": len(lab),
+        "min_labelled_rows": need,
     }
     c = tracking.client()
     mlflow_run = decision["mlflow_run_id"]
-    if len(lab) == 0:
-        out["verdict"] = "no_labels"
+    if len(lab) < need:
+        out["verdict"] = "no_labels" if len(lab) == 0 else "waiting_for_labels"
     else:
         champ_v = metrics.score(cfg, load_run_model(champ.run_id), lab)[cfg.metric]
         chal_v = metrics.score(cfg, load_run_model(chal.run_id), lab)[cfg.metric]
@@ -164,8 +171,12 @@ def shadow_score(
 def watch_champion(
     cfg: ModelConfig, claim: dict[str, Any], decision: dict[str, Any], run_id: str = ""
 ) -> dict[str, Any] | None:
-    """Automatic rollback: for ``rollback_batches`` labelled batches after a promotion, score the previous
-    champion too; if the new one trails it by more than ``margin`` on a batch, roll back and say so."""
+    """Automatic rollback: for ``rollback_batches`` decided batches after a promotion, score the previous
+    champion too; if the new one trails it by more than ``margin``, roll back and say so.
+
+    Both models are scored on every row labelled by now of the batches seen since the promotion (the
+    batch's own labels and late ones from the labels feed); with fewer than ``min_labelled_rows`` the
+    batch is recorded as waiting and the decision is left to a later batch."""
     from retrainer.stages import monitor
     from retrainer.tracking.artifacts import load_run_model
 
@@ -188,18 +199,34 @@ def watch_champion(
         f"tags.`retrainer.watch_champion_version` = '{champ.version}' and "
         f"tags.`retrainer.batch_sha256` != '{claim['sha256']}'",
     )
-    if len(watched) >= m:
+    decided = [r for r in watched if r.data.tags.get(WATCH_ACTION, "kept") in DECIDED]  # older runs: decided
+    if len(decided) >= m:
         return {"champion_version": champ.version, "action": "watch_over"}
-    lab = monitor.labelled_batch(cfg, claim)
-    if len(lab) == 0:
-        return {"champion_version": champ.version, "action": "no_labels"}
-    new_v = metrics.score(cfg, load_run_model(champ.run_id), lab)[cfg.metric]
-    old_v = metrics.score(cfg, load_run_model(previous.run_id), lab)[cfg.metric]
-    worse = metrics.worse_by(new_v, old_v, cfg.lower_is_better)
+    lab = monitor.labelled_evidence(cfg, claim, [r.data.tags.get("retrainer.batch", "") for r in watched])
     c = tracking.client()
     mlflow_run = decision["mlflow_run_id"]
     c.set_tag(mlflow_run, "retrainer.watch_champion_version", str(champ.version))
     c.set_tag(mlflow_run, "retrainer.watch_previous_version", str(previous.version))
+    need = cfg.promotion.min_labelled_rows
+    if len(lab) < need:
+        action = "no_labels" if len(lab) == 0 else "waiting_for_labels"
+        c.set_tag(mlflow_run, WATCH_ACTION, action)
+        log.info(
+            "champion watch on %s: %d labelled row(s) since the promotion, %d needed: waiting",
+            claim["batch"],
+            len(lab),
+            need,
+        )
+        return {
+            "champion_version": champ.version,
+            "previous_version": previous.version,
+            "labelled_rows": len(lab),
+            "min_labelled_rows": need,
+            "action": action,
+        }
+    new_v = metrics.score(cfg, load_run_model(champ.run_id), lab)[cfg.metric]
+    old_v = metrics.score(cfg, load_run_model(previous.run_id), lab)[cfg.metric]
+    worse = metrics.worse_by(new_v, old_v, cfg.lower_is_better)
     c.log_metric(mlflow_run, f"watch_previous_{cfg.metric}", old_v)
     out: dict[str, Any] = {
         "champion_version": champ.version,
@@ -207,19 +234,21 @@ def watch_champion(
         "champion": new_v,
         "previous": old_v,
         "worse_by": worse,
-        "batch_of_watch": len(watched) + 1,
+        "labelled_rows": len(lab),
+        "batch_of_watch": len(decided) + 1,
         "action": "kept",
     }
     if worse > cfg.promotion.margin:
         reason = (
-            f"automatic: on batch {claim['batch']} (watch batch {len(watched) + 1} of {m}) champion "
-            f"v{champ.version} {cfg.metric} {new_v:.4g} vs previous champion v{previous.version} {old_v:.4g} "
-            f"({worse:+.1%} worse > margin {cfg.promotion.margin:.0%})"
+            f"automatic: on batch {claim['batch']} (watch batch {len(decided) + 1} of {m}, {len(lab)} "
+            f"labelled rows) champion v{champ.version} {cfg.metric} {new_v:.4g} vs previous champion "
+            f"v{previous.version} {old_v:.4g} ({worse:+.1%} worse > margin {cfg.promotion.margin:.0%})"
         )
         out["rollback"] = rollback(
             cfg.name, previous.version, reason, f"dag_run:{run_id}" if run_id else "monitor"
         )
         out["action"] = "rolled_back"
+    c.set_tag(mlflow_run, WATCH_ACTION, out["action"])
     log.info("champion watch on %s: %s", claim["batch"], out)
     return out
 

@@ -682,6 +682,37 @@ class DataRoot:
         p = self.quarantine / f"{batch}.reason.json"
         return json.loads(p.read_text()) if p.exists() else None
 
+    def quarantine_sidecar(self, batch_path: Path, batch_sha256: str, message: str) -> dict[str, Any]:
+        """Move the flags sidecar of the batch at ``batch_path`` to quarantine with its reason (the batch
+        itself stays where it is); returns the reason written beside it."""
+        src = self.flags_path(batch_path)
+        self.quarantine.mkdir(parents=True, exist_ok=True)
+        dest = _free_name(self.quarantine / src.name)
+        _move_no_overwrite(src, dest)
+        payload = {
+            "batch": dest.name,
+            "sidecar_of": batch_path.name,
+            "batch_sha256": batch_sha256,
+            "quarantined_at": _now(),
+            "message": message,
+            "reason": message,  # older readers
+            "quarantined_as": str(dest),
+        }
+        write_json(dest.with_name(dest.name + ".reason.json"), payload)
+        return payload
+
+    def quarantined_sidecar(self, batch_path: Path, batch_sha256: str) -> dict[str, Any] | None:
+        """The reason a flags sidecar of this batch (by content hash) was quarantined, if it was."""
+        if not self.quarantine.exists():
+            return None
+        stem = self.flags_path(batch_path).name.removesuffix(".csv")
+        for p in sorted(self.quarantine.glob(f"{stem}*.csv.reason.json")):
+            with contextlib.suppress(OSError, ValueError):
+                reason = json.loads(p.read_text())
+                if reason.get("batch_sha256") == batch_sha256 and reason.get("sidecar_of"):
+                    return dict(reason)
+        return None
+
     def import_batch(self, df: pd.DataFrame, name: str, stage: str = "landing") -> Path:
         """Write a DataFrame as a batch file into ``stage`` (used to seed history and by the demo),
         following the delivery contract: written under a temporary name, then renamed."""
