@@ -20,8 +20,8 @@ install: $(STAMP)  ## create .venv with the pinned stack and the retrainer packa
 demo: install  ## replay Bikeshare 2011 through the real DAGs (Airflow + MLflow on SQLite)
 	$(PY) scripts/demo.py
 
-docs: install  ## build the documentation site into site/ (mkdocs --strict: a broken link or missing page fails)
-	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet --site-dir site
+docs: install  ## build the documentation site into site/ (mkdocs --strict, warnings shown: a broken link or missing page fails)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 config-docs: install  ## rewrite docs/configuration/reference.md and the JSON Schema from the config models
 	$(PY) -m retrainer.config_reference --write
