@@ -6,7 +6,7 @@ TUNE_SHOW ?= pda3_ctl2_cd3_age8,pda3_ctl2p2_cd3_age8,pda3_ctl2p2_cd3,pda3_ctl2_c
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo docs config-docs test test-unit test-integration test-e2e lint typecheck bench bench-backtest bench-threads bench-freshness bench-scale bench-scaleout bench-policy-state backtest-docs tune-triggers clean airflow airflow-prod stop env prod-deps chromium
+.PHONY: install demo docs config-docs test test-unit test-integration test-e2e test-deep lint typecheck bench bench-backtest bench-threads bench-freshness bench-scale bench-scaleout bench-policy-state backtest-docs tune-triggers clean airflow airflow-prod stop env prod-deps chromium
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ test-unit: install
 
 test-integration: install
 	$(PY) -m pytest -q -m integration
+
+# the randomized stateful test (tests/integration/test_stateful.py) with 20x the examples `make test` runs
+STATEFUL_EXAMPLES ?= 60
+test-deep: install  ## the randomized stateful test, 20x the examples of `make test` (STATEFUL_EXAMPLES=60; ~30 min)
+	RETRAINER_STATEFUL_EXAMPLES=$(STATEFUL_EXAMPLES) $(PY) -m pytest -q tests/integration/test_stateful.py
 
 test-e2e: install chromium prod-deps  ## the real Airflow components on loopback, and the Retraining view in Chromium
 	$(PY) -m pytest -q -m e2e
