@@ -37,7 +37,7 @@ test-integration: install
 
 # the randomized stateful test (tests/integration/test_stateful.py) with 20x the examples `make test` runs
 STATEFUL_EXAMPLES ?= 60
-test-deep: install  ## the randomized stateful test, 20x the examples of `make test` (STATEFUL_EXAMPLES=60; ~30 min)
+test-deep: install  ## the randomized stateful test, 20x the examples of `make test` (STATEFUL_EXAMPLES=60)
 	RETRAINER_STATEFUL_EXAMPLES=$(STATEFUL_EXAMPLES) $(PY) -m pytest -q tests/integration/test_stateful.py
 
 test-e2e: install chromium prod-deps  ## the real Airflow components on loopback, and the Retraining view in Chromium

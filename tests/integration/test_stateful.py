@@ -18,7 +18,7 @@ newest labelled row and no snapshot of a registered version, and ``reproduce`` o
 succeeds; no step raises anything but Retrainer's own errors, each with a message.
 
 Bounded in ``make test`` (``RETRAINER_STATEFUL_EXAMPLES``, default 3 examples of up to
-``RETRAINER_STATEFUL_STEPS``, default 25, steps); ``make test-deep`` runs 20x the examples. A first
+``RETRAINER_STATEFUL_STEPS``, default 10, steps); ``make test-deep`` runs 20x the examples. A first
 champion is trained once per session into a template state folder, copied for every example (same path,
 so MLflow's absolute artifact locations stay valid).
 
@@ -62,7 +62,7 @@ REPO = Path(__file__).resolve().parents[2]
 MODEL = "stateful"
 ID = "ride_id"
 EXAMPLES = int(os.environ.get("RETRAINER_STATEFUL_EXAMPLES", "3"))
-STEPS = int(os.environ.get("RETRAINER_STATEFUL_STEPS", "25"))
+STEPS = int(os.environ.get("RETRAINER_STATEFUL_STEPS", "10"))
 HISTORY_WEEKS = 5
 # input kinds or faults to leave out (comma-separated), to look past a known failure while it is being fixed
 SKIP = set(filter(None, os.environ.get("RETRAINER_STATEFUL_SKIP", "").split(",")))
