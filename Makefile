@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # devtools/ (the dev stack, the dag.test() harness, the demo) runs from the checkout, outside the installed package
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: install demo docs config-docs test test-unit test-integration test-e2e lint typecheck bench bench-backtest bench-threads bench-freshness bench-scale bench-scaleout bench-policy-state backtest-docs tune-triggers clean airflow airflow-prod stop env prod-deps chromium
+.PHONY: install demo docs config-docs test test-unit test-integration test-e2e test-deep lint typecheck bench bench-backtest bench-threads bench-freshness bench-scale bench-scaleout bench-policy-state backtest-docs tune-triggers clean airflow airflow-prod stop env prod-deps chromium
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,8 @@ install: $(STAMP)  ## create .venv with the pinned stack and the retrainer packa
 demo: install  ## replay Bikeshare 2011 through the real DAGs (Airflow + MLflow on SQLite)
 	$(PY) -m devtools.demo
 
-docs: install  ## build the documentation site into site/ (mkdocs --strict: a broken link or missing page fails)
-	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet --site-dir site
+docs: install  ## build the documentation site into site/ (mkdocs --strict, warnings shown: a broken link or missing page fails)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 config-docs: install  ## rewrite docs/configuration/reference.md and the JSON Schema from the config models
 	$(PY) -m retrainer.config.reference --write
@@ -36,6 +36,11 @@ test-unit: install
 
 test-integration: install
 	$(PY) -m pytest -q -m integration
+
+# the randomized stateful test (tests/integration/test_stateful.py) with 20x the examples `make test` runs
+STATEFUL_EXAMPLES ?= 60
+test-deep: install  ## the randomized stateful test, 20x the examples of `make test` (STATEFUL_EXAMPLES=60)
+	RETRAINER_STATEFUL_EXAMPLES=$(STATEFUL_EXAMPLES) $(PY) -m pytest -q tests/integration/test_stateful.py
 
 test-e2e: install chromium prod-deps  ## the real Airflow components on loopback, and the Retraining view in Chromium
 	$(PY) -m pytest -q -m e2e

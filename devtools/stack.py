@@ -63,6 +63,8 @@ class Stack:
     config_dir: Path | None = None  # RETRAINER_CONFIG_DIR (default: include/models)
     extra_env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # the foreground process that runs (and, for the twin, restarts) the components: `stop` signals it first
+    supervisor: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
         self.state = Path(self.state).resolve()
@@ -225,6 +227,8 @@ class Stack:
             "url": self.url,
             "mlflow_url": self.mlflow_url,
         }
+        if self.supervisor:
+            payload["supervisor"] = self.supervisor
         (self.state / "stack.json").write_text(json.dumps(payload, indent=2))
 
     def wait_http(self, url: str, timeout: float) -> None:
@@ -552,10 +556,14 @@ class ProdStack(Stack):
         self.procs[name].wait(timeout=10)
         self._respawn(name)
 
-    def revive(self) -> list[str]:
-        """Start again every component that exited (what compose's ``restart: always`` does); their names."""
+    def revive(self, stopping: Any = None) -> list[str]:
+        """Start again every component that exited (what compose's ``restart: always`` does); their names.
+
+        ``stopping`` (a callable) is asked before each restart: once a stop was requested nothing restarts."""
         dead = [name for name, p in self.procs.items() if p.poll() is not None]
         for name in dead:
+            if stopping is not None and stopping():
+                break
             print(f"{name} exited with {self.procs[name].returncode}; starting it again", file=sys.stderr)
             self._respawn(name)
         return dead
@@ -683,6 +691,52 @@ def read_pids(state: Path) -> dict[str, int]:
     return {k: int(v) for k, v in json.loads(path.read_text())["pids"].items()}
 
 
+def _started_at(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (with the PID, it names one process: PIDs are
+    reused, start times with them are not)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def this_supervisor() -> dict[str, int]:
+    """What ``stack.json`` records of the current process as the supervisor."""
+    pid = os.getpid()
+    return {"pid": pid, "started": _started_at(pid) or 0}
+
+
+def read_supervisor(state: Path) -> int | None:
+    """The PID of the live foreground supervisor recorded in ``stack.json`` (None: none, or it exited)."""
+    path = Path(state) / "stack.json"
+    try:
+        sup = json.loads(path.read_text()).get("supervisor") or {}
+    except (OSError, ValueError):
+        return None
+    pid = int(sup.get("pid") or 0)
+    if not pid or pid == os.getpid() or not alive(pid) or _started_at(pid) != sup.get("started"):
+        return None
+    return pid
+
+
+def stop_supervisor(pid: int, timeout: float = 180) -> bool:
+    """SIGTERM the supervisor (it stops its components and restarts none) and wait until it exited; SIGKILL
+    (that process only: it shares the terminal's process group) if it did not. True if it exited by itself."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alive(pid):
+        time.sleep(0.2)
+    if not alive(pid):
+        return True
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and alive(pid):
+        time.sleep(0.2)
+    return False
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -772,13 +826,17 @@ def _start(args: argparse.Namespace) -> int:
         print(
             f"Starting Airflow (api-server, scheduler, dag-processor, triggerer) in {state} ...", flush=True
         )
+    if not args.detach:  # `stop` signals this process first, so that it restarts nothing
+        stack.supervisor = this_supervisor()
     stopping = False
+    supervising = False
 
     def on_signal(signum: int, frame: Any) -> None:
         nonlocal stopping
         if not stopping:
             stopping = True
-            raise KeyboardInterrupt
+            if not supervising:  # starting up: interrupt it; the loops below check the flag instead, so
+                raise KeyboardInterrupt  # that a stop never lands between a restart's spawn and its record
 
     signal.signal(signal.SIGTERM, on_signal)
     try:
@@ -805,11 +863,16 @@ Stop with Ctrl-C or `make stop`.""",
         )
         if args.detach:
             return 0
-        while isinstance(stack, ProdStack):  # like compose's `restart: always`
-            stack.revive()
-            time.sleep(2)
-        while all(p.poll() is None for p in stack.procs.values()):
-            time.sleep(1)
+        supervising = True
+        if isinstance(stack, ProdStack):  # like compose's `restart: always`, until a stop is requested
+            while not stopping:
+                stack.revive(lambda: stopping)
+                _pause(2, lambda: stopping)
+            return 0
+        while not stopping and all(p.poll() is None for p in stack.procs.values()):
+            _pause(1, lambda: stopping)
+        if stopping:
+            return 0
         dead = [n for n, p in stack.procs.items() if p.poll() is not None]
         print(f"{', '.join(dead)} exited; see {stack.logs}. Stopping the rest.", file=sys.stderr)
         return 1
@@ -822,13 +885,24 @@ Stop with Ctrl-C or `make stop`.""",
             print("Stopped.", flush=True)
 
 
+def _pause(seconds: float, stopping: Any) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not stopping():
+        time.sleep(0.1)
+
+
 def _stop(args: argparse.Namespace) -> int:
     state = Path(args.state).resolve()
     pids = read_pids(state)
     if not pids:
         print(f"nothing recorded in {state / 'stack.json'}")
         return 0
-    stop_groups(pids)
+    supervisor = read_supervisor(state)
+    if supervisor is not None:  # a foreground `start`: it stops its components and restarts none
+        print(f"stopping the supervisor ({supervisor}) ...", flush=True)
+        stop_supervisor(supervisor)
+        pids = {**pids, **read_pids(state)}  # what it may have restarted before the request
+    stop_groups(pids)  # whatever is left (a detached start, or a supervisor that did not finish)
     (state / "stack.json").unlink(missing_ok=True)
     print(f"stopped {', '.join(f'{n} ({p})' for n, p in pids.items())}")
     return 0
