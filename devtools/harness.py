@@ -105,8 +105,13 @@ def _pass_exception_to_callbacks_in_dag_test() -> None:
 
 
 def dagbag() -> Any:
+    """Every DAG, as the DAG processor builds them. ``dag.test()`` runs tasks in this process and leaves
+    Airflow's parsing context (the DAG a task process runs) set; cleared here so that the DAG files build
+    every model's DAGs, not only the last one a task ran."""
     from airflow.dag_processing.dagbag import DagBag
 
+    for var in ("_AIRFLOW_PARSING_CONTEXT_DAG_ID", "_AIRFLOW_PARSING_CONTEXT_TASK_ID"):
+        os.environ.pop(var, None)
     return DagBag(dag_folder=str(REPO / "dags"), include_examples=False)
 
 
