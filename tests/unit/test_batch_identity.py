@@ -123,7 +123,7 @@ def test_a_column_mixing_times_with_and_without_offset_is_quarantined(dr):
     deliver(dr, mixed, "2024-01-02.csv")
     claim = monitor.claim_batch(cfg, "run-mixed")
 
-    with pytest.raises(DataValidationError, match="5 value.s. carry a UTC offset and 43 do not") as err:
+    with pytest.raises(DataValidationError, match=r"5 value\(s\) carry a UTC offset and 43 do not") as err:
         monitor.validate_batch(cfg, claim, "run-mixed")
 
     assert err.value.failures[0]["expectation"] == "time_offsets_consistent"
@@ -177,7 +177,7 @@ def test_a_re_export_of_archived_rows_is_a_duplicate(dr):
     deliver(dr, again, "2024-01-01-export.csv")
     claim = monitor.claim_batch(cfg, "run-b")
 
-    with pytest.raises(DataValidationError, match="same rows were already processed as 2024-01-01.parquet"):
+    with pytest.raises(DataValidationError, match=r"same rows were already processed as 2024-01-01\.parquet"):
         monitor.validate_batch(cfg, claim, "run-b")
 
     assert dr.quarantine_reason("2024-01-01-export.csv")
