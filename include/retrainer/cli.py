@@ -43,12 +43,12 @@ def _seed(args: argparse.Namespace) -> int:
 
     from retrainer import settings
     from retrainer.config import load_config
-    from retrainer.storage import DataRoot, read_batch
+    from retrainer.storage import DataRoot, read_batch, to_utc_naive
 
     cfg = load_config(args.config)
     df = read_batch(Path(args.data)) if args.data != "bikeshare" else _bikeshare()
     dr = DataRoot(settings.data_root(), cfg.name).ensure()
-    df[cfg.data.time_column] = pd.to_datetime(df[cfg.data.time_column])
+    df[cfg.data.time_column] = to_utc_naive(df[cfg.data.time_column])
     if args.until:
         df = df[df[cfg.data.time_column] < pd.Timestamp(args.until)]
     path = dr.import_batch(df, args.name, stage=args.stage)

@@ -195,7 +195,8 @@ def test_same_name_redelivery_does_not_hijack_the_batch_in_flight(
     assert (dr.landing / "2011-13-same.parquet").exists()  # the redelivery waits for its own run
     assert pd.read_parquet(dr.archive / "2011-13-same.parquet").shape[0] == len(original)
     later = monitor.claim_batch(cfg, "run-same-2")
-    assert later["batch"] == "2011-13-same.parquet" and later["sha256"] != claim["sha256"]
+    assert later["sha256"] != claim["sha256"] and later["delivered_as"] == "2011-13-same.parquet"
+    assert later["batch"] == f"2011-13-same.dup-{later['sha256'][:8]}.parquet"  # its own identity
     monitor.validate_batch(cfg, later, "run-same-2")
     monitor.archive_batch(cfg, later)
     assert len([p for p in dr.archive.glob("2011-13-same*.parquet")]) == 2  # both kept, nothing lost

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from retrainer.config import duration_hours
 from retrainer.exceptions import RetrainerError
-from retrainer.storage import DataRoot, read_columns
+from retrainer.storage import DataRoot, read_columns, to_utc_naive
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -26,11 +26,12 @@ log = logging.getLogger(__name__)
 
 
 def prepare(cfg: ModelConfig, df: pd.DataFrame) -> pd.DataFrame:
-    """Parse the time column and give categorical features a string dtype (stable across CSV/Parquet)."""
+    """Parse the time column by the time rule (:func:`~retrainer.storage.to_utc_naive`: offsets converted
+    to UTC, kept without them) and give categorical features a string dtype (stable across CSV/Parquet)."""
     import pandas as pd
 
     df = df.copy(deep=False)  # columns are replaced, never written in place: no need to copy the data
-    df[cfg.data.time_column] = pd.to_datetime(df[cfg.data.time_column], utc=False)
+    df[cfg.data.time_column] = to_utc_naive(df[cfg.data.time_column])
     for c in cfg.data.categorical:
         if c in df:
             if df[c].dtype == object and pd.api.types.infer_dtype(df[c], skipna=False) == "string":

@@ -28,9 +28,12 @@ from retrainer.storage import (
     DataRoot,
     batch_columns,
     batch_stem,
+    has_offset,
     iter_chunks,
+    mixed_offsets_message,
     read_batch,
     read_columns,
+    rows_sha256,
     write_json,
     write_parquet,
 )
@@ -242,8 +245,10 @@ def max_future(cfg: ModelConfig) -> timedelta:
 
 
 def check_time_column(cfg: ModelConfig, df: pd.DataFrame, file: str) -> None:
-    """Times must parse and must not lie further ahead than ``data.max_future``: raise
-    :class:`DataValidationError` naming the file, the column and example values otherwise."""
+    """Times must parse, carry a UTC offset on every row or on none (the time rule,
+    :func:`~retrainer.storage.to_utc_naive`: offsets are converted to UTC), and not lie further ahead than
+    ``data.max_future``: raise :class:`DataValidationError` naming the file, the column and example
+    values otherwise."""
     import pandas as pd
 
     col = cfg.data.time_column
@@ -262,6 +267,22 @@ def check_time_column(cfg: ModelConfig, df: pd.DataFrame, file: str) -> None:
                     "column": col,
                     "kwargs": {},
                     "unexpected_count": int(bad.sum()),
+                    "partial_unexpected_list": examples,
+                }
+            ],
+        )
+    offset = has_offset(raw)
+    if offset is not None and offset[raw.notna()].nunique() > 1:  # the time rule cannot order them
+        mixed = raw.notna() & ~offset
+        examples = [str(v) for v in raw[raw.notna() & offset].head(2)] + [str(v) for v in raw[mixed].head(2)]
+        raise DataValidationError(
+            f"{file}: column '{col}': {mixed_offsets_message(raw, offset)}",
+            [
+                {
+                    "expectation": "time_offsets_consistent",
+                    "column": col,
+                    "kwargs": {},
+                    "unexpected_count": int(min(mixed.sum(), (raw.notna() & offset).sum())),
                     "partial_unexpected_list": examples,
                 }
             ],
@@ -318,6 +339,41 @@ def check_time_span(cfg: ModelConfig, times: pd.Series, file: str) -> None:
     )
 
 
+def check_ids_unused(cfg: ModelConfig, df: pd.DataFrame, file: str, path: Path) -> None:
+    """With ``data.id_column``, a batch's ids must not be in the archive already (labels and flags join on
+    them, so a reused id would relabel another batch's row): raise :class:`DataValidationError` naming
+    the batches that hold them and some of the ids otherwise. ``path`` (the batch itself once archived)
+    does not count."""
+    from retrainer.stages import feeds
+
+    id_col = cfg.data.id_column
+    if not id_col or id_col not in df:
+        return  # no ids, or the GX gate names the missing column
+    index = feeds.id_index(cfg, root(cfg))
+    index = index[index["batch"] != path.name]
+    ids = set(feeds.normalise_ids(df[id_col].dropna()))
+    reused = index[index[feeds.ID].isin(ids)]
+    if reused.empty:
+        return
+    examples = sorted(set(reused[feeds.ID]))[:5]
+    holders = sorted(set(reused["batch"]))
+    n = reused[feeds.ID].nunique()
+    raise DataValidationError(
+        f"{file}: column '{id_col}': {n} of {len(ids)} id(s) are already used by archived batch(es) "
+        f"{holders[:5]}{' ...' if len(holders) > 5 else ''}, e.g. {examples}: ids must be unique across "
+        "the model's archive (labels and flags are joined on them)",
+        [
+            {
+                "expectation": "ids_unique_across_archive",
+                "column": id_col,
+                "kwargs": {"archived_batches": holders[:20]},
+                "unexpected_count": n,
+                "partial_unexpected_list": examples,
+            }
+        ],
+    )
+
+
 def validate_batch(cfg: ModelConfig, claim: dict[str, Any], run_id: str = "") -> dict[str, Any]:
     """Gate the batch with GX against the champion's reference; quarantine and raise on failure.
 
@@ -343,8 +399,19 @@ def validate_batch(cfg: ModelConfig, claim: dict[str, Any], run_id: str = "") ->
         from retrainer.ml.train import prepare
 
         # leave the frame as read if it cannot be prepared: GX names the missing or mistyped column
+        prepared = False
         with contextlib.suppress(KeyError, ValueError, TypeError):
-            df = prepare(cfg, df)
+            df, prepared = prepare(cfg, df), True
+        if prepared:
+            rows_hash = rows_sha256(df)
+            copy = dr.archived_with_rows(rows_hash, exclude=path)
+            if copy is not None:  # a re-export (other bytes, same rows) would count its rows twice too
+                raise BatchError(
+                    f"duplicate delivery: the same rows were already processed as {copy} (a re-export: "
+                    "other bytes, same rows)"
+                )
+            dr.annotate(claim, rows_sha256=rows_hash)  # archive_batch records it in the archive index
+        check_ids_unused(cfg, df, batch, path)
         result = quality.validate(
             df,
             quality.build_expectations(cfg, reference),
@@ -439,14 +506,18 @@ def _reference_predictions(cfg: ModelConfig, champ: registry.RegisteredVersion) 
     dr = root(cfg)
     cache = dr.reference_predictions(champ.version)
     if cache.exists():
-        return pd.read_parquet(cache)
+        try:
+            return pd.read_parquet(cache)
+        except Exception as exc:  # pyarrow raises many types for a damaged file; it is derived: rebuild
+            log.warning(
+                "reference predictions %s cannot be read (%s: %s): rebuilding", cache, type(exc).__name__, exc
+            )
     ref = _reference_frame(cfg, champ)
     if ref is None:
         raise RetrainerError(f"champion v{champ.version} of {cfg.name} has no snapshot to use as reference")
     ref = ref.copy()
     ref["prediction"] = predict(cfg, load_run_model(champ.run_id), ref)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    ref.to_parquet(cache, index=False)
+    write_parquet(cache, ref)
     return ref
 
 
@@ -466,9 +537,7 @@ def score_batch(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
     path = _batch_file(cfg, claim)
     # class probabilities are kept beside the predictions when the decision estimates the metric (CBPE)
     out = _predict_file(cfg, load_run_model(champ.run_id), path, proba=cfg.triggers.estimation is not None)
-    path = root(cfg).batch_predictions(claim["batch"], champ.version)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    out.to_parquet(path, index=False)
+    path = write_parquet(root(cfg).batch_predictions(claim["batch"], champ.version), out)
     log.info("scored %d rows of %s with champion v%s", len(out), claim["batch"], champ.version)
     return {"champion_version": champ.version, "predictions": str(path)}
 
@@ -952,6 +1021,7 @@ def decide(
                 {
                     "kind": "monitor",
                     "batch": claim["batch"],
+                    "delivered_as": claim.get("delivered_as") or None,  # a redelivery under a used name
                     "batch_sha256": claim["sha256"],
                     "dag_run_id": run_id,
                     "verdict": decision.verdict,
@@ -1068,7 +1138,12 @@ def archive_batch(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
     typed = dr.typed_copy(claim["sha256"]) if claim.get("sha256") else None
     # the archive index learns the batch's time range now (from the typed copy: one column), so no
     # retrain has to open the file to find out whether it falls in its window
-    dr.index_archived(dest, cfg.data.time_column, typed if typed is not None and typed.exists() else None)
+    dr.index_archived(
+        dest,
+        cfg.data.time_column,
+        typed if typed is not None and typed.exists() else None,
+        rows_hash=dr.claim_notes(claim).get("rows_sha256"),  # what the gate hashed: re-exports are caught
+    )
     return {"archived": str(dest)}
 
 

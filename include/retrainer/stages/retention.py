@@ -124,15 +124,14 @@ class Extent:
 
 def _batch_extent(cfg: ModelConfig, path: Path, late: Any) -> Extent:
     """The :class:`Extent` of an archived batch, with the labels the feed has delivered since."""
-    import pandas as pd
 
     from retrainer.ml.train import labelled
     from retrainer.stages.feeds import apply_labels
-    from retrainer.storage import read_columns
+    from retrainer.storage import read_columns, to_utc_naive
 
     key = [cfg.data.time_column, cfg.data.target, *([cfg.data.id_column] if cfg.data.id_column else [])]
     df = read_columns(path, key)
-    df[cfg.data.time_column] = pd.to_datetime(df[cfg.data.time_column])
+    df[cfg.data.time_column] = to_utc_naive(df[cfg.data.time_column])
     if late is not None and len(late):
         df = apply_labels(cfg, df, late)
     done = labelled(cfg, df)[cfg.data.time_column]

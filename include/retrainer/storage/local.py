@@ -122,6 +122,12 @@ class Claim:
     attempt: int = 1
     previous_runs: tuple[str, ...] = ()
     notes: dict[str, Any] = field(default_factory=dict, compare=False)
+    delivered_as: str = ""  # the name it landed under, when another batch already holds that name
+
+    @property
+    def landed_as(self) -> str:
+        """The file name in ``landing/`` (and of its in-flight lock)."""
+        return self.delivered_as or self.batch
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -346,8 +352,11 @@ class DataRoot:
             json.dump(claim.to_dict(), fh)
         try:
             claim = replace(claim, sha256=sha256_file(self.inside(src)))
+            identity = self._identity(name, claim.sha256)
+            if identity != name:  # a redelivery under a name an earlier batch holds: it gets its own
+                claim = replace(claim, batch=identity, delivered_as=name)
             write_json(lock, claim.to_dict())
-            dest = self.processing / name
+            dest = self.processing / claim.batch
             self.processing.mkdir(parents=True, exist_ok=True)
             _move_no_overwrite(src, dest)
         except (FileNotFoundError, FileExistsError):  # gone meanwhile, or an orphan with that name
@@ -355,6 +364,21 @@ class DataRoot:
             return None
         self._move_flags(src, dest)
         return self._save(claim, "processing", dest)
+
+    def _identity(self, name: str, sha256: str) -> str:
+        """The name a landed batch is known by from its claim on (its file in processing, archive or
+        quarantine, and the key of its predictions, reports and label records): ``name`` itself, or
+        ``<stem>.dup-<sha256[:8]><suffix>`` when an earlier batch already holds ``name``, so nothing the
+        first batch produced is ever overwritten by the second."""
+        stem, suffix = Path(name).stem, Path(name).suffix
+        taken = ("archive", "quarantine")  # an orphan in processing keeps its name (not claimed)
+        candidate, n = name, 0
+        while any((self.dir(s) / candidate).exists() for s in taken) or (
+            candidate != name and self._lock(candidate).exists()
+        ):
+            n += 1
+            candidate = f"{stem}.dup-{sha256[:8]}{'' if n == 1 else f'-{n}'}{suffix}"
+        return candidate
 
     def _resume(self, lock: Path, run_id: str, alive: Callable[[Claim], bool]) -> Claim | None:
         """Take over a batch whose claiming run is gone; finish a move a crash interrupted."""
@@ -365,11 +389,11 @@ class DataRoot:
         if old.run_id == run_id or alive(old):
             return None
         batch = old.batch
-        landed, processing = self.landing / batch, self.processing / batch
+        landed, processing = self.landing / old.landed_as, self.processing / batch
         if not processing.exists() and not landed.exists():  # the batch moved on: only the lock was left
             lock.unlink(missing_ok=True)
             return None
-        marker = self.inflight / f".{batch}.attempt-{old.attempt + 1}"
+        marker = self.inflight / f".{old.landed_as}.attempt-{old.attempt + 1}"
         try:  # exclusive take-over: one run per attempt number
             os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
         except FileExistsError:
@@ -387,6 +411,7 @@ class DataRoot:
             _now(),
             attempt=old.attempt + 1,
             previous_runs=(*old.previous_runs, old.run_id),
+            delivered_as=old.delivered_as,
         )
         write_json(lock, claim.to_dict())
         if claim.attempt > max_attempts():
@@ -407,7 +432,13 @@ class DataRoot:
         return self._save(claim, "processing", processing)
 
     def _save(self, claim: Claim, stage: str, path: Path) -> Claim:
-        write_json(self._record(claim.run_id), {**claim.to_dict(), "stage": stage, "path": str(path)})
+        """Record where the claimed batch is; notes tasks added to the record since are kept."""
+        record = self._record(claim.run_id)
+        data = claim.to_dict()
+        if record.exists() and claim.run_id:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                data["notes"] = {**(json.loads(record.read_text()).get("notes") or {}), **claim.notes}
+        write_json(record, {**data, "stage": stage, "path": str(path)})
         return claim
 
     def annotate(self, claim: Claim | dict[str, Any], **notes: Any) -> Claim:
@@ -418,6 +449,16 @@ class DataRoot:
         data["notes"] = {**(data.get("notes") or {}), **notes}
         write_json(record, data)
         return Claim.from_dict(data)
+
+    def claim_notes(self, claim: Claim | dict[str, Any]) -> dict[str, Any]:
+        """The notes of a run's claim record as they are now (tasks add to them after the claim)."""
+        c = claim if isinstance(claim, Claim) else Claim.from_dict(claim)
+        record = self._record(c.run_id)
+        try:
+            data = json.loads(record.read_text()) if c.run_id and record.exists() else {}
+        except (OSError, ValueError):
+            data = {}
+        return {**c.notes, **(data.get("notes") or {})}
 
     def path_of(self, claim: Claim | dict[str, Any]) -> tuple[str, Path]:
         """Where a claimed batch is now: (stage, path). Never looks in ``landing/``: a same-name file
@@ -455,6 +496,7 @@ class DataRoot:
         dest = self._move_claimed(c, "quarantine")
         payload = {
             "batch": c.batch,
+            **({"delivered_as": c.delivered_as} if c.delivered_as else {}),
             "batch_sha256": c.sha256,
             "quarantined_at": _now(),
             **reason,
@@ -501,7 +543,7 @@ class DataRoot:
             self._move_flags(src, dest)
             src, stage = dest, to_stage
         self._save(c, stage, src)
-        self._release(c.batch)
+        self._release(c.landed_as)
         return src
 
     def _release(self, batch: str) -> None:
@@ -579,18 +621,34 @@ class DataRoot:
             entry = index.get(path.name)
             if not entry or entry.get("key") != key:
                 entry = changed[path.name] = self._index_entry(path, time_column, key)
-            out[path] = (pd.Timestamp(entry["first"]), pd.Timestamp(entry["last"]))
+            out[path] = (_naive(pd.Timestamp(entry["first"])), _naive(pd.Timestamp(entry["last"])))
         if changed or set(index) - present:
             self._update_index(changed)
         return out
 
-    def index_archived(self, path: Path, time_column: str, source: Path | None = None) -> None:
+    def index_archived(
+        self, path: Path, time_column: str, source: Path | None = None, rows_hash: str | None = None
+    ) -> None:
         """Record an archived batch's (first, last) time in the archive index, read from ``source`` (a
-        file with the same rows, such as the gate's typed Parquet copy: one column read) or the batch."""
+        file with the same rows, such as the gate's typed Parquet copy: one column read) or the batch,
+        and the gate's hash of its rows (:func:`rows_sha256`) when given."""
         key = self._index_key(path, time_column)
-        if self._read_index().get(path.name, {}).get("key") == key:
+        entry = self._read_index().get(path.name, {})
+        if entry.get("key") == key and (rows_hash is None or entry.get("rows_sha256") == rows_hash):
             return
-        self._update_index({path.name: self._index_entry(source or path, time_column, key)})
+        if entry.get("key") != key:
+            entry = self._index_entry(source or path, time_column, key)
+        self._update_index({path.name: {**entry, **({"rows_sha256": rows_hash} if rows_hash else {})}})
+
+    def archived_with_rows(self, rows_hash: str, exclude: Path | None = None) -> str | None:
+        """The archived batch whose rows the gate hashed to ``rows_hash`` (:func:`rows_sha256`), other
+        than ``exclude``: a re-export of rows already archived. Batches archived without a recorded hash
+        (by hand, or before the hash was kept) are compared by bytes only."""
+        for name, entry in self._read_index().items():
+            same = isinstance(entry, dict) and entry.get("rows_sha256") == rows_hash
+            if same and (self.archive / name).is_file() and (exclude is None or exclude.name != name):
+                return name
+        return None
 
     @staticmethod
     def _index_key(path: Path, time_column: str) -> str:
@@ -601,7 +659,7 @@ class DataRoot:
     def _index_entry(path: Path, time_column: str, key: str) -> dict[str, str]:
         import pandas as pd
 
-        times = pd.to_datetime(read_columns(path, [time_column]).get(time_column, pd.Series([])))
+        times = to_utc_naive(read_columns(path, [time_column]).get(time_column, pd.Series([])))
         return {"key": key, "first": str(times.min()), "last": str(times.max())}
 
     def _read_index(self) -> dict[str, Any]:
@@ -742,6 +800,92 @@ def read_batch(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
         raise BatchError(f"cannot read {path.name}: {type(exc).__name__}: {exc}") from exc
 
 
+# a time written with a UTC offset: ...T12:00Z, ...12:00:00+01:00, ...12:00-0500, ...12:00 UTC
+_OFFSET = re.compile(r"\d:\d\d(?::\d\d(?:[.,]\d+)?)?\s*(?:Z|UTC|GMT|[+-]\d\d(?::?\d\d)?)$", re.IGNORECASE)
+
+
+def has_offset(values: pd.Series) -> pd.Series | None:
+    """Which values of a time column carry a UTC offset (``Z``, ``+01:00``, ...): a boolean Series for
+    text and object columns, None for a typed datetime column (one time zone, or none, for all rows)."""
+    import pandas as pd
+
+    if pd.api.types.is_datetime64_any_dtype(values) or pd.api.types.is_numeric_dtype(values):
+        return None
+    return values.map(
+        lambda v: (
+            bool(_OFFSET.search(v.strip())) if isinstance(v, str) else getattr(v, "tzinfo", None) is not None
+        )
+    )
+
+
+def to_utc_naive(values: pd.Series) -> pd.Series:
+    """The time rule, the same for the gate, every task, the archive index and the backtest: times with
+    a UTC offset are converted to UTC and kept without the offset; times without one are taken as they
+    are (read as UTC where they are compared with the clock). A column mixing both raises
+    :class:`ValueError`: its order is ambiguous, and the gate quarantines such a batch."""
+    import warnings
+
+    import pandas as pd
+
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC").dt.tz_localize(None)
+    if pd.api.types.is_datetime64_dtype(values):
+        return values
+    try:
+        with warnings.catch_warnings():  # mixed offsets: handled below, the same in every pandas
+            warnings.simplefilter("ignore", FutureWarning)
+            parsed = pd.to_datetime(values, utc=False)
+    except (ValueError, TypeError):
+        offset = has_offset(values)
+        if offset is not None and offset[values.notna()].nunique() > 1:
+            raise ValueError(mixed_offsets_message(values, offset)) from None
+        raise
+    if isinstance(parsed.dtype, pd.DatetimeTZDtype):  # one offset for every row
+        return parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+    if parsed.dtype == object:  # several offsets (a week across a daylight-saving change), or a mix
+        offset = has_offset(values)
+        if offset is not None and offset[values.notna()].nunique() > 1:
+            raise ValueError(mixed_offsets_message(values, offset))
+        return pd.to_datetime(values, utc=True).dt.tz_localize(None)
+    return parsed
+
+
+def mixed_offsets_message(values: pd.Series, offset: pd.Series) -> str:
+    """What is wrong with a time column mixing values with and without a UTC offset, with examples."""
+    present = values.notna()
+    with_, without = values[present & offset], values[present & ~offset]
+    return (
+        f"{len(with_)} value(s) carry a UTC offset and {len(without)} do not, e.g. "
+        f"{[str(v) for v in with_.head(2)]} and {[str(v) for v in without.head(2)]}: write every time "
+        "with its offset, or every time in one zone without it"
+    )
+
+
+def rows_sha256(df: pd.DataFrame) -> str:
+    """A hash of a batch's rows as the model reads them (``df`` prepared: times in UTC, categories as
+    text), whatever the file format, column order, row order or number formatting (numbers compared to
+    about 11 significant digits, what a text export keeps): a re-export of the same rows hashes the same."""
+    import numpy as np
+    import pandas as pd
+
+    cols = sorted(df.columns, key=str)
+    norm = pd.DataFrame(index=range(len(df)))
+    for col in cols:
+        values = df[col].reset_index(drop=True)
+        if pd.api.types.is_datetime64_any_dtype(values):
+            norm[str(col)] = to_utc_naive(values).astype("int64").where(values.notna(), -1)
+        elif pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
+            number = pd.to_numeric(values, errors="coerce").astype("float64").to_numpy()
+            mantissa, exponent = np.frexp(number)  # 11 decimals of the mantissa: text exports round
+            norm[str(col)] = np.ldexp(np.round(mantissa, 11), exponent)
+        else:
+            norm[str(col)] = values.astype("string").fillna("\x00<NA>")
+    h = hashlib.sha256(",".join(str(c) for c in cols).encode())
+    if cols:  # one hash per row, sorted: the order rows were written in does not count
+        h.update(np.sort(pd.util.hash_pandas_object(norm, index=False).to_numpy()).tobytes())
+    return h.hexdigest()
+
+
 CHUNK_ROWS = 100_000  # rows per chunk when a task streams a batch: memory follows columns, not rows
 
 
@@ -789,6 +933,11 @@ def iter_chunks(
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def _naive(t: Any) -> Any:
+    """A time from the archive index by the time rule (entries written before it may carry an offset)."""
+    return t.tz_convert("UTC").tz_localize(None) if getattr(t, "tzinfo", None) is not None else t
 
 
 def _free_name(path: Path) -> Path:
