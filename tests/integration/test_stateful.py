@@ -23,7 +23,7 @@ champion is trained once per session into a template state folder, copied for ev
 so MLflow's absolute artifact locations stay valid).
 
 The minimal failing sequences it found for the defects known when it was written are the explicit
-regression tests at the end of this file (``xfail(strict=True)`` until their fixes are merged).
+regression tests at the end of this file (each a sequence it found or a defect it covers).
 """
 
 from __future__ import annotations
@@ -697,52 +697,42 @@ def _batch(**kw: Any) -> tuple[str, dict[str, Any]]:
 MONITOR = ("monitor_step", {"fault": None})
 
 
-@pytest.mark.xfail(strict=True, reason="one row stamped now passes the gate and moves retention's clock")
 def test_one_row_stamped_now_is_quarantined(template: Template) -> None:
     _replay(template, _batch(kind="one_row_now"), MONITOR)
 
 
-@pytest.mark.xfail(strict=True, reason="gc measures the window from the newest archived row, not labelled")
 def test_gc_keeps_the_training_window_when_labels_lag(template: Template) -> None:
     unlabelled = _batch(kind="unlabelled")
     _replay(template, unlabelled, MONITOR, unlabelled, MONITOR, unlabelled, MONITOR, ("gc", {"days": 0}))
 
 
-@pytest.mark.xfail(strict=True, reason="gc removes the snapshot of a retrain between evaluate and register")
 def test_gc_during_a_retrain_keeps_its_snapshot(template: Template) -> None:
     _replay(template, _batch(), MONITOR, ("retrain", {"stop_after": None, "gc_days": 8}))
 
 
-@pytest.mark.xfail(strict=True, reason="a time column with a UTC offset breaks retrain and gc (TypeError)")
 def test_time_column_with_utc_offset(template: Template) -> None:
     _replay(template, _batch(kind="utc_z", csv=True), MONITOR, ("gc", {"days": 0}))
 
 
-@pytest.mark.xfail(strict=True, reason="a re-export of the same rows (other bytes) is archived twice")
 def test_reexport_of_the_same_rows_is_a_duplicate(template: Template) -> None:
     _replay(template, _batch(), MONITOR, _batch(kind="reexport"), MONITOR)
 
 
-@pytest.mark.xfail(strict=True, reason="a redelivery under an archived name overwrites its predictions")
 def test_redelivery_under_an_archived_name_keeps_each_batchs_predictions(template: Template) -> None:
     _replay(template, _batch(), MONITOR, _batch(kind="same_name"), MONITOR)
 
 
-@pytest.mark.xfail(strict=True, reason="a flags sidecar's ids that are not in the batch are counted")
 def test_flags_for_unknown_ids_do_not_count(template: Template) -> None:
     _replay(template, _batch(flags="unknown_ids"), MONITOR)
 
 
-@pytest.mark.xfail(strict=True, reason="an empty flags sidecar crashes flagged_rate")
 def test_empty_flags_sidecar(template: Template) -> None:
     _replay(template, _batch(flags="empty"), MONITOR)
 
 
-@pytest.mark.xfail(strict=True, reason="a symlink to a folder in the labels feed is read before the check")
 def test_labels_symlink_to_a_folder(template: Template) -> None:
     _replay(template, ("deliver_labels", {"which": "dir_link"}), _batch(), MONITOR)
 
 
-@pytest.mark.xfail(strict=True, reason="a dangling symlink in the labels feed fails every ingest")
 def test_dangling_labels_symlink(template: Template) -> None:
     _replay(template, ("deliver_labels", {"which": "dangling_link"}), _batch(), MONITOR)

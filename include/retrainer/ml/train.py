@@ -15,7 +15,7 @@ from retrainer.exceptions import RetrainerError
 from retrainer.storage import DataRoot, read_columns, to_utc_naive
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     import pandas as pd
     from sklearn.pipeline import Pipeline
@@ -49,24 +49,22 @@ def labelled(cfg: ModelConfig, df: pd.DataFrame) -> pd.DataFrame:
 
 
 def gather_window(
-    cfg: ModelConfig, root: DataRoot, window: str | None = None
+    cfg: ModelConfig,
+    root: DataRoot,
+    window: str | None = None,
+    late_labels: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Labelled archived rows inside the training window ending at the newest archived time.
 
-    A row is labelled when its batch carried the label or the labels feed delivered it since (joined on
-    ``data.id_column``): every label that has arrived by now is used. The window is anchored on the data,
-    not on the wall clock, so a re-run over the same archive and labels gives the same training set.
+    A row is labelled when its batch carried the label or ``late_labels`` (the labels feed's join on
+    ``data.id_column``, :func:`retrainer.stages.feeds.label_filler`) fills it in: every label that has
+    arrived by now is used. The window is anchored on the data, not on the wall clock, so a re-run over the
+    same archive and labels gives the same training set.
     """
     import pandas as pd
 
-    from retrainer.stages.feeds import apply_labels, latest_labels
-
-    late = latest_labels(cfg) if cfg.data.id_column else None
-
     def with_labels(df: pd.DataFrame) -> pd.DataFrame:
-        if late is not None and len(late):
-            df = apply_labels(cfg, df, late)
-        return labelled(cfg, df)
+        return labelled(cfg, late_labels(df) if late_labels is not None else df)
 
     time = cfg.data.time_column
     ranges = root.archive_ranges(time)  # (first, last) per file, from a small index: no data read

@@ -56,7 +56,7 @@ from retrainer.storage import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
     import numpy as np
@@ -440,6 +440,17 @@ def latest_labels(cfg: ModelConfig) -> pd.Series:
     """The arrived label of each id (a later delivery corrects an earlier one), indexed by id."""
     rows = FeedStore(cfg, "labels").rows()
     return rows.drop_duplicates(ID, keep="last").set_index(ID)[VALUE]
+
+
+def label_filler(cfg: ModelConfig) -> Callable[[pd.DataFrame], pd.DataFrame] | None:
+    """A function filling in the labels the feed has delivered so far (for training windows), or None
+    when the model takes no late labels or none has arrived."""
+    if not cfg.data.id_column:
+        return None
+    late = latest_labels(cfg)
+    if late.empty:
+        return None
+    return lambda df: apply_labels(cfg, df, late)
 
 
 def apply_labels(cfg: ModelConfig, df: pd.DataFrame, labels: pd.Series | None = None) -> pd.DataFrame:

@@ -82,7 +82,7 @@ def snapshot(cfg: ModelConfig, window: str | None = None, require: list[str] | N
     ``require``: batches that requested this retrain; they must be archived already (the monitor archives
     before it requests), otherwise this raises a retryable error rather than train without them."""
     from retrainer.ml.train import gather_window
-    from retrainer.stages.feeds import ingest
+    from retrainer.stages.feeds import ingest, label_filler
     from retrainer.storage.snapshots import create_snapshot
 
     archived = {p.name for p in root(cfg).archived()}
@@ -90,7 +90,7 @@ def snapshot(cfg: ModelConfig, window: str | None = None, require: list[str] | N
     if missing:
         raise LookupError(f"batches {missing} requested this retrain but are not in archive/{cfg.name}/ yet")
     ingest(cfg, by="retrain", kinds=("labels",))  # labels that landed since the last monitor run count too
-    df, sources = gather_window(cfg, root(cfg), window)
+    df, sources = gather_window(cfg, root(cfg), window, label_filler(cfg))
     snap = create_snapshot(
         df,
         root(cfg).snapshots,
