@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # devtools/ (the dev stack, the dag.test() harness, the demo) runs from the checkout, outside the installed package
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: install demo docs config-docs test test-unit test-integration test-e2e test-deep lint typecheck bench bench-backtest bench-threads bench-freshness bench-scale bench-scaleout bench-policy-state backtest-docs tune-triggers clean airflow airflow-prod stop env prod-deps chromium
+.PHONY: install demo docs config-docs test test-unit test-integration test-e2e test-deep lint typecheck bench bench-backtest bench-threads bench-freshness bench-scale bench-scaleout bench-policy-state backtest-results backtest-docs tune-triggers clean airflow airflow-prod stop env prod-deps chromium
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,25 +62,29 @@ bench-backtest: install  ## backtest speed: 130 weekly batches vs an every_batch
 bench-threads: install  ## one thread vs the libraries' defaults: backtest, retrain fit, scoring 1M rows; idle and on busy cores (~3 min)
 	$(PY) benchmarks/threads.py
 
-backtest-docs: install  ## re-run the backtests whose tables and plots are in docs/backtest/
-	$(PY) -m retrainer.cli backtest include/models/bikeshare.yaml --data bikeshare --no-progress --json docs/backtest/bikeshare.json --plot docs/backtest/bikeshare.png | tee docs/backtest/bikeshare.txt
-	$(PY) -m retrainer.cli backtest include/models/rainfall.yaml --data rainfall --no-progress --json docs/backtest/rainfall.json --plot docs/backtest/rainfall.png | tee docs/backtest/rainfall.txt
-	$(PY) -m retrainer.cli backtest docs/backtest/configs/co2.yaml --data co2 --no-progress --json docs/backtest/co2.json --plot docs/backtest/co2.png | tee docs/backtest/co2.txt
-	$(PY) -m retrainer.cli backtest docs/backtest/configs/trump_approval.yaml --data trump_approval --no-progress --json docs/backtest/trump_approval.json --plot docs/backtest/trump_approval.png | tee docs/backtest/trump_approval.txt
-	$(PY) -m retrainer.cli backtest docs/backtest/configs/nyse.yaml --data nyse --no-progress --json docs/backtest/nyse.json --plot docs/backtest/nyse.png | tee docs/backtest/nyse.txt
-	$(PY) -m retrainer.cli backtest docs/backtest/configs/sea.yaml --data sea --no-progress --json docs/backtest/sea.json --plot docs/backtest/sea.png | tee docs/backtest/sea.txt
-	$(PY) -m retrainer.cli backtest docs/backtest/configs/sea.yaml --data sea --label-delay 2 --no-progress --json docs/backtest/sea.d2.json | tee docs/backtest/sea.d2.txt
-	$(PY) -m retrainer.cli backtest docs/backtest/configs/agrawal.yaml --data agrawal --no-progress --json docs/backtest/agrawal.json --plot docs/backtest/agrawal.png | tee docs/backtest/agrawal.txt
-	$(PY) -m retrainer.cli backtest docs/backtest/configs/agrawal.yaml --data agrawal --label-delay 2 --no-progress --json docs/backtest/agrawal.d2.json | tee docs/backtest/agrawal.d2.txt
-	$(PY) -m retrainer.cli backtest docs/backtest/configs/friedman_lea.yaml --data friedman_lea --no-progress --json docs/backtest/friedman_lea.json --plot docs/backtest/friedman_lea.png | tee docs/backtest/friedman_lea.txt
-	$(PY) -m retrainer.cli backtest docs/backtest/configs/friedman_lea.yaml --data friedman_lea --label-delay 2 --no-progress --json docs/backtest/friedman_lea.d2.json | tee docs/backtest/friedman_lea.d2.txt
-	$(PY) -m retrainer.cli backtest docs/backtest/configs/friedman_gra.yaml --data friedman_gra --no-progress --json docs/backtest/friedman_gra.json --plot docs/backtest/friedman_gra.png | tee docs/backtest/friedman_gra.txt
-	$(PY) -m retrainer.cli backtest docs/backtest/configs/friedman_gra.yaml --data friedman_gra --label-delay 2 --no-progress --json docs/backtest/friedman_gra.d2.json | tee docs/backtest/friedman_gra.d2.txt
-	$(PY) -m retrainer.cli backtest docs/backtest/configs/friedman_gsg.yaml --data friedman_gsg --no-progress --json docs/backtest/friedman_gsg.json --plot docs/backtest/friedman_gsg.png | tee docs/backtest/friedman_gsg.txt
-	$(PY) -m retrainer.cli backtest docs/backtest/configs/friedman_gsg.yaml --data friedman_gsg --label-delay 2 --no-progress --json docs/backtest/friedman_gsg.d2.json | tee docs/backtest/friedman_gsg.d2.txt
+BT := benchmarks/backtest-results
+backtest-results: install  ## re-run the backtests in benchmarks/backtest-results/ (reports, JSON, plots; the docs' worked example is copied to docs/backtest/)
+	$(PY) -m retrainer.cli backtest include/models/bikeshare.yaml --data bikeshare --no-progress --json $(BT)/bikeshare.json --plot $(BT)/bikeshare.png | tee $(BT)/bikeshare.txt
+	$(PY) -m retrainer.cli backtest include/models/rainfall.yaml --data rainfall --no-progress --json $(BT)/rainfall.json --plot $(BT)/rainfall.png | tee $(BT)/rainfall.txt
+	$(PY) -m retrainer.cli backtest docs/backtest/configs/co2.yaml --data co2 --no-progress --json $(BT)/co2.json --plot $(BT)/co2.png | tee $(BT)/co2.txt
+	$(PY) -m retrainer.cli backtest docs/backtest/configs/trump_approval.yaml --data trump_approval --no-progress --json $(BT)/trump_approval.json --plot $(BT)/trump_approval.png | tee $(BT)/trump_approval.txt
+	$(PY) -m retrainer.cli backtest docs/backtest/configs/nyse.yaml --data nyse --no-progress --json $(BT)/nyse.json --plot $(BT)/nyse.png | tee $(BT)/nyse.txt
+	$(PY) -m retrainer.cli backtest docs/backtest/configs/sea.yaml --data sea --no-progress --json $(BT)/sea.json --plot $(BT)/sea.png | tee $(BT)/sea.txt
+	$(PY) -m retrainer.cli backtest docs/backtest/configs/sea.yaml --data sea --label-delay 2 --no-progress --json $(BT)/sea.d2.json | tee $(BT)/sea.d2.txt
+	$(PY) -m retrainer.cli backtest docs/backtest/configs/agrawal.yaml --data agrawal --no-progress --json $(BT)/agrawal.json --plot $(BT)/agrawal.png | tee $(BT)/agrawal.txt
+	$(PY) -m retrainer.cli backtest docs/backtest/configs/agrawal.yaml --data agrawal --label-delay 2 --no-progress --json $(BT)/agrawal.d2.json | tee $(BT)/agrawal.d2.txt
+	$(PY) -m retrainer.cli backtest docs/backtest/configs/friedman_lea.yaml --data friedman_lea --no-progress --json $(BT)/friedman_lea.json --plot $(BT)/friedman_lea.png | tee $(BT)/friedman_lea.txt
+	$(PY) -m retrainer.cli backtest docs/backtest/configs/friedman_lea.yaml --data friedman_lea --label-delay 2 --no-progress --json $(BT)/friedman_lea.d2.json | tee $(BT)/friedman_lea.d2.txt
+	$(PY) -m retrainer.cli backtest docs/backtest/configs/friedman_gra.yaml --data friedman_gra --no-progress --json $(BT)/friedman_gra.json --plot $(BT)/friedman_gra.png | tee $(BT)/friedman_gra.txt
+	$(PY) -m retrainer.cli backtest docs/backtest/configs/friedman_gra.yaml --data friedman_gra --label-delay 2 --no-progress --json $(BT)/friedman_gra.d2.json | tee $(BT)/friedman_gra.d2.txt
+	$(PY) -m retrainer.cli backtest docs/backtest/configs/friedman_gsg.yaml --data friedman_gsg --no-progress --json $(BT)/friedman_gsg.json --plot $(BT)/friedman_gsg.png | tee $(BT)/friedman_gsg.txt
+	$(PY) -m retrainer.cli backtest docs/backtest/configs/friedman_gsg.yaml --data friedman_gsg --label-delay 2 --no-progress --json $(BT)/friedman_gsg.d2.json | tee $(BT)/friedman_gsg.d2.txt
+	cp $(BT)/bikeshare.png $(BT)/bikeshare.txt docs/backtest/
 
-tune-triggers: install  ## re-run the trigger tuning (cached in .tune-cache/) and write docs/backtest/tuning.md
-	$(PY) -m devtools.tune_triggers --write docs/backtest/tuning.md --write-variants $(TUNE_SHOW) --chosen pda3_ctl2_cd3_age8
+backtest-docs: backtest-results  ## the old name of backtest-results
+
+tune-triggers: install  ## re-run the trigger tuning (cached in .tune-cache/) and write benchmarks/tuning.md (the tuning history, for developers)
+	$(PY) -m devtools.tune_triggers --write benchmarks/tuning.md --write-variants $(TUNE_SHOW) --chosen pda3_ctl2_cd3_age8
 
 # Airflow 3 (api-server, scheduler, dag-processor, triggerer; LocalExecutor on SQLite) and an MLflow server,
 # all on 127.0.0.1, state in .airflow/. Ctrl-C or `make stop` stops exactly the processes it started.

@@ -58,7 +58,7 @@ def pda(z: float) -> dict:
 
 BUDGET = {"budget_share": 0.25, "budget_burst": 2.0, "cooldown_batches": 1}
 
-# Round 3. Rounds 1-2 (docs/backtest/index.md) settled on prediction drift 0.15 or a control chart,
+# Round 3. Rounds 1-2 (benchmarks/tuning-history.md) settled on prediction drift 0.15 or a control chart,
 # cooldown 3 (`pd_ctl2_cd3`); its weak spots: prediction drift fires on every batch of streams whose
 # predictions trend (TrumpApproval, CO2), which makes the policy a fixed every-4th schedule, and single
 # noisy batches. Round 3 adds the stream-calibrated prediction drift (`pdc*`), the cusum performance

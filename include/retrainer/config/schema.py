@@ -366,7 +366,7 @@ class EstimationConfig(_Strict):
 class TriggerConfig(_Strict):
     """Signals, combination and timing of the trigger policy. Without this section (or without its
     `prediction_drift`, `performance`, `cooldown_batches` keys) a model gets the default the backtest
-    chose on four real streams (docs/backtest, "Choosing the default trigger policy"): prediction drift
+    chose on four real streams (docs/backtest/default-policy.md): prediction drift
     0.15 (judged against the stream's own noise once 0.15 fires on nearly every batch), or a performance
     drop beyond 2 x the stream's per-batch noise below the champion's first batch (a control chart; a 25%
     drop against the holdout until the noise is known), any, cooldown 3, and a retrain after 8 batches
