@@ -137,6 +137,33 @@ class Replay:
         self.labelled = pd.concat(frames, ignore_index=True)
         self._fits: dict[int, Fitted | str] = {}
         self._drift: dict[tuple[int, int], dict[str, Any]] = {}
+        # (model, batch) -> predictions and scores; off by default (it holds every batch's predictions of
+        # every model), on where many policies replay the same champions (``retrainer tune``)
+        self.share_predictions = False
+        self._served: dict[tuple[int, int], tuple[Any, Any, Any, dict[str, float]]] = {}
+
+    def served(self, champion: Fitted, i: int) -> tuple[np.ndarray, Any, Any, dict[str, float]]:
+        """``champion``'s predictions (labels, probabilities, classes) on batch ``i`` and its scores there."""
+        from retrainer.ml.train import predict
+
+        key = (champion.upto, i)
+        if key in self._served:
+            return self._served[key]
+        cfg, batch = self.cfg, self.batches[i][1]
+        pred = predict(cfg, champion.model, batch)
+        proba, classes = metrics.predict_proba(cfg, champion.model, batch)
+        lab = batch[cfg.data.target].notna().to_numpy()
+        scores = metrics.compute(
+            cfg.task,
+            batch[cfg.data.target].to_numpy()[lab],
+            pred[lab],
+            None if proba is None else proba[lab],
+            classes,
+        )
+        out = (pred, proba, classes, scores)
+        if self.share_predictions:
+            self._served[key] = out
+        return out
 
     def drift(self, champion: Fitted, i: int, cur: pd.DataFrame) -> dict[str, Any]:
         """The drift signals of ``champion`` on batch ``i`` (cached: policies share champions)."""
@@ -221,10 +248,9 @@ def run_policy(
     k: int | None = None,
     triggers: TriggerConfig | None = None,
     progress: Any = None,
+    stop: int | None = None,
 ) -> PolicyRun:
-    """Replay every evaluation batch under one policy."""
-    from retrainer.ml.train import predict
-
+    """Replay every evaluation batch under one policy (up to batch index ``stop``, exclusive, if given)."""
     cfg = replay.cfg
     run = PolicyRun(name, kind, k)
     started = time.perf_counter()
@@ -234,19 +260,9 @@ def run_policy(
     champion = first
     state = policy.PolicyState()
     preds: dict[int, tuple[str, np.ndarray, Any, Any]] = {}
-    for i in range(replay.warmup, len(replay.batches)):
-        batch = replay.batches[i][1]
-        pred = predict(cfg, champion.model, batch)
-        proba, classes = metrics.predict_proba(cfg, champion.model, batch)
+    for i in range(replay.warmup, len(replay.batches) if stop is None else stop):
+        pred, proba, classes, scores = replay.served(champion, i)
         preds[i] = (champion.id, pred, proba, classes)
-        lab = batch[cfg.data.target].notna().to_numpy()
-        scores = metrics.compute(
-            cfg.task,
-            batch[cfg.data.target].to_numpy()[lab],
-            pred[lab],
-            None if proba is None else proba[lab],
-            classes,
-        )
         run.per_batch.append(scores.get(cfg.metric, float("nan")))
         run.per_batch_all.append(scores)
         step = i - replay.warmup + 1

@@ -25,6 +25,7 @@ from retrainer.storage.local import (
     stuck_after,
     write_json,
     write_parquet,
+    write_text,
 )
 
 __all__ = [
@@ -52,4 +53,5 @@ __all__ = [
     "stuck_after",
     "write_json",
     "write_parquet",
+    "write_text",
 ]
