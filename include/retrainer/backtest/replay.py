@@ -20,6 +20,7 @@ from retrainer.config import LOWER_IS_BETTER, duration_hours
 from retrainer.exceptions import BatchError, RetrainerError
 from retrainer.gates import compare
 from retrainer.ml import metrics
+from retrainer.policy.benefit import Benefit, paired_benefit, row_losses
 from retrainer.stages import feeds
 
 if TYPE_CHECKING:
@@ -336,12 +337,32 @@ def _trigger_step(
                 labelled_rows=perf["labelled_rows"],
             )
             errors = perf["errors"]
+    if t.benefit is not None and j in preds:
+        signals = replace(signals, benefit=_benefit(replay, champion, j))
     decision, new_state, _ = STEP(signals, t, state, errors=errors, model_id=champion.id)
     run.decisions.append({"batch": i, "retrain": decision.retrain, **decision.details})
     for name in decision.fired:
         run.fired[name] = run.fired.get(name, 0) + 1
     run.suppressed += decision.suppressed_by is not None
     return decision.retrain, new_state
+
+
+def _benefit(replay: Replay, champion: Fitted, j: int) -> Benefit | None:
+    """The benefit signal on batch ``j`` (its labels just arrived): the model a retrain trains on the
+    window ending before ``j`` against the champion, on ``j``'s labelled rows. None when the champion
+    already saw that window (no newer labels) or the candidate cannot be trained."""
+    if champion.upto >= j - 1:
+        return None
+    cand = replay.fit(j - 1)
+    if isinstance(cand, str):
+        return None
+    cfg = replay.cfg
+    y = replay.batches[j][1][cfg.data.target]
+    lab = y.notna().to_numpy()
+    y_true = y.to_numpy()[lab]
+    champ_loss = row_losses(cfg.task, cfg.metric, y_true, replay.served(champion, j)[0][lab])
+    cand_loss = row_losses(cfg.task, cfg.metric, y_true, replay.served(cand, j)[0][lab])
+    return paired_benefit(champ_loss, cand_loss)
 
 
 def _baseline(replay: Replay) -> PolicyRun:
