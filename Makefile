@@ -72,6 +72,9 @@ backtest-docs: install  ## re-run the backtests whose tables and plots are in do
 	$(PY) -m retrainer.cli backtest docs/backtest/configs/friedman_gsg.yaml --data friedman_gsg --no-progress --json docs/backtest/friedman_gsg.json --plot docs/backtest/friedman_gsg.png | tee docs/backtest/friedman_gsg.txt
 	$(PY) -m retrainer.cli backtest docs/backtest/configs/friedman_gsg.yaml --data friedman_gsg --label-delay 2 --no-progress --json docs/backtest/friedman_gsg.d2.json | tee docs/backtest/friedman_gsg.d2.txt
 
+tune-docs: install  ## `retrainer tune` on every tuning stream at label delays 0 and 2 (reports in benchmarks/results/tune/, reused unless FRESH=--fresh); writes the table of docs/backtest/tune.md (~30 min)
+	PYTHONPATH=include $(PY) benchmarks/tune_streams.py $(FRESH)
+
 tune-triggers: install  ## re-run the trigger tuning (cached in .tune-cache/) and write docs/backtest/tuning.md
 	PYTHONPATH=include $(PY) scripts/tune_triggers.py --write docs/backtest/tuning.md --write-variants $(TUNE_SHOW) --chosen pda3_ctl2_cd3_age8
 

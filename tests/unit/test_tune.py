@@ -139,3 +139,18 @@ def test_candidates_keep_the_configs_own_settings():
     assert t.label_delay_batches == 2 and t.estimation is None
     assert t.budget_share == 0.2 and t.prediction_drift is None and t.max_age_batches is None
     assert tune.shipped_default(cfg).performance.min_labelled_rows == 5  # type: ignore[union-attr]
+
+
+def test_reversal_stream_retraining_on_the_recent_window_does_not_pay():
+    """The tuning set's stream where retraining loses: every_batch is far worse than never, and even the
+    best schedule chosen in hindsight gains next to nothing over never."""
+    from retrainer import backtest
+    from retrainer.ml import datasets
+
+    cfg = load_config("docs/backtest/configs/reversal.yaml")
+    report = backtest.backtest(cfg, datasets.load("reversal"), progress=False, data_name="reversal")
+    never, every = report["policies"]["never"]["mean"], report["policies"]["every_batch"]["mean"]
+    assert every > 1.5 * never  # rmse: every retrain learns last week's sign
+    assert min(report["oracle"]["whole"]["mean"]) > 0.95 * never
+    # a retrain wins on its own holdout (the end of the week it learnt) and then loses: it is promoted
+    assert report["policies"]["every_batch"]["promoted"] >= 0.9 * report["policies"]["every_batch"]["retrains"]

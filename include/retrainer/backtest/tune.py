@@ -425,6 +425,11 @@ def format_tune(report: dict[str, Any]) -> str:
             f"{label} part: never {m} {part['never_mean']:.4f}, every_batch {part['every_batch_mean']:.4f} "
             f"({part['every_batch_retrains']} retrains); schedules (recovered/retrains): {pts}"
         )
+        if not _every_batch_gains(report, part):
+            lines.append(
+                f"  on the {label} part retraining every batch is no better than never retraining: recovered "
+                "gain there is the share of every_batch's loss a policy takes on (0% = as good as never)"
+            )
     lines += [
         "recovered: (policy - never) / (every_batch - never); share: retrains as a share of every_batch's; "
         "frontier: against the fixed schedules at the same retrains (paired bootstrap over batches: above/below "
@@ -439,6 +444,12 @@ def format_tune(report: dict[str, Any]) -> str:
             + ("" if c["eligible"] else "  (not eligible)")
         )
     return "\n".join(lines)
+
+
+def _every_batch_gains(report: dict[str, Any], part: dict[str, Any]) -> bool:
+    """Whether retraining every batch beats never retraining on a part (by the mean metric)."""
+    eb, never = part["every_batch_mean"], part["never_mean"]
+    return bool(eb < never) if report["lower_is_better"] else bool(eb > never)
 
 
 def tuned_yaml(source_text: str, report: dict[str, Any]) -> str:
