@@ -153,4 +153,6 @@ def test_reversal_stream_retraining_on_the_recent_window_does_not_pay():
     assert every > 1.5 * never  # rmse: every retrain learns last week's sign
     assert min(report["oracle"]["whole"]["mean"]) > 0.95 * never
     # a retrain wins on its own holdout (the end of the week it learnt) and then loses: it is promoted
-    assert report["policies"]["every_batch"]["promoted"] >= 0.9 * report["policies"]["every_batch"]["retrains"]
+    assert (
+        report["policies"]["every_batch"]["promoted"] >= 0.9 * report["policies"]["every_batch"]["retrains"]
+    )

@@ -253,7 +253,9 @@ def reversal() -> pd.DataFrame:
     effect = np.where(week % 2 == 0, 1.5, -1.5)
     y = 2 * x[:, 0] + x[:, 1] + effect * x[:, 2] + rng.normal(scale=0.3, size=n)
     df = pd.DataFrame(x, columns=["x0", "x1", "x2"])
-    df.insert(0, "timestamp", pd.date_range("2020-01-06", periods=n, freq=pd.Timedelta(hours=168 / SYNTH_ROWS)))
+    df.insert(
+        0, "timestamp", pd.date_range("2020-01-06", periods=n, freq=pd.Timedelta(hours=168 / SYNTH_ROWS))
+    )
     df["y"] = y
     return df
 
