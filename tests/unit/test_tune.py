@@ -156,3 +156,22 @@ def test_reversal_stream_retraining_on_the_recent_window_does_not_pay():
     assert (
         report["policies"]["every_batch"]["promoted"] >= 0.9 * report["policies"]["every_batch"]["retrains"]
     )
+
+
+def test_written_block_replaces_only_the_triggers_section(run):
+    """Flow-style or block-style, followed by a comment that belongs to the next key: only the triggers
+    section changes."""
+    _, _, _, report = run
+    for triggers in ("triggers: {cooldown_batches: 2}\n", "triggers:\n  cooldown_batches: 2   # mine\n\n"):
+        source = CONFIG.replace(
+            "triggers:\n  label_delay_batches: 0   # labels arrive with the batch\n  cooldown_batches: 2\n",
+            triggers,
+        )
+        source = source.replace("validation:", "# how candidates are judged\nvalidation:")
+        text = tune.tuned_yaml(source, report)
+        assert "# how candidates are judged\nvalidation: {metric: mae}" in text
+        assert "# mine" not in text and text.count("triggers:") == 1
+        cfg = tune.check_tuned(text, report, "flips.yaml")
+        assert cfg.triggers == TriggerConfig.model_validate(report["chosen"]["triggers"])
+    appended = tune.tuned_yaml(CONFIG.split("triggers:")[0], report)  # a config without the section
+    assert tune.check_tuned(appended, report, "flips.yaml").triggers == cfg.triggers

@@ -80,3 +80,17 @@ def test_changing_only_the_verification_part_does_not_change_the_choice():
     assert v1["batches"] == v2["batches"]
     assert v2["never_mean"] != pytest.approx(v1["never_mean"], rel=0.05)
     assert v2["policies"]["chosen"]["mean"] != pytest.approx(v1["policies"]["chosen"]["mean"], rel=0.05)
+
+
+def test_a_max_share_no_signal_can_meet_still_chooses_within_the_bounds():
+    """With --max-share below what any signal or schedule of the family uses on the search part, the choice
+    is never retraining (0 retrains, equal to the frontier's first point), not the best policy over the bound."""
+    report = tune.tune(CFG, flips(), progress=False, max_share=0.03)
+    chosen = report["chosen"]["search"]
+    assert chosen["eligible"] and chosen["retrain_share"] <= 0.03, report["chosen"]["name"]
+    assert report["chosen"]["triggers"]["max_age_batches"] is None
+    assert all(
+        c["eligible"] == (c["retrain_share"] <= 0.03 and c["vs_frontier"] != "below")
+        for c in report["candidates"]
+    )
+    assert len({c["name"] for c in report["candidates"]}) == len(report["candidates"])  # each once

@@ -281,6 +281,8 @@ def tune(
     started = time.perf_counter()
     freq = batch_freq or cfg.backtest.batch_freq or "7D"
     delay = cfg.triggers.label_delay_batches if label_delay is None else label_delay
+    # the policies are tuned for this label delay: the written config says so
+    cfg = cfg.model_copy(update={"triggers": cfg.triggers.model_copy(update={"label_delay_batches": delay})})
     batches = split_batches(cfg, df, freq)
     w = warmup or default_warmup(cfg, freq)
     n = len(batches) - w
@@ -294,7 +296,7 @@ def tune(
     replay = Replay(cfg, batches, w, delay)
     replay.share_predictions = True
     K = max(2, min(max_k or cfg.backtest.max_k, n))
-    default = shipped_default(cfg).model_copy(update={"label_delay_batches": delay})
+    default = shipped_default(cfg)
     pool = [
         Candidate(f"{s}/{FIRST_TIMING}", s, FIRST_TIMING, candidate_triggers(cfg, s, FIRST_TIMING, max_share))
         for s in SIGNALS
@@ -330,8 +332,8 @@ def tune(
                 pool.append(c)
         chosen = max(pool, key=lambda c: _score(cfg, c))
         finals = {"chosen": chosen.triggers, "shipped_default": default}
-        if _key(cfg.triggers.model_copy(update={"label_delay_batches": delay})) != _key(default):
-            finals["configured"] = cfg.triggers.model_copy(update={"label_delay_batches": delay})
+        if _key(cfg.triggers) != _key(default):
+            finals["configured"] = cfg.triggers
         summaries = dict(schedules)
         for name, t in finals.items():
             bar.set_postfix_str(name)
@@ -466,11 +468,13 @@ def tuned_yaml(source_text: str, report: dict[str, Any]) -> str:
         end = len(lines)
         start = end
     else:
-        end = start + 1
-        while end < len(lines) and (not lines[end].strip() or lines[end][0] in " \t#"):
-            end += 1
-        while end > start + 1 and not lines[end - 1].strip():  # keep the blank lines before the next key
-            end -= 1
+        # the block: up to its last indented line (comments and blank lines after it stay: they may
+        # belong to the next key)
+        end, i = start + 1, start + 1
+        while i < len(lines) and (not lines[i].strip() or lines[i][0] in " \t#"):
+            if lines[i].strip() and lines[i][0] in " \t":
+                end = i + 1
+            i += 1
         out = lines
     new = [*_evidence(report), *text.rstrip("\n").splitlines()]
     return "\n".join([*out[:start], *new, *out[end:]]) + "\n"
@@ -535,7 +539,6 @@ def check_tuned(text: str, report: dict[str, Any], source: str) -> Any:
 
     cfg = parse_config(yaml.safe_load(text), source)
     want = TriggerConfig.model_validate(report["chosen"]["triggers"])
-    got = cfg.triggers.model_copy(update={"label_delay_batches": want.label_delay_batches})
-    if _key(got) != _key(want):
+    if _key(cfg.triggers) != _key(want):
         raise RetrainerError(f"{source}: the written triggers block does not read back as the chosen policy")
     return cfg
