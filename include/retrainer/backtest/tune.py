@@ -110,6 +110,9 @@ TIMINGS: dict[str, dict[str, Any]] = {
     },
 }
 FIRST_TIMING = "cooldown3_age8"  # the shipped default's timing: the first pass
+# never retrain: 0 retrains, the frontier's first point, so always within the bounds (the choice when
+# --max-share is below what every other policy of the family uses)
+NEVER = ("no_signal", "cooldown3_ageoff")
 
 
 @dataclass
@@ -301,6 +304,7 @@ def tune(
         Candidate(f"{s}/{FIRST_TIMING}", s, FIRST_TIMING, candidate_triggers(cfg, s, FIRST_TIMING, max_share))
         for s in SIGNALS
     ]
+    pool.append(Candidate("/".join(NEVER), *NEVER, candidate_triggers(cfg, *NEVER, max_share)))
     second = TOP_SIGNALS * (len(TIMINGS) - 1)
     bar = tqdm(
         total=(K + 1) * n + (len(pool) + second) * m + 3 * n,
@@ -325,12 +329,17 @@ def tune(
         best_signals = [c.signals for c in ranked[:TOP_SIGNALS]]
         for s in best_signals:
             for tname in TIMINGS:
-                if tname == FIRST_TIMING:
+                if tname == FIRST_TIMING or (s, tname) == NEVER:  # already in the first pass
                     continue
                 c = Candidate(f"{s}/{tname}", s, tname, candidate_triggers(cfg, s, tname, max_share))
                 search.search_run(c, schedules)
                 pool.append(c)
         chosen = max(pool, key=lambda c: _score(cfg, c))
+        if not chosen.eligible:
+            raise RetrainerError(
+                f"no policy of the family uses at most {max_share:.0%} of every_batch's retrains on the search "
+                "part without falling below the fixed-schedule frontier; give a larger --max-share"
+            )
         finals = {"chosen": chosen.triggers, "shipped_default": default}
         if _key(cfg.triggers) != _key(default):
             finals["configured"] = cfg.triggers
