@@ -94,3 +94,32 @@ def test_a_max_share_no_signal_can_meet_still_chooses_within_the_bounds():
         for c in report["candidates"]
     )
     assert len({c["name"] for c in report["candidates"]}) == len(report["candidates"])  # each once
+
+
+@pytest.mark.parametrize(
+    ("flags", "days", "words"),
+    [
+        (["--split", "1.2"], 48, "--split 1.2"),
+        (["--max-share", "0"], 48, "--max-share 0"),
+        ([], 8, "need at least 4 each"),  # 8 daily batches: too short a history to split
+    ],
+)
+def test_bad_arguments_and_a_short_history_are_refused_and_write_nothing(
+    tmp_path, capsys, flags, days, words
+):
+    from retrainer import cli
+
+    data, cfg_path, out = tmp_path / "flips.csv", tmp_path / "flips.yaml", tmp_path / "tuned" / "flips.yaml"
+    flips(days=days).to_csv(data, index=False)
+    cfg_path.write_text(
+        "name: flips\ntask: regression\ndata: {time_column: ts, target: y, features: [a, b]}\n"
+        "model: {estimator: sklearn.linear_model.LinearRegression}\n"
+        "training: {window: 1D, holdout: 6H, min_rows: 30}\nvalidation: {metric: mae}\n"
+        "backtest: {batch_freq: 1D, max_k: 6}\n"
+    )
+    code = cli.main(
+        ["tune", str(cfg_path), "--data", str(data), "--write", str(out), "--no-progress", *flags]
+    )
+    assert code == 2
+    assert words in capsys.readouterr().err
+    assert not out.exists() and not out.parent.exists()
