@@ -89,6 +89,7 @@ def test_a_max_share_no_signal_can_meet_still_chooses_within_the_bounds():
     chosen = report["chosen"]["search"]
     assert chosen["eligible"] and chosen["retrain_share"] <= 0.03, report["chosen"]["name"]
     assert report["chosen"]["triggers"]["max_age_batches"] is None
+    assert "never retrain on a signal" in tune.format_tune(report)
     assert all(
         c["eligible"] == (c["retrain_share"] <= 0.03 and c["vs_frontier"] != "below")
         for c in report["candidates"]

@@ -404,6 +404,11 @@ def format_tune(report: dict[str, Any]) -> str:
         f"in {report['seconds']:.0f} s",
         f"chosen: {report['chosen']['name']} (the best {m} on the search part with a retrain share <= "
         f"{report['max_share']:.0%} and not below the fixed-schedule frontier)",
+        *(
+            ["  that is: never retrain on a signal (a human flag or `retrainer retrain` still can)"]
+            if (report["chosen"]["signals"], report["chosen"]["timing"]) == NEVER
+            else []
+        ),
         "",
     ]
     head = f"{'policy':<22}" + "".join(
