@@ -142,6 +142,8 @@ class Replay:
         # every model), on where many policies replay the same champions (``retrainer tune``)
         self.share_predictions = False
         self._served: dict[tuple[int, int], tuple[Any, Any, Any, dict[str, float]]] = {}
+        self._matured: dict[tuple[str, str, int, int], tuple[dict[str, Any], float | None]] = {}
+        self._validated: dict[tuple[int, int], list[str]] = {}  # (champion, candidate) -> failed checks
 
     def served(self, champion: Fitted, i: int) -> tuple[np.ndarray, Any, Any, dict[str, float]]:
         """``champion``'s predictions (labels, probabilities, classes) on batch ``i`` and its scores there."""
@@ -232,8 +234,11 @@ def _retrain(replay: Replay, run: PolicyRun, champion: Fitted, i: int) -> Fitted
     if cand.upto == champion.upto:
         run.rejected.append(f"{replay.names[i]}: no change: same training data as the champion")
         return champion
-    champ_scores = metrics.score(cfg, champion.model, cand.holdout) if len(cand.holdout) else {}
-    failed = compare.failed_checks(cfg, cand.holdout_metrics, champ_scores)
+    key = (champion.upto, cand.upto)  # the same two models: the same verdict, whichever policy asks
+    if key not in replay._validated:
+        champ_scores = metrics.score(cfg, champion.model, cand.holdout) if len(cand.holdout) else {}
+        replay._validated[key] = compare.failed_checks(cfg, cand.holdout_metrics, champ_scores)
+    failed = replay._validated[key]
     if failed:
         run.rejected.append(f"{replay.names[i]}: " + "; ".join(failed))
         return champion
@@ -320,15 +325,7 @@ def _trigger_step(
     errors = None
     j = feeds.due_batch(i, replay.delay)  # the batch whose labels arrive now
     if j in preds:  # the live path's rule: only the current champion's own predictions are judged
-        batch_j = replay.batches[j][1]
-        lab = batch_j[cfg.data.target].notna().to_numpy()
-        y, p = batch_j[cfg.data.target].to_numpy()[lab], preds[j][1][lab]
-        matured = feeds.Matured(replay.names[j], preds[j][0], y, p, batches_late=i - j)
-        perf = feeds.performance_signal(cfg, [matured], champion.id)
-        value = perf["value"]
-        proba = preds[j][2]
-        if metric in metrics.PROBABILITY_METRICS and proba is not None and preds[j][0] == champion.id:
-            value = metrics.compute(cfg.task, y, p, proba[lab], preds[j][3]).get(metric)
+        perf, value = _matured(replay, champion, i, j, preds[j])
         if perf["labelled_rows"]:
             signals = replace(
                 signals,
@@ -345,6 +342,30 @@ def _trigger_step(
         run.fired[name] = run.fired.get(name, 0) + 1
     run.suppressed += decision.suppressed_by is not None
     return decision.retrain, new_state
+
+
+def _matured(
+    replay: Replay, champion: Fitted, i: int, j: int, served: tuple[str, np.ndarray, Any, Any]
+) -> tuple[dict[str, Any], float | None]:
+    """The performance signal of batch ``j``'s labels arriving at batch ``i`` (``served``: the model that
+    predicted ``j`` and its predictions), and the metric value; shared between policies when the replay
+    shares predictions (the same models, batches and delay give the same numbers)."""
+    key = (served[0], champion.id, j, i)
+    if key in replay._matured:
+        return replay._matured[key]
+    cfg, metric = replay.cfg, replay.cfg.trigger_metric
+    batch_j = replay.batches[j][1]
+    lab = batch_j[cfg.data.target].notna().to_numpy()
+    y, p = batch_j[cfg.data.target].to_numpy()[lab], served[1][lab]
+    matured = feeds.Matured(replay.names[j], served[0], y, p, batches_late=i - j)
+    perf = feeds.performance_signal(cfg, [matured], champion.id)
+    value = perf["value"]
+    proba = served[2]
+    if metric in metrics.PROBABILITY_METRICS and proba is not None and served[0] == champion.id:
+        value = metrics.compute(cfg.task, y, p, proba[lab], served[3]).get(metric)
+    if replay.share_predictions:
+        replay._matured[key] = (perf, value)
+    return perf, value
 
 
 def _benefit(replay: Replay, champion: Fitted, j: int) -> Benefit | None:
