@@ -86,6 +86,10 @@ backtest-docs: backtest-results  ## the old name of backtest-results
 tune-triggers: install  ## re-run the trigger tuning (cached in .tune-cache/) and write benchmarks/tuning.md (the tuning history, for developers)
 	$(PY) -m devtools.tune_triggers --write benchmarks/tuning.md --write-variants $(TUNE_SHOW) --chosen pda3_ctl2_cd3_age8
 
+tune-docs: install  ## `retrainer tune` on every tuning stream at label delays 0 and 2 (reports in benchmarks/results/tune/, reused unless FRESH=--fresh); writes the table of docs/backtest/tune.md (~30 min)
+	$(PY) benchmarks/tune_streams.py $(FRESH)
+
+
 # Airflow 3 (api-server, scheduler, dag-processor, triggerer; LocalExecutor on SQLite) and an MLflow server,
 # all on 127.0.0.1, state in .airflow/. Ctrl-C or `make stop` stops exactly the processes it started.
 AIRFLOW_PORT ?= 8080

@@ -89,6 +89,53 @@ def _backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    """Choose the trigger policy on the earlier part of the history, verify it on the rest."""
+    import json
+
+    from retrainer import backtest
+    from retrainer.backtest import tune
+    from retrainer.config import load_config
+    from retrainer.storage import write_text
+
+    cfg = load_config(args.config)
+    out = Path(args.write) if args.write else None
+    if out is not None:  # refused before the replay, not after minutes of it
+        if out.exists() and out.resolve() == Path(args.config).resolve():
+            raise RetrainerError(
+                f"--write {out}: that is the input config; tune never edits it, give a new path"
+            )
+        if out.stem != cfg.name:
+            raise RetrainerError(
+                f"--write {out}: a model config's file name must be its model name ({cfg.name}.yaml); "
+                f"write it to another folder, e.g. tuned/{cfg.name}.yaml"
+            )
+    df = backtest.load_data(cfg, args.data)
+    report = tune.tune(
+        cfg,
+        df,
+        batch_freq=args.batch_freq,
+        label_delay=args.label_delay,
+        warmup=args.warmup,
+        max_k=args.max_k,
+        max_share=args.max_share,
+        split=args.split,
+        progress=not args.no_progress,
+        data_name=args.data,
+        threads=args.threads or None,
+    )
+    print(tune.format_tune(report))
+    if args.json:
+        write_text(Path(args.json), json.dumps(report, indent=1))
+        print(f"\nJSON: {args.json}")
+    if out is not None:
+        text = tune.tuned_yaml(Path(args.config).read_text(encoding="utf-8"), report)
+        tune.check_tuned(text, report, str(out))
+        write_text(out, text)
+        print(f"tuned config: {out} (the input {args.config} is unchanged)")
+    return 0
+
+
 def _bikeshare():  # type: ignore[no-untyped-def]
     from retrainer.ml.datasets import bikeshare
 
@@ -411,6 +458,48 @@ def main(argv: list[str] | None = None) -> int:
         "on shared cores; 0 = the libraries' defaults)",
     )
     p.set_defaults(func=_backtest)
+
+    p = sub.add_parser(
+        "tune",
+        help="choose the trigger policy on the earlier part of a history and verify it on the later part",
+    )
+    p.add_argument("config")
+    p.add_argument("--data", required=True, help="CSV/Parquet file, or a shipped dataset (as for backtest)")
+    p.add_argument(
+        "--label-delay", type=int, help="batches until labels arrive (default: triggers.label_delay_batches)"
+    )
+    p.add_argument(
+        "--max-share",
+        type=float,
+        default=0.25,
+        help="the chosen policy uses at most this share of every_batch's retrains on the search part "
+        "(default 0.25)",
+    )
+    p.add_argument(
+        "--split",
+        type=float,
+        default=0.6,
+        help="share of the replayed batches (the earlier ones) the search uses; the rest verifies (default 0.6)",
+    )
+    p.add_argument("--json", help="write the report as JSON here")
+    p.add_argument(
+        "--write",
+        help="write the config with the chosen triggers block here (a new file named <model>.yaml; the input "
+        "is never edited)",
+    )
+    p.add_argument("--batch-freq", help="batch length, e.g. 7D (default: backtest.batch_freq or 7D)")
+    p.add_argument(
+        "--warmup", type=int, help="batches that train the first model (default: the training window)"
+    )
+    p.add_argument("--max-k", type=int, help="largest k of the every_k schedules (default: backtest.max_k)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="BLAS/OpenMP threads for the fits (default 1; 0 = the libraries')",
+    )
+    p.set_defaults(func=_tune)
 
     args = parser.parse_args(argv)
     logging.basicConfig(

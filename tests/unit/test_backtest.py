@@ -428,6 +428,7 @@ def test_default_policy_stays_quiet_on_a_stationary_stream(task, estimator, metr
         ("friedman_lea", "docs/backtest/configs/friedman_lea.yaml"),
         ("friedman_gra", "docs/backtest/configs/friedman_gra.yaml"),
         ("friedman_gsg", "docs/backtest/configs/friedman_gsg.yaml"),
+        ("reversal", "docs/backtest/configs/reversal.yaml"),
     ],
 )
 def test_shipped_datasets_load_against_their_configs(name, config):

@@ -20,6 +20,7 @@ from retrainer.config import LOWER_IS_BETTER, duration_hours
 from retrainer.exceptions import BatchError, RetrainerError
 from retrainer.gates import compare
 from retrainer.ml import metrics
+from retrainer.policy.benefit import Benefit, paired_benefit, row_losses
 from retrainer.stages import feeds
 
 if TYPE_CHECKING:
@@ -137,6 +138,35 @@ class Replay:
         self.labelled = pd.concat(frames, ignore_index=True)
         self._fits: dict[int, Fitted | str] = {}
         self._drift: dict[tuple[int, int], dict[str, Any]] = {}
+        # (model, batch) -> predictions and scores; off by default (it holds every batch's predictions of
+        # every model), on where many policies replay the same champions (``retrainer tune``)
+        self.share_predictions = False
+        self._served: dict[tuple[int, int], tuple[Any, Any, Any, dict[str, float]]] = {}
+        self._matured: dict[tuple[str, str, int, int], tuple[dict[str, Any], float | None]] = {}
+        self._validated: dict[tuple[int, int], list[str]] = {}  # (champion, candidate) -> failed checks
+
+    def served(self, champion: Fitted, i: int) -> tuple[np.ndarray, Any, Any, dict[str, float]]:
+        """``champion``'s predictions (labels, probabilities, classes) on batch ``i`` and its scores there."""
+        from retrainer.ml.train import predict
+
+        key = (champion.upto, i)
+        if key in self._served:
+            return self._served[key]
+        cfg, batch = self.cfg, self.batches[i][1]
+        pred = predict(cfg, champion.model, batch)
+        proba, classes = metrics.predict_proba(cfg, champion.model, batch)
+        lab = batch[cfg.data.target].notna().to_numpy()
+        scores = metrics.compute(
+            cfg.task,
+            batch[cfg.data.target].to_numpy()[lab],
+            pred[lab],
+            None if proba is None else proba[lab],
+            classes,
+        )
+        out = (pred, proba, classes, scores)
+        if self.share_predictions:
+            self._served[key] = out
+        return out
 
     def drift(self, champion: Fitted, i: int, cur: pd.DataFrame) -> dict[str, Any]:
         """The drift signals of ``champion`` on batch ``i`` (cached: policies share champions)."""
@@ -204,8 +234,11 @@ def _retrain(replay: Replay, run: PolicyRun, champion: Fitted, i: int) -> Fitted
     if cand.upto == champion.upto:
         run.rejected.append(f"{replay.names[i]}: no change: same training data as the champion")
         return champion
-    champ_scores = metrics.score(cfg, champion.model, cand.holdout) if len(cand.holdout) else {}
-    failed = compare.failed_checks(cfg, cand.holdout_metrics, champ_scores)
+    key = (champion.upto, cand.upto)  # the same two models: the same verdict, whichever policy asks
+    if key not in replay._validated:
+        champ_scores = metrics.score(cfg, champion.model, cand.holdout) if len(cand.holdout) else {}
+        replay._validated[key] = compare.failed_checks(cfg, cand.holdout_metrics, champ_scores)
+    failed = replay._validated[key]
     if failed:
         run.rejected.append(f"{replay.names[i]}: " + "; ".join(failed))
         return champion
@@ -221,10 +254,9 @@ def run_policy(
     k: int | None = None,
     triggers: TriggerConfig | None = None,
     progress: Any = None,
+    stop: int | None = None,
 ) -> PolicyRun:
-    """Replay every evaluation batch under one policy."""
-    from retrainer.ml.train import predict
-
+    """Replay every evaluation batch under one policy (up to batch index ``stop``, exclusive, if given)."""
     cfg = replay.cfg
     run = PolicyRun(name, kind, k)
     started = time.perf_counter()
@@ -234,19 +266,9 @@ def run_policy(
     champion = first
     state = policy.PolicyState()
     preds: dict[int, tuple[str, np.ndarray, Any, Any]] = {}
-    for i in range(replay.warmup, len(replay.batches)):
-        batch = replay.batches[i][1]
-        pred = predict(cfg, champion.model, batch)
-        proba, classes = metrics.predict_proba(cfg, champion.model, batch)
+    for i in range(replay.warmup, len(replay.batches) if stop is None else stop):
+        pred, proba, classes, scores = replay.served(champion, i)
         preds[i] = (champion.id, pred, proba, classes)
-        lab = batch[cfg.data.target].notna().to_numpy()
-        scores = metrics.compute(
-            cfg.task,
-            batch[cfg.data.target].to_numpy()[lab],
-            pred[lab],
-            None if proba is None else proba[lab],
-            classes,
-        )
         run.per_batch.append(scores.get(cfg.metric, float("nan")))
         run.per_batch_all.append(scores)
         step = i - replay.warmup + 1
@@ -303,15 +325,7 @@ def _trigger_step(
     errors = None
     j = feeds.due_batch(i, replay.delay)  # the batch whose labels arrive now
     if j in preds:  # the live path's rule: only the current champion's own predictions are judged
-        batch_j = replay.batches[j][1]
-        lab = batch_j[cfg.data.target].notna().to_numpy()
-        y, p = batch_j[cfg.data.target].to_numpy()[lab], preds[j][1][lab]
-        matured = feeds.Matured(replay.names[j], preds[j][0], y, p, batches_late=i - j)
-        perf = feeds.performance_signal(cfg, [matured], champion.id)
-        value = perf["value"]
-        proba = preds[j][2]
-        if metric in metrics.PROBABILITY_METRICS and proba is not None and preds[j][0] == champion.id:
-            value = metrics.compute(cfg.task, y, p, proba[lab], preds[j][3]).get(metric)
+        perf, value = _matured(replay, champion, i, j, preds[j])
         if perf["labelled_rows"]:
             signals = replace(
                 signals,
@@ -320,12 +334,56 @@ def _trigger_step(
                 labelled_rows=perf["labelled_rows"],
             )
             errors = perf["errors"]
+    if t.benefit is not None and j in preds:
+        signals = replace(signals, benefit=_benefit(replay, champion, j))
     decision, new_state, _ = STEP(signals, t, state, errors=errors, model_id=champion.id)
     run.decisions.append({"batch": i, "retrain": decision.retrain, **decision.details})
     for name in decision.fired:
         run.fired[name] = run.fired.get(name, 0) + 1
     run.suppressed += decision.suppressed_by is not None
     return decision.retrain, new_state
+
+
+def _matured(
+    replay: Replay, champion: Fitted, i: int, j: int, served: tuple[str, np.ndarray, Any, Any]
+) -> tuple[dict[str, Any], float | None]:
+    """The performance signal of batch ``j``'s labels arriving at batch ``i`` (``served``: the model that
+    predicted ``j`` and its predictions), and the metric value; shared between policies when the replay
+    shares predictions (the same models, batches and delay give the same numbers)."""
+    key = (served[0], champion.id, j, i)
+    if key in replay._matured:
+        return replay._matured[key]
+    cfg, metric = replay.cfg, replay.cfg.trigger_metric
+    batch_j = replay.batches[j][1]
+    lab = batch_j[cfg.data.target].notna().to_numpy()
+    y, p = batch_j[cfg.data.target].to_numpy()[lab], served[1][lab]
+    matured = feeds.Matured(replay.names[j], served[0], y, p, batches_late=i - j)
+    perf = feeds.performance_signal(cfg, [matured], champion.id)
+    value = perf["value"]
+    proba = served[2]
+    if metric in metrics.PROBABILITY_METRICS and proba is not None and served[0] == champion.id:
+        value = metrics.compute(cfg.task, y, p, proba[lab], served[3]).get(metric)
+    if replay.share_predictions:
+        replay._matured[key] = (perf, value)
+    return perf, value
+
+
+def _benefit(replay: Replay, champion: Fitted, j: int) -> Benefit | None:
+    """The benefit signal on batch ``j`` (its labels just arrived): the model a retrain trains on the
+    window ending before ``j`` against the champion, on ``j``'s labelled rows. None when the champion
+    already saw that window (no newer labels) or the candidate cannot be trained."""
+    if champion.upto >= j - 1:
+        return None
+    cand = replay.fit(j - 1)
+    if isinstance(cand, str):
+        return None
+    cfg = replay.cfg
+    y = replay.batches[j][1][cfg.data.target]
+    lab = y.notna().to_numpy()
+    y_true = y.to_numpy()[lab]
+    champ_loss = row_losses(cfg.task, cfg.metric, y_true, replay.served(champion, j)[0][lab])
+    cand_loss = row_losses(cfg.task, cfg.metric, y_true, replay.served(cand, j)[0][lab])
+    return paired_benefit(champ_loss, cand_loss)
 
 
 def _baseline(replay: Replay) -> PolicyRun:

@@ -25,7 +25,15 @@ Duration = Annotated[
     str, Field(pattern=DURATION_RE.pattern, description="a number and a unit: H hours, D days, W weeks (8W)")
 ]
 LOWER_IS_BETTER = {"rmse", "mae", "log_loss", "brier"}
-TRIGGER_SIGNALS = ("data_drift", "prediction_drift", "performance", "flags", "error_detector", "cost")
+TRIGGER_SIGNALS = (
+    "data_drift",
+    "prediction_drift",
+    "performance",
+    "flags",
+    "error_detector",
+    "cost",
+    "benefit",
+)
 METRICS = {
     "classification": {"accuracy", "f1", "balanced_accuracy", "roc_auc", "pr_auc", "log_loss", "brier"},
     "regression": {"rmse", "mae", "r2"},
@@ -351,6 +359,28 @@ class CostTrigger(_Strict):
     horizon_batches: int = Field(4, ge=1, description="batches a fresh model is expected to serve")
 
 
+class BenefitTrigger(_Strict):
+    """The measured benefit of retraining now: a candidate trained on the training window that ends just
+    before the latest labelled batch, against the champion, on that batch (rows neither was trained on).
+    The per-row losses are paired (squared error for `rmse`, absolute error for other regression metrics,
+    0/1 errors for classification) and the signal fires when the candidate's mean loss is lower by more
+    than `z` standard errors of the paired difference and by at least `min_gain` of the champion's. Not
+    measured while the champion was trained on that same window (no newer labels). Measured by
+    `retrainer backtest` and `retrainer tune` (which share the replay's fits); the monitor DAG does not
+    fit a candidate: there the signal is not measured and does not vote."""
+
+    z: float = Field(
+        2.0, gt=0, description="fire when the paired difference exceeds this many standard errors"
+    )
+    min_gain: float = Field(
+        0.05,
+        ge=0,
+        description="and when the candidate's mean loss is lower by at least this share of the champion's (two "
+        "models of the same concept differ by a few percent, consistently enough to pass the test alone)",
+    )
+    min_labelled_rows: int = Field(20, ge=2, description="batches with fewer labelled rows are not judged")
+
+
 class EstimationConfig(_Strict):
     """Performance estimation without labels: CBPE (classification) or DLE (regression)."""
 
@@ -395,6 +425,10 @@ class TriggerConfig(_Strict):
         None, description="change detector on the champion's error stream; `null`: off"
     )
     cost: CostTrigger | None = Field(None, description="cost-aware retraining; `null`: off")
+    benefit: BenefitTrigger | None = Field(
+        None,
+        description="the measured gain of a candidate over the champion on the latest labels; `null`: off",
+    )
     estimation: EstimationConfig | None = Field(
         default_factory=EstimationConfig, description="performance estimation without labels; `null` disables"
     )

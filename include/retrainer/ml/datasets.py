@@ -236,6 +236,30 @@ def friedman(kind: str) -> pd.DataFrame:
     )
 
 
+def reversal() -> pd.DataFrame:
+    """A stream on which retraining on the recent window does not pay: ``y = 2 x0 + x1 + c_w x2 + noise``
+    where the effect ``c_w`` of ``x2`` reverses every week (+1.5 on even weeks, -1.5 on odd ones, e.g. a
+    two-week pay cycle), in weekly batches of ``SYNTH_ROWS`` rows over ``SYNTH_BATCHES`` weeks. A model
+    trained on last week learns last week's sign: it wins on its own holdout (the end of that week) and
+    loses on the week after; a model kept unchanged is right every other week. The best schedule in
+    hindsight is to retrain never (or at most once)."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(SYNTH_SEED)
+    n = SYNTH_ROWS * SYNTH_BATCHES
+    x = rng.uniform(-1, 1, size=(n, 3))
+    week = np.arange(n) // SYNTH_ROWS
+    effect = np.where(week % 2 == 0, 1.5, -1.5)
+    y = 2 * x[:, 0] + x[:, 1] + effect * x[:, 2] + rng.normal(scale=0.3, size=n)
+    df = pd.DataFrame(x, columns=["x0", "x1", "x2"])
+    df.insert(
+        0, "timestamp", pd.date_range("2020-01-06", periods=n, freq=pd.Timedelta(hours=168 / SYNTH_ROWS))
+    )
+    df["y"] = y
+    return df
+
+
 DATASETS = {
     "bikeshare": bikeshare,
     "rainfall": rainfall,
@@ -247,12 +271,14 @@ DATASETS = {
     "friedman_lea": lambda: friedman("lea"),
     "friedman_gra": lambda: friedman("gra"),
     "friedman_gsg": lambda: friedman("gsg"),
+    "reversal": reversal,
 }
 
 
 def load(name: str) -> pd.DataFrame:
     """A shipped dataset by name (``bikeshare``, ``rainfall``, ``co2``, ``trump_approval``, ``nyse``, or
-    a synthetic drift stream: ``sea``, ``agrawal``, ``friedman_lea``, ``friedman_gra``, ``friedman_gsg``)."""
+    a synthetic drift stream: ``sea``, ``agrawal``, ``friedman_lea``, ``friedman_gra``, ``friedman_gsg``;
+    or ``reversal``, where retraining on the recent window does not pay)."""
     from retrainer.exceptions import BatchError
 
     if name not in DATASETS:

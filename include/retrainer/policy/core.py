@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 from retrainer.config import TRIGGER_SIGNALS, PerformanceTrigger
 from retrainer.exceptions import PolicyStateError
 from retrainer.ml.metrics import worse_by, worse_by_units
+from retrainer.policy.benefit import Benefit
+from retrainer.policy.benefit import fired as benefit_vote
 
 if TYPE_CHECKING:
     import numpy as np
@@ -61,6 +63,7 @@ class Signals:
     drift_above: tuple[int, int] | None = None  # auto mode: (recent batches at or above threshold, seen)
     previous_baseline: float | None = None  # the predecessor's first labelled batch (predecessor_z)
     requested_by_champion: bool = False  # a retrain was already requested while this champion served
+    benefit: Benefit | None = None  # a candidate against the champion on the latest labels (benefit signal)
 
 
 STATE_FORMAT = "retrainer.policy_state/2"
@@ -281,6 +284,8 @@ def evaluate_signals(s: Signals, t: TriggerConfig, details: dict[str, float] | N
         )
     if t.cost:
         fired.update(_cost(s, t, details))
+    if t.benefit:
+        fired.update(benefit_vote(s.benefit, t.benefit, details))
     return fired
 
 

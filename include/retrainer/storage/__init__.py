@@ -29,6 +29,7 @@ from retrainer.storage.local import (
     to_utc_naive,
     write_json,
     write_parquet,
+    write_text,
 )
 
 __all__ = [
@@ -60,4 +61,5 @@ __all__ = [
     "to_utc_naive",
     "write_json",
     "write_parquet",
+    "write_text",
 ]

@@ -980,6 +980,12 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def write_text(path: Path, text: str) -> Path:
+    """Write ``text`` atomically (temporary name, then rename): a reader sees the old file or the new one."""
+    _atomic_write(path, text)
+    return path
+
+
 def write_json(path: Path, payload: Any) -> Path:
     _atomic_write(path, json.dumps(payload, indent=2, default=str))
     return path
