@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retrainer import backtest, cli, policy
+from retrainer import backtest, cli
 from retrainer.config import parse_config
-from retrainer.stages import monitor
 
 pytestmark = pytest.mark.unit
 
@@ -159,11 +158,6 @@ def test_label_delay_postpones_detection():
     requests = _first_request(delayed, "trigger")
     assert requests and requests[0] >= DRIFT_DAY + 2 > DRIFT_DAY  # the labels of the drift day arrive late
     assert delayed["label_delay_batches"] == 2
-
-
-def test_backtest_and_monitor_share_the_policy_entry_point():
-    assert backtest.STEP is policy.step
-    assert monitor.STEP is policy.step
 
 
 def test_cli_writes_table_json_and_plot(tmp_path, capsys):

@@ -23,7 +23,7 @@ from retrainer.storage import DataRoot
 from retrainer.tracking import registry
 from retrainer.tracking import runs as tracking
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration  # real MLflow, GX and Evidently
 
 HISTORY_WEEKS = 6
 

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 from retrainer.backtest.plot import plot
 from retrainer.backtest.replay import (
-    STEP,
     Fitted,
     PolicyRun,
     Replay,
@@ -73,7 +72,6 @@ __all__ = [
     "DEFAULT_MAX_SHARE",
     "DEFAULT_TARGET_RECOVERED",
     "SCHEMA_VERSION",
-    "STEP",
     "Fitted",
     "PolicyRun",
     "Replay",

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from retrainer.config import ModelConfig, TriggerConfig
 
 log = logging.getLogger(__name__)
-STEP = policy.step  # the policy entry point, shared with the monitor DAG (retrainer.stages.monitor.STEP)
 
 
 # -- data -------------------------------------------------------------------------------------------------
@@ -336,7 +335,7 @@ def _trigger_step(
             errors = perf["errors"]
     if t.benefit is not None and j in preds:
         signals = replace(signals, benefit=_benefit(replay, champion, j))
-    decision, new_state, _ = STEP(signals, t, state, errors=errors, model_id=champion.id)
+    decision, new_state, _ = policy.step(signals, t, state, errors=errors, model_id=champion.id)
     run.decisions.append({"batch": i, "retrain": decision.retrain, **decision.details})
     for name in decision.fired:
         run.fired[name] = run.fired.get(name, 0) + 1

@@ -49,7 +49,6 @@ if TYPE_CHECKING:
     from retrainer.config import ModelConfig
 
 log = logging.getLogger(__name__)
-STEP = policy.step  # the policy entry point, shared with the backtest (retrainer.backtest.STEP)
 STATE_ARTIFACT = "policy_state.json"
 HEAD_TAG = f"{tracking.TAG}policy_head"  # monitor experiment tag: the newest decision (constant-time read)
 
@@ -993,7 +992,7 @@ def decide(
         )
     state, state_note, state_from = load_policy_state(cfg, exclude_sha=claim["sha256"])
     version = scored.get("champion_version")
-    decision, new_state, signals = STEP(
+    decision, new_state, signals = policy.step(
         signals,
         cfg.triggers,
         state,
@@ -1224,7 +1223,7 @@ def check_file(cfg: ModelConfig, path: Path, report_dir: Path | None = None) -> 
         flagged_rate = len(_sidecar_rows(flags, key, ids, len(df))[0]) / max(len(df), 1)
     signals = _signals(cfg, drift_result, perf, flagged_rate, champ is not None)
     state = policy_state(cfg, exclude_sha=sha256_file(path))
-    decision, _, signals = STEP(
+    decision, _, signals = policy.step(
         signals,
         cfg.triggers,
         state,
