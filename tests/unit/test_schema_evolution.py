@@ -7,7 +7,8 @@ real MLflow on SQLite, real GX and Evidently (stage functions, no Airflow).
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
 import pytest
 
 from retrainer import settings
@@ -15,6 +16,9 @@ from retrainer.stages import monitor, retrain
 from retrainer.storage import DataRoot
 from retrainer.tracking import registry
 from retrainer.tracking.artifacts import model_config
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 pytestmark = pytest.mark.unit
 NEW = "windspeed"  # the feature added (a) or removed (b)
