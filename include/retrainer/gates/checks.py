@@ -35,9 +35,14 @@ class CheckResult:
 
 
 def slice_checks(
-    cfg: ModelConfig, candidate: Any, champion: Any | None, holdout: pd.DataFrame
+    cfg: ModelConfig,
+    candidate: Any,
+    champion: Any | None,
+    holdout: pd.DataFrame,
+    champion_cfg: ModelConfig | None = None,
 ) -> list[CheckResult]:
-    """Candidate vs champion on each value of each configured slice column."""
+    """Candidate vs champion on each value of each configured slice column (the champion scored with
+    ``champion_cfg``, its own feature list, when given)."""
 
     if champion is None or not cfg.validation.slices:
         return []
@@ -50,7 +55,7 @@ def slice_checks(
             if mask.sum() < spec.min_rows:
                 continue  # too few rows to judge: the noise would decide
             c = metrics.score(cfg, candidate, holdout[mask]).get(cfg.metric, float("nan"))
-            b = metrics.score(cfg, champion, holdout[mask]).get(cfg.metric, float("nan"))
+            b = metrics.score(champion_cfg or cfg, champion, holdout[mask]).get(cfg.metric, float("nan"))
             worse = metrics.worse_by(c, b, cfg.lower_is_better)
             passed = worse <= spec.max_degradation
             out.append(
@@ -148,13 +153,19 @@ def functionality_check(cfg: ModelConfig, preds: Any, holdout: pd.DataFrame) -> 
 
 
 def run_checks(
-    cfg: ModelConfig, candidate: Any, champion: Any | None, holdout: pd.DataFrame, train: pd.DataFrame
+    cfg: ModelConfig,
+    candidate: Any,
+    champion: Any | None,
+    holdout: pd.DataFrame,
+    train: pd.DataFrame,
+    champion_cfg: ModelConfig | None = None,
 ) -> list[CheckResult]:
-    """All configured slice and behavioural checks of ``candidate`` (champion needed for slices)."""
+    """All configured slice and behavioural checks of ``candidate`` (champion needed for slices, scored
+    with ``champion_cfg`` when given)."""
     from retrainer.ml.train import predict
 
     preds = predict(cfg, candidate, holdout)
-    results = slice_checks(cfg, candidate, champion, holdout)
+    results = slice_checks(cfg, candidate, champion, holdout, champion_cfg)
     for r in (
         invariance_check(cfg, candidate, holdout, train),
         range_check(cfg, preds, train),

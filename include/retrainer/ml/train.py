@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from retrainer.config import duration_hours
 from retrainer.exceptions import RetrainerError
-from retrainer.storage import DataRoot, read_columns, to_utc_naive
+from retrainer.storage import DataRoot, batch_columns, read_columns, to_utc_naive
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -81,15 +81,39 @@ def gather_window(
     if end is None:
         raise RetrainerError(f"no labelled data archived for model {cfg.name} under {root.archive}")
     start = end - timedelta(hours=duration_hours(window or cfg.training.window))
-    frames, sources = [], []
+    frames, sources, without = [], [], {}
+    required = [f.name for f in cfg.data.features if not f.nullable]
     for path, (_, last) in ranges.items():  # name order, as before: the snapshot's row order is unchanged
         if not last > start:
             continue  # entirely before the window: never opened
+        # schema evolution: a batch archived before a (not nullable) feature was added to the config does
+        # not carry it and cannot train the new model; a nullable one is imputed like any gap
+        present = set(batch_columns(path))
+        lacking = [c for c in required if c not in present]
+        if lacking:
+            without[path.name] = lacking
+            continue
         df = with_labels(prepare(cfg, read_columns(path, [*key_columns, *cfg.data.feature_names])))
         if len(df):
             frames.append(df)
             sources.append(path.name)
+    if without:
+        log.warning(
+            "%d archived batch(es) in the window left out: they lack configured feature(s) %s (e.g. %s)",
+            len(without),
+            sorted({c for cols in without.values() for c in cols}),
+            sorted(without)[:3],
+        )
+    if not frames:
+        raise RetrainerError(
+            f"no labelled archived batch of model {cfg.name} in the training window carries every "
+            f"configured feature (left out: {dict(sorted(without.items())[:5])}): a feature added to "
+            "data.features trains once batches carrying it are archived and labelled, or declare it "
+            "nullable to impute it in older batches"
+        )
     full = pd.concat(frames, ignore_index=True)
+    for c in sorted(cfg.data.nullable - set(full.columns)):  # a nullable feature no batch carries yet
+        full[c] = None if c in cfg.data.categorical else float("nan")
     in_window, start = select_window(cfg, full, window)
     used = sorted({s for s, f in zip(sources, frames, strict=True) if (f[time] > start).any()})
     return in_window, used

@@ -95,10 +95,39 @@ def _champion(cfg: ModelConfig, claim: dict[str, Any]) -> registry.RegisteredVer
     return None if version is None else registry.get_version(cfg.name, int(version))
 
 
-def _columns(cfg: ModelConfig) -> list[str]:
-    """The batch columns the monitor uses: time, features, target, and the id column if configured."""
+def _columns(cfg: ModelConfig, champ: registry.RegisteredVersion | None = None) -> list[str]:
+    """The batch columns the monitor uses: time, features, target, and the id column if configured; with
+    ``champ``, also the features the champion was trained on (it is scored with those)."""
     extra = [cfg.data.id_column] if cfg.data.id_column else []
-    return [cfg.data.time_column, *cfg.data.feature_names, cfg.data.target, *extra]
+    trained = scoring_config(cfg, champ).data.feature_names if champ is not None else []
+    return list(
+        dict.fromkeys([cfg.data.time_column, *cfg.data.feature_names, cfg.data.target, *extra, *trained])
+    )
+
+
+def scoring_config(cfg: ModelConfig, champ: registry.RegisteredVersion | None) -> ModelConfig:
+    """``cfg`` with the feature list ``champ`` was trained on: what it predicts with (schema evolution:
+    a feature added to or removed from the config takes effect at the next retrain)."""
+    from retrainer.tracking.artifacts import model_config
+
+    return cfg if champ is None else model_config(cfg, champ.run_id)
+
+
+def unscorable(
+    cfg: ModelConfig, champ: registry.RegisteredVersion, columns: list[str], what: str
+) -> str | None:
+    """Why ``champ`` cannot score ``what`` (a batch or a holdout with ``columns``): the features it was
+    trained on that are missing; None when it can."""
+    from retrainer.tracking.artifacts import missing_features
+
+    missing = missing_features(cfg, champ.run_id, columns)
+    if not missing:
+        return None
+    return (
+        f"champion v{champ.version} cannot score {what}: it was trained on feature(s) {missing} that "
+        "are not there (removed from data.features?); the next retrain replaces it with a model of the "
+        "configured features"
+    )
 
 
 def _batch_file(cfg: ModelConfig, claim: dict[str, Any]) -> Path:
@@ -392,9 +421,11 @@ def validate_batch(cfg: ModelConfig, claim: dict[str, Any], run_id: str = "") ->
                 f"duplicate delivery: identical content was already processed as {duplicate.name}"
             )
         # the columns the gate checks, the target and the id; the rest is not read
-        df = read_columns(path, _columns(cfg))
+        champ = _champion(cfg, claim)
+        # the configured columns, and those the champion was trained on (the typed copy keeps them)
+        df = read_columns(path, _columns(cfg, champ))
         check_time_column(cfg, df, batch)
-        reference = _reference_frame(cfg, _champion(cfg, claim))
+        reference = _reference_frame(cfg, champ)
         from retrainer.ml.train import prepare
 
         # leave the frame as read if it cannot be prepared: GX names the missing or mistyped column
@@ -438,6 +469,7 @@ def validate_batch(cfg: ModelConfig, claim: dict[str, Any], run_id: str = "") ->
         raise DataValidationError(message, failures, getattr(exc, "report", None)) from exc
     labelled = int(df[cfg.data.target].notna().sum()) if cfg.data.target in df else 0
     known = {cfg.data.time_column, cfg.data.target, cfg.data.id_column, *cfg.data.feature_names}
+    known.update(scoring_config(cfg, _champion(cfg, claim)).data.feature_names)
     extra = sorted(str(c) for c in batch_columns(path) if c not in known)
     typed = dr.typed_copy(claim["sha256"])
     # a CSV batch as validated, typed, in Parquet: later tasks read only the columns they need from it
@@ -515,7 +547,7 @@ def _reference_predictions(cfg: ModelConfig, champ: registry.RegisteredVersion) 
     if ref is None:
         raise RetrainerError(f"champion v{champ.version} of {cfg.name} has no snapshot to use as reference")
     ref = ref.copy()
-    ref["prediction"] = predict(cfg, load_run_model(champ.run_id), ref)
+    ref["prediction"] = predict(scoring_config(cfg, champ), load_run_model(champ.run_id), ref)
     write_parquet(cache, ref)
     return ref
 
@@ -534,8 +566,17 @@ def score_batch(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
         log.warning("model %s has no champion yet: nothing to score with", cfg.name)
         return {"champion_version": None, "predictions": None}
     path = _batch_file(cfg, claim)
+    why = unscorable(cfg, champ, batch_columns(path), f"batch {claim['batch']}")
+    if why is not None:  # not the batch's fault: it passed the gate of the current config
+        log.warning("%s", why)
+        return {"champion_version": champ.version, "predictions": None, "unscorable": why}
     # class probabilities are kept beside the predictions when the decision estimates the metric (CBPE)
-    out = _predict_file(cfg, load_run_model(champ.run_id), path, proba=cfg.triggers.estimation is not None)
+    out = _predict_file(
+        scoring_config(cfg, champ),
+        load_run_model(champ.run_id),
+        path,
+        proba=cfg.triggers.estimation is not None,
+    )
     path = write_parquet(root(cfg).batch_predictions(claim["batch"], champ.version), out)
     log.info("scored %d rows of %s with champion v%s", len(out), claim["batch"], champ.version)
     return {"champion_version": champ.version, "predictions": str(path)}
@@ -590,8 +631,12 @@ def measure_drift(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any
     if champ is None or scored.get("predictions") is None:
         return {"data_drift_share": None, "prediction_drift": None, "drifted_columns": [], "report": None}
     html = root(cfg).evidently_report(claim["batch"])
-    out = _drift_of(
-        cfg, _reference_predictions(cfg, champ), _batch_file(cfg, claim), _predictions(scored), html
+    out = _drift_of(  # over the features the champion reads (its reference has no others)
+        scoring_config(cfg, champ),
+        _reference_predictions(cfg, champ),
+        _batch_file(cfg, claim),
+        _predictions(scored),
+        html,
     )
     return {**out, "champion_version": champ.version}
 
@@ -885,13 +930,14 @@ def _estimate(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -
         reference = _reference_frame(cfg, champ)
         if reference is None:
             return {}
-        _, holdout = split_holdout(cfg, reference)
+        view = scoring_config(cfg, champ)  # the features the champion was trained on
+        _, holdout = split_holdout(view, reference)
         model = load_run_model(champ.run_id)
         with thread_cap(cfg, settings.threads()):  # the fit; the batch is predicted as the score task does
-            est = fit_estimator(cfg, model, holdout)
+            est = fit_estimator(view, model, holdout)
         if est is None:
             return {}
-        return {"method": est.method, **_estimate_batch(cfg, est, model, claim, scored)}
+        return {"method": est.method, **_estimate_batch(view, est, model, claim, scored)}
     except (RetrainerError, ValueError) as exc:  # an estimate is advisory: never block the decision
         log.warning("no performance estimate for %s: %s", claim["batch"], exc)
         return {}
@@ -982,8 +1028,13 @@ def decide(
     """Apply the policy and record the decision (fired or not) as an MLflow run."""
     import mlflow
 
-    signals = _signals(
-        cfg, drift_result, perf, flags.get("flagged_rate"), scored.get("champion_version") is not None
+    why = scored.get("unscorable")
+    signals = _signals(  # a champion that cannot score the batch counts as none: a retrain replaces it
+        cfg,
+        drift_result,
+        perf,
+        flags.get("flagged_rate"),
+        scored.get("champion_version") is not None and not why,
     )
     estimate = _estimate(cfg, claim, scored)
     if estimate.get(cfg.trigger_metric) is not None:
@@ -999,6 +1050,8 @@ def decide(
         errors=_errors(cfg, claim, scored),
         model_id=None if version is None else f"v{version}",
     )
+    if why and decision.fired == ["no_champion"]:
+        decision = replace(decision, reasons=[why], fired=["champion_unscorable"])
     tracking.client()
     existing = tracking.find_runs(
         cfg.name,
@@ -1166,10 +1219,10 @@ def check_file(cfg: ModelConfig, path: Path, report_dir: Path | None = None) -> 
     from retrainer.tracking.artifacts import load_run_model
 
     stem = batch_stem(path.name)
-    df = read_columns(path, _columns(cfg))  # the gate checks row ids too
+    champ = registry.champion(cfg.name)
+    df = read_columns(path, _columns(cfg, champ))  # the gate checks row ids too
     with contextlib.suppress(KeyError, ValueError, TypeError):  # GX names what cannot be prepared
         df = prepare(cfg, df)
-    champ = registry.champion(cfg.name)
     gate = quality.validate(
         df,
         quality.build_expectations(cfg, _reference_frame(cfg, champ)),
@@ -1194,10 +1247,14 @@ def check_file(cfg: ModelConfig, path: Path, report_dir: Path | None = None) -> 
     drift_result: dict[str, Any] = {}
     perf: dict[str, Any] = {"metric": cfg.metric, "value": None, "reference": None, "labelled_rows": 0}
     errors = None
-    if champ is not None:
-        preds = _predict_file(cfg, load_run_model(champ.run_id), path)["prediction"].to_numpy()
+    why = None if champ is None else unscorable(cfg, champ, batch_columns(path), f"{path.name}")
+    if why is not None:
+        out["unscorable"] = why
+    if champ is not None and why is None:
+        view = scoring_config(cfg, champ)
+        preds = _predict_file(view, load_run_model(champ.run_id), path)["prediction"].to_numpy()
         html = None if report_dir is None else report_dir / "evidently" / f"{stem}.html"
-        drift_result = _drift_of(cfg, _reference_predictions(cfg, champ), path, preds, html)
+        drift_result = _drift_of(view, _reference_predictions(cfg, champ), path, preds, html)
         if cfg.data.target in df:
             lab = labelled(cfg, df.assign(prediction=preds))
             y, p = lab[cfg.data.target].to_numpy(), lab["prediction"].to_numpy()
@@ -1221,7 +1278,7 @@ def check_file(cfg: ModelConfig, path: Path, report_dir: Path | None = None) -> 
         id_col = cfg.data.id_column
         ids = feeds.normalise_ids(df[id_col]) if id_col and id_col in df else None
         flagged_rate = len(_sidecar_rows(flags, key, ids, len(df))[0]) / max(len(df), 1)
-    signals = _signals(cfg, drift_result, perf, flagged_rate, champ is not None)
+    signals = _signals(cfg, drift_result, perf, flagged_rate, champ is not None and why is None)
     state = policy_state(cfg, exclude_sha=sha256_file(path))
     decision, _, signals = policy.step(
         signals,
@@ -1230,6 +1287,8 @@ def check_file(cfg: ModelConfig, path: Path, report_dir: Path | None = None) -> 
         errors=errors,
         model_id=None if champ is None else f"v{champ.version}",
     )
+    if why and decision.fired == ["no_champion"]:
+        decision = replace(decision, reasons=[why], fired=["champion_unscorable"])
     out.update(
         {
             "drift": {k: v for k, v in drift_result.items() if k != "column_drift"},

@@ -34,14 +34,23 @@ DECIDED = ("kept", "rolled_back")  # watch actions that count towards rollback_b
 
 
 def stage(
-    cfg: ModelConfig, version: int, reason: str, by: str, compared_with: int | str | None = "unchecked"
+    cfg: ModelConfig,
+    version: int,
+    reason: str,
+    by: str,
+    compared_with: int | str | None = "unchecked",
+    champion_unscorable: str | None = None,
 ) -> dict[str, Any]:
     """Move the validated ``version`` as far as the model's promotion mode allows right now.
 
     ``compared_with`` is the champion version the candidate was evaluated against (None: there was none).
     When the champion moved since (a rollback or another promotion in between), the candidate is not made
     champion on a comparison with a model that no longer serves: it is staged as ``challenger`` and
-    ``refused`` says why (a re-run of the retrain evaluates it against the current champion)."""
+    ``refused`` says why (a re-run of the retrain evaluates it against the current champion).
+
+    ``champion_unscorable`` (why the champion cannot score the configured features, from ``evaluate``):
+    there is no model to shadow or to keep while a person decides, so every mode promotes at once, as for
+    the first model."""
     mode = cfg.promotion.mode
     champ = registry.champion(cfg.name)
     moved = (
@@ -66,7 +75,9 @@ def stage(
             "event": event,
             "refused": refused,
         }
-    if mode == "immediate" or champ is None:
+    if champion_unscorable and champ is not None and not moved:
+        reason = f"{reason} | {champion_unscorable}"
+    if mode == "immediate" or champ is None or (champion_unscorable and not moved):
         event = registry.move_alias(
             cfg.name, registry.CHAMPION, version, action="promote", reason=reason, by=by
         )
@@ -89,6 +100,18 @@ def stage(
     return {"version": version, "mode": mode, "alias": registry.CHALLENGER, "awaiting": mode, "event": event}
 
 
+def _score(cfg: ModelConfig, version: registry.RegisteredVersion, lab: Any) -> float | None:
+    """``version``'s metric on the labelled rows ``lab``, predicted with the features it was trained on;
+    None when ``lab`` lacks one of them (it cannot score this schema)."""
+    from retrainer.ml.train import prepare
+    from retrainer.tracking.artifacts import load_run_model, missing_features, model_config
+
+    if missing_features(cfg, version.run_id, lab.columns):
+        return None
+    view = model_config(cfg, version.run_id)
+    return metrics.score(view, load_run_model(version.run_id), prepare(view, lab))[cfg.metric]
+
+
 # -- shadow ----------------------------------------------------------------------------------------------
 def _shadow_runs(cfg: ModelConfig, challenger: int) -> list[Any]:
     return tracking.find_runs(
@@ -103,7 +126,6 @@ def shadow_score(
     retire the challenger when the evidence is in. Nothing to do without a challenger. Runs after
     :func:`watch_champion` (the champion it compares against is the one the watch left in place)."""
     from retrainer.stages import monitor
-    from retrainer.tracking.artifacts import load_run_model
 
     chal = registry.challenger(cfg.name)
     champ = registry.champion(cfg.name)
@@ -112,6 +134,7 @@ def shadow_score(
     seen = [r.data.tags.get("retrainer.batch", "") for r in _shadow_runs(cfg, chal.version)]
     lab = monitor.labelled_evidence(cfg, claim, seen)
     need = cfg.promotion.min_labelled_rows
+    champ_v = _score(cfg, champ, lab) if len(lab) else None
     out: dict[str, Any] = {
         "challenger_version": chal.version,
         "champion_version": champ.version,
@@ -121,11 +144,12 @@ def shadow_score(
     }
     c = tracking.client()
     mlflow_run = decision["mlflow_run_id"]
-    if len(lab) < need:
+    chal_v = _score(cfg, chal, lab) if len(lab) else None
+    if len(lab) and (champ_v is None or chal_v is None):  # a model trained on features these rows lack
+        out["verdict"] = "champion_unscorable" if champ_v is None else "challenger_unscorable"
+    elif len(lab) < need or champ_v is None or chal_v is None:
         out["verdict"] = "no_labels" if len(lab) == 0 else "waiting_for_labels"
     else:
-        champ_v = metrics.score(cfg, load_run_model(champ.run_id), lab)[cfg.metric]
-        chal_v = metrics.score(cfg, load_run_model(chal.run_id), lab)[cfg.metric]
         worse = metrics.worse_by(chal_v, champ_v, cfg.lower_is_better)
         out.update(champion=champ_v, challenger=chal_v, worse_by=worse)
         out["verdict"] = "non_inferior" if worse <= cfg.promotion.margin else "inferior"
@@ -137,7 +161,21 @@ def shadow_score(
     good = [r for r in runs if r.data.tags.get("retrainer.shadow_verdict") == "non_inferior"]
     out["non_inferior_batches"] = len(good)
     by = f"dag_run:{run_id}" if run_id else "monitor"
-    if out["verdict"] == "inferior":
+    if out["verdict"] == "champion_unscorable":  # nothing to shadow: the challenger can, the champion not
+        reason = (
+            f"shadow: champion v{champ.version} cannot score batch {claim['batch']} (it was trained on "
+            f"features the batch lacks); challenger v{chal.version} can"
+        )
+        out["event"] = registry.move_alias(
+            cfg.name, registry.CHAMPION, chal.version, action="promote", reason=reason, by=by
+        )
+        registry.remove_alias(
+            cfg.name, registry.CHALLENGER, action="graduate", reason=reason, by=by, record=False
+        )
+        out["action"] = "promoted"
+    elif out["verdict"] == "challenger_unscorable":
+        out["action"] = "waiting"
+    elif out["verdict"] == "inferior":
         reason = (
             f"shadow: on batch {claim['batch']} challenger v{chal.version} {cfg.metric} {out['challenger']:.4g} "
             f"vs champion v{champ.version} {out['champion']:.4g} ({out['worse_by']:+.1%} worse > margin "
@@ -178,7 +216,6 @@ def watch_champion(
     batch's own labels and late ones from the labels feed); with fewer than ``min_labelled_rows`` the
     batch is recorded as waiting and the decision is left to a later batch."""
     from retrainer.stages import monitor
-    from retrainer.tracking.artifacts import load_run_model
 
     m = cfg.promotion.rollback_batches
     champ = registry.champion(cfg.name)
@@ -224,8 +261,11 @@ def watch_champion(
             "min_labelled_rows": need,
             "action": action,
         }
-    new_v = metrics.score(cfg, load_run_model(champ.run_id), lab)[cfg.metric]
-    old_v = metrics.score(cfg, load_run_model(previous.run_id), lab)[cfg.metric]
+    new_v, old_v = _score(cfg, champ, lab), _score(cfg, previous, lab)
+    if new_v is None or old_v is None:  # never roll back to a model that cannot score these rows
+        who = "previous_champion" if old_v is None else "champion"
+        c.set_tag(mlflow_run, WATCH_ACTION, f"{who}_unscorable")
+        return {"champion_version": champ.version, "action": f"{who}_unscorable"}
     worse = metrics.worse_by(new_v, old_v, cfg.lower_is_better)
     c.log_metric(mlflow_run, f"watch_previous_{cfg.metric}", old_v)
     out: dict[str, Any] = {

@@ -254,16 +254,27 @@ def evaluate(
 
     from retrainer.gates.checks import run_checks
     from retrainer.ml.train import split_holdout, thread_cap
+    from retrainer.stages.monitor import scoring_config, unscorable
     from retrainer.tracking.artifacts import load_run_model
 
     champ = registry.champion(cfg.name)
     candidate = dict(trained["holdout"])
     champion_scores: dict[str, float] = {}
     train_df, holdout = split_holdout(cfg, _snapshot_frame(cfg, snap))
-    champion_model = load_run_model(champ.run_id) if champ is not None else None
-    if champion_model is not None:
+    # the champion is scored with the features it was trained on; one that needs a feature the snapshot
+    # no longer has (removed from the config) cannot be compared and is replaced like no champion
+    champion_unscorable = (
+        None
+        if champ is None
+        else unscorable(cfg, champ, list(holdout.columns), "the holdout of this snapshot")
+    )
+    champion_cfg = scoring_config(cfg, champ) if champ is not None and champion_unscorable is None else None
+    champion_model = load_run_model(champ.run_id) if champion_cfg is not None and champ is not None else None
+    if champion_model is not None and champion_cfg is not None:
         with thread_cap(cfg, settings.threads()):
-            champion_scores = metrics.score(cfg, champion_model, holdout)
+            champion_scores = metrics.score(champion_cfg, champion_model, holdout)
+    elif champion_unscorable:
+        log.warning("%s", champion_unscorable)
     thresholds = _thresholds(cfg, champion_scores.get(cfg.metric), force)
     failed: list[str] = []
     if champ is not None and champ.run_id == trained["run_id"]:
@@ -281,7 +292,12 @@ def evaluate(
     # force skips the comparisons with the champion (slices too); the behavioural checks always apply
     with thread_cap(cfg, settings.threads()):
         model_checks = run_checks(
-            cfg, load_run_model(trained["run_id"]), None if force else champion_model, holdout, train_df
+            cfg,
+            load_run_model(trained["run_id"]),
+            None if force else champion_model,
+            holdout,
+            train_df,
+            champion_cfg,
         )
     failed.extend(c.detail for c in model_checks if not c.passed)
     passed = not failed
@@ -299,6 +315,7 @@ def evaluate(
         "champion_version": champ.version if champ else None,
         "metric": cfg.metric,
         "forced": force,
+        **({"champion_unscorable": champion_unscorable} if champion_unscorable else {}),
     }
     c = tracking.client()
     if champ is not None and champ.run_id == trained["run_id"] and len(failed) == 1:
@@ -388,5 +405,6 @@ def promote(
         reason,
         f"dag_run:{dag_run_id}" if dag_run_id else "cli",
         compared_with=evaluation.get("champion_version", "unchecked"),
+        champion_unscorable=evaluation.get("champion_unscorable"),
     )
     return {**staged, "promoted": staged["alias"] == registry.CHAMPION and staged["event"] is not None}

@@ -9,7 +9,11 @@ from typing import TYPE_CHECKING, Any
 from retrainer.tracking.runs import client
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import pandas as pd
+
+    from retrainer.config import ModelConfig
 
 PIP_REQUIREMENTS_PACKAGES = ("scikit-learn", "pandas", "numpy", "scipy", "skops")
 # the module a requirement installs, where it is not named like the package (skops, mlflow: the same)
@@ -111,3 +115,60 @@ def load_run_model(run_id: str) -> Any:
     local = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model")
     trusted = check_artifact(local)
     return skops.io.load(os.path.join(local, "model.skops"), trusted=trusted)
+
+
+# -- schema evolution: a model is scored with the features it was trained on ------------------------------
+@functools.lru_cache(maxsize=32)
+def _trained_features(run_id: str) -> tuple[str, ...] | None:
+    """The ``data.features`` entries (JSON) of the config a training run logged (``config.json``), or
+    None when the run has none that can be read (cached per process: runs are immutable)."""
+    import json
+
+    import mlflow.artifacts
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    client()
+    try:
+        logged = mlflow.artifacts.load_dict(f"runs:/{run_id}/config.json")
+        features = logged["data"]["features"]
+    except Exception:  # an older or foreign run: the model's own input names are used instead
+        return None
+    if not isinstance(features, list):
+        return None
+    return tuple(json.dumps(f, sort_keys=True) for f in features)
+
+
+def model_config(cfg: ModelConfig, run_id: str) -> ModelConfig:
+    """``cfg`` as the model of training run ``run_id`` sees it: ``data.features`` replaced by the feature
+    list it was trained on (from the config the run logged, else the fitted pipeline's input names).
+
+    Every prediction of a registered model (champion, previous champion, challenger) goes through this
+    view, so a feature added to or removed from the config takes effect at the next retrain, not on the
+    models already trained. Returns ``cfg`` itself when the lists are the same."""
+    import json
+
+    from retrainer.config import DataConfig, FeatureSpec
+
+    logged = _trained_features(run_id)
+    specs: list[FeatureSpec] = []
+    if logged is not None:
+        try:
+            specs = [FeatureSpec.model_validate(json.loads(f)) for f in logged]
+        except ValueError:
+            specs = []
+    if not specs:
+        names = [str(n) for n in getattr(load_run_model(run_id), "feature_names_in_", [])]
+        if not names:
+            return cfg
+        current = {f.name: f for f in cfg.data.features}
+        specs = [current.get(n) or FeatureSpec(name=n) for n in names]
+    if specs == list(cfg.data.features):
+        return cfg
+    data = DataConfig.model_validate({**cfg.data.model_dump(), "features": [s.model_dump() for s in specs]})
+    return cfg.model_copy(update={"data": data})
+
+
+def missing_features(cfg: ModelConfig, run_id: str, columns: Iterable[str]) -> list[str]:
+    """The features the model of ``run_id`` was trained on that are not among ``columns``."""
+    have = set(columns)
+    return [f for f in model_config(cfg, run_id).data.feature_names if f not in have]
