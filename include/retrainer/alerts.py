@@ -19,6 +19,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from retrainer.config import ALERT_EVENTS
+from retrainer.exceptions import DataValidationError
+
 if TYPE_CHECKING:
     from retrainer.config import AlertChannel, ModelConfig
 
@@ -126,7 +129,6 @@ def send(
     context: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Send ``event`` to every channel of the model that wants it. Returns what was sent and what failed."""
-    from retrainer.config import ALERT_EVENTS
 
     if event not in ALERT_EVENTS:
         raise ValueError(f"unknown alert event {event!r}; known: {', '.join(ALERT_EVENTS)}")
@@ -160,7 +162,6 @@ def send_from_task(
 
 
 def _is_quarantine(exc: BaseException | None) -> bool:
-    from retrainer.exceptions import DataValidationError
 
     seen = 0
     while exc is not None and seen < 10:

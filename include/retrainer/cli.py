@@ -8,11 +8,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from retrainer.exceptions import RetrainerError
+from retrainer import backtest, settings
+from retrainer.backtest import tune
+from retrainer.config import find_config, load_config
+from retrainer.config.reference import json_schema
+from retrainer.exceptions import ModelRejected, RetrainerError
+from retrainer.ml.datasets import bikeshare
+from retrainer.stages import retrain
+from retrainer.stages.monitor import check_file
+from retrainer.stages.promotion import rollback
+from retrainer.stages.reproduce import reproduce
+from retrainer.stages.retention import collect
+from retrainer.storage import DataRoot, read_batch, to_utc_naive, write_text
+from retrainer.tracking import registry
 
 
 def _validate_config(args: argparse.Namespace) -> int:
-    from retrainer.config import load_config
 
     cfg = load_config(args.config)
     print(
@@ -26,8 +37,6 @@ def _config_schema(args: argparse.Namespace) -> int:
     """JSON Schema of a model config, for editors (YAML language server) and other tools."""
     import json
 
-    from retrainer.config.reference import json_schema
-
     text = json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")
@@ -40,10 +49,6 @@ def _config_schema(args: argparse.Namespace) -> int:
 def _seed(args: argparse.Namespace) -> int:
     """Put history into archive/ (the first champion is trained from it) or batches into landing/."""
     import pandas as pd
-
-    from retrainer import settings
-    from retrainer.config import load_config
-    from retrainer.storage import DataRoot, read_batch, to_utc_naive
 
     cfg = load_config(args.config)
     df = read_batch(Path(args.data)) if args.data != "bikeshare" else _bikeshare()
@@ -59,9 +64,6 @@ def _seed(args: argparse.Namespace) -> int:
 def _backtest(args: argparse.Namespace) -> int:
     """Replay a dataset through never / every_k / the trigger policy; table, JSON and plot."""
     import json
-
-    from retrainer import backtest
-    from retrainer.config import load_config
 
     cfg = load_config(args.config)
     df = backtest.load_data(cfg, args.data)
@@ -92,11 +94,6 @@ def _backtest(args: argparse.Namespace) -> int:
 def _tune(args: argparse.Namespace) -> int:
     """Choose the trigger policy on the earlier part of the history, verify it on the rest."""
     import json
-
-    from retrainer import backtest
-    from retrainer.backtest import tune
-    from retrainer.config import load_config
-    from retrainer.storage import write_text
 
     cfg = load_config(args.config)
     out = Path(args.write) if args.write else None
@@ -137,7 +134,6 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _bikeshare():  # type: ignore[no-untyped-def]
-    from retrainer.ml.datasets import bikeshare
 
     return bikeshare()
 
@@ -145,8 +141,6 @@ def _bikeshare():  # type: ignore[no-untyped-def]
 def _history(args: argparse.Namespace) -> int:
     """Every recorded alias move of a model, oldest first."""
     import json
-
-    from retrainer.tracking import registry
 
     events = registry.history(args.model)
     if args.json:
@@ -183,8 +177,6 @@ def _rollback(args: argparse.Namespace) -> int:
     """Point the champion alias back at an earlier version (default: the previous champion)."""
     import getpass
 
-    from retrainer.stages.promotion import rollback
-
     out = rollback(args.model, args.to, args.reason, by=f"cli:{getpass.getuser()}")
     print(
         f"{args.model}: champion rolled back v{out['from_version']} -> v{out['to_version']} (recorded in history)"
@@ -195,8 +187,6 @@ def _rollback(args: argparse.Namespace) -> int:
 def _reproduce(args: argparse.Namespace) -> int:
     """Retrain a version from its snapshot and recorded config; exit 1 if the metrics differ."""
     import json
-
-    from retrainer.stages.reproduce import reproduce
 
     out = reproduce(args.model, args.version)
     if args.json:
@@ -218,9 +208,6 @@ def _reproduce(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     """Gate, score, signals and decision for one batch file against the current champion."""
     import json
-
-    from retrainer.config import load_config
-    from retrainer.stages.monitor import check_file
 
     cfg = load_config(args.config)
     path = Path(args.file)
@@ -265,10 +252,6 @@ def _check(args: argparse.Namespace) -> int:
 def _retrain(args: argparse.Namespace) -> int:
     """The retrain path once, without Airflow: snapshot, gate, train, evaluate, register, promote."""
     import json
-
-    from retrainer.config import load_config
-    from retrainer.exceptions import ModelRejected
-    from retrainer.stages import retrain
 
     cfg = load_config(args.config)
     trigger = retrain.resolve_trigger(
@@ -322,10 +305,6 @@ def _retrain(args: argparse.Namespace) -> int:
 def _gc(args: argparse.Namespace) -> int:
     """Remove what the model's retention rules allow (archive, snapshots, reports, predictions, records)."""
     import json
-
-    from retrainer import settings
-    from retrainer.config import find_config, load_config
-    from retrainer.stages.retention import collect
 
     cfg = (
         load_config(args.model)

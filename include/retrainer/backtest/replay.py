@@ -19,9 +19,14 @@ from retrainer import policy
 from retrainer.config import LOWER_IS_BETTER, duration_hours
 from retrainer.exceptions import BatchError, RetrainerError
 from retrainer.gates import compare
-from retrainer.ml import metrics
+from retrainer.gates.drift import drift_signals
+from retrainer.ml import datasets, metrics
+from retrainer.ml.datasets import weekly_batches
+from retrainer.ml.estimation import fit_estimator
+from retrainer.ml.train import fit, labelled, predict, prepare, select_window, split_holdout
 from retrainer.policy.benefit import Benefit, paired_benefit, row_losses
 from retrainer.stages import feeds
+from retrainer.storage import read_batch
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,10 +41,6 @@ log = logging.getLogger(__name__)
 def load_data(cfg: ModelConfig, data: str) -> pd.DataFrame:
     """Read ``data`` (CSV/Parquet path, or a shipped dataset name) and check it against the config."""
     import pandas as pd
-
-    from retrainer.ml import datasets
-    from retrainer.ml.train import prepare
-    from retrainer.storage import read_batch
 
     path = Path(data)
     if data in datasets.DATASETS and not path.exists():
@@ -75,7 +76,6 @@ def load_data(cfg: ModelConfig, data: str) -> pd.DataFrame:
 
 def split_batches(cfg: ModelConfig, df: pd.DataFrame, freq: str) -> list[tuple[str, pd.DataFrame]]:
     """Consecutive batches of length ``freq`` (e.g. ``7D``), named by their start; empty ones dropped."""
-    from retrainer.ml.datasets import weekly_batches
 
     hours = duration_hours(freq)
     return weekly_batches(df, cfg.data.time_column, f"{hours}h")
@@ -99,8 +99,6 @@ class Fitted:
     def estimator(self, cfg: ModelConfig) -> Any:
         """CBPE / DLE fitted on this model's holdout (None when it cannot be fitted)."""
         if self._estimator is None:
-            from retrainer.ml.estimation import fit_estimator
-
             self._estimator = fit_estimator(cfg, self.model, self.holdout) or False
         return self._estimator or None
 
@@ -111,8 +109,6 @@ class Fitted:
     def reference(self, cfg: ModelConfig) -> pd.DataFrame:
         """The training window with this model's predictions: the drift reference (as in the monitor)."""
         if self._reference is None:
-            from retrainer.ml.train import predict
-
             ref = self.window.copy()
             ref["prediction"] = predict(cfg, self.model, ref)
             self._reference = ref
@@ -124,8 +120,6 @@ class Replay:
 
     def __init__(self, cfg: ModelConfig, batches: list[tuple[str, pd.DataFrame]], warmup: int, delay: int):
         import pandas as pd
-
-        from retrainer.ml.train import labelled
 
         self.cfg, self.batches, self.warmup, self.delay = cfg, batches, warmup, delay
         self.names = [n for n, _ in batches]
@@ -146,7 +140,6 @@ class Replay:
 
     def served(self, champion: Fitted, i: int) -> tuple[np.ndarray, Any, Any, dict[str, float]]:
         """``champion``'s predictions (labels, probabilities, classes) on batch ``i`` and its scores there."""
-        from retrainer.ml.train import predict
 
         key = (champion.upto, i)
         if key in self._served:
@@ -169,7 +162,6 @@ class Replay:
 
     def drift(self, champion: Fitted, i: int, cur: pd.DataFrame) -> dict[str, Any]:
         """The drift signals of ``champion`` on batch ``i`` (cached: policies share champions)."""
-        from retrainer.gates.drift import drift_signals
 
         key = (champion.upto, i)
         if key not in self._drift:
@@ -180,7 +172,6 @@ class Replay:
         """The model a retrain trains when labels up to batch ``upto`` are known (or why it cannot)."""
         if upto in self._fits:
             return self._fits[upto]
-        from retrainer.ml.train import fit, select_window, split_holdout
 
         start = time.perf_counter()
         known = self.labelled[self.labelled["_batch"] <= upto]
@@ -389,8 +380,6 @@ def _baseline(replay: Replay) -> PolicyRun:
     """Majority class / mean of the labelled training window, refreshed every batch (no model)."""
     import numpy as np
 
-    from retrainer.ml.train import select_window
-
     cfg = replay.cfg
     run = PolicyRun("majority_class" if cfg.task == "classification" else "mean_prediction", "baseline")
     started = time.perf_counter()
@@ -446,8 +435,6 @@ def model_metrics(replay: Replay) -> tuple[np.ndarray, list[int]]:
     """
     import numpy as np
     import pandas as pd
-
-    from retrainer.ml.train import predict
 
     cfg, w = replay.cfg, replay.warmup
     n = len(replay.batches) - w

@@ -41,7 +41,7 @@ from retrainer.backtest.stats import (
     slice_summaries,
     versus_frontier,
 )
-from retrainer.config import TriggerConfig
+from retrainer.config import TriggerConfig, parse_config
 from retrainer.exceptions import RetrainerError
 from retrainer.ml import train
 
@@ -548,8 +548,6 @@ def _evidence(report: dict[str, Any]) -> list[str]:
 def check_tuned(text: str, report: dict[str, Any], source: str) -> Any:
     """The written config parsed back: it must validate and carry exactly the chosen policy."""
     import yaml
-
-    from retrainer.config import parse_config
 
     cfg = parse_config(yaml.safe_load(text), source)
     want = TriggerConfig.model_validate(report["chosen"]["triggers"])

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from retrainer.ml import metrics
+from retrainer.ml.train import predict
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -74,8 +75,6 @@ def invariance_check(
 ) -> CheckResult | None:
     """Seeded noise (``noise`` std of each feature) on the listed features; predictions must barely move."""
     import numpy as np
-
-    from retrainer.ml.train import predict
 
     spec = cfg.validation.behaviour.invariance
     if spec is None:
@@ -162,7 +161,6 @@ def run_checks(
 ) -> list[CheckResult]:
     """All configured slice and behavioural checks of ``candidate`` (champion needed for slices, scored
     with ``champion_cfg`` when given)."""
-    from retrainer.ml.train import predict
 
     preds = predict(cfg, candidate, holdout)
     results = slice_checks(cfg, candidate, champion, holdout, champion_cfg)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from retrainer.exceptions import BatchError
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -279,7 +281,6 @@ def load(name: str) -> pd.DataFrame:
     """A shipped dataset by name (``bikeshare``, ``rainfall``, ``co2``, ``trump_approval``, ``nyse``, or
     a synthetic drift stream: ``sea``, ``agrawal``, ``friedman_lea``, ``friedman_gra``, ``friedman_gsg``;
     or ``reversal``, where retraining on the recent window does not pay)."""
-    from retrainer.exceptions import BatchError
 
     if name not in DATASETS:
         raise BatchError(f"unknown dataset {name!r}: shipped datasets are {sorted(DATASETS)}")

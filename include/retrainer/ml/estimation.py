@@ -24,6 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from retrainer.ml.metrics import predict_proba
+from retrainer.ml.train import predict
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -201,8 +204,6 @@ class Estimator:
 
     def estimate(self, cfg: ModelConfig, model: Any, df: pd.DataFrame) -> dict[str, float]:
         """Expected metrics of ``model`` on ``df`` (labels not used)."""
-        from retrainer.ml.metrics import predict_proba
-        from retrainer.ml.train import predict
 
         if len(df) == 0:
             return {}
@@ -219,8 +220,6 @@ def fit_estimator(cfg: ModelConfig, model: Any, reference: pd.DataFrame) -> Esti
     None when the reference is too small (``triggers.estimation.min_reference_rows``) or the classifier
     has no probabilities.
     """
-    from retrainer.ml.metrics import predict_proba
-    from retrainer.ml.train import predict
 
     est_cfg = cfg.triggers.estimation
     lab = reference[reference[cfg.data.target].notna()]

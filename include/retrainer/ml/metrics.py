@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from retrainer.ml.train import predict
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -98,7 +100,6 @@ def predict_proba(cfg: ModelConfig, model: Any, df: pd.DataFrame) -> tuple[Any, 
 
 def score(cfg: ModelConfig, model: Any, df: pd.DataFrame) -> dict[str, float]:
     """Every metric of ``model`` on the labelled rows of ``df`` (probability metrics when it has them)."""
-    from retrainer.ml.train import predict
 
     lab = df[df[cfg.data.target].notna()]
     if lab.empty:

@@ -21,8 +21,14 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from retrainer import policy, settings
+from retrainer.config import duration_hours
 from retrainer.exceptions import BatchError, DataValidationError, PolicyStateError, RetrainerError
 from retrainer.gates import quality
+from retrainer.gates.drift import drift_report, drift_signals
+from retrainer.ml import metrics
+from retrainer.ml.estimation import CBPE, fit_estimator
+from retrainer.ml.train import labelled, predict, predict_with_proba, prepare, split_holdout, thread_cap
+from retrainer.stages import feeds
 from retrainer.storage import (
     Claim,
     DataRoot,
@@ -34,11 +40,14 @@ from retrainer.storage import (
     read_batch,
     read_columns,
     rows_sha256,
+    sha256_file,
     write_json,
     write_parquet,
 )
+from retrainer.storage.snapshots import load_snapshot
 from retrainer.tracking import registry
 from retrainer.tracking import runs as tracking
+from retrainer.tracking.artifacts import load_run_model, missing_features, model_config
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -108,7 +117,6 @@ def _columns(cfg: ModelConfig, champ: registry.RegisteredVersion | None = None) 
 def scoring_config(cfg: ModelConfig, champ: registry.RegisteredVersion | None) -> ModelConfig:
     """``cfg`` with the feature list ``champ`` was trained on: what it predicts with (schema evolution:
     a feature added to or removed from the config takes effect at the next retrain)."""
-    from retrainer.tracking.artifacts import model_config
 
     return cfg if champ is None else model_config(cfg, champ.run_id)
 
@@ -118,7 +126,6 @@ def unscorable(
 ) -> str | None:
     """Why ``champ`` cannot score ``what`` (a batch or a holdout with ``columns``): the features it was
     trained on that are missing; None when it can."""
-    from retrainer.tracking.artifacts import missing_features
 
     missing = missing_features(cfg, champ.run_id, columns)
     if not missing:
@@ -141,7 +148,6 @@ def _batch_file(cfg: ModelConfig, claim: dict[str, Any]) -> Path:
 
 def _load(cfg: ModelConfig, claim: dict[str, Any], columns: list[str] | None = None) -> pd.DataFrame:
     """The claimed batch, prepared; only ``columns`` (those it has) when given."""
-    from retrainer.ml.train import prepare
 
     path = _batch_file(cfg, claim)
     return prepare(cfg, read_batch(path) if columns is None else read_columns(path, columns))
@@ -161,8 +167,6 @@ def _scored_frame(
     is given: the champion's predictions (``prediction``) and any class probabilities (``proba:<class>``)."""
     import pandas as pd
 
-    from retrainer.stages import feeds
-
     df = _load(cfg, claim, columns)
     if scored is not None:
         stored = pd.read_parquet(scored["predictions"])
@@ -180,7 +184,6 @@ def labelled_batch(
     """The claimed batch's rows whose label came with it, with the champion's predictions (column
     ``prediction``) when ``scored`` is given: what every per-batch score (performance, change detector,
     shadow, rollback watch) is computed on."""
-    from retrainer.ml.train import labelled
 
     return labelled(cfg, _scored_frame(cfg, claim, scored, columns))
 
@@ -191,9 +194,6 @@ def labelled_evidence(cfg: ModelConfig, claim: dict[str, Any], earlier: list[str
     one, as in training), with every column the models need: what the rollback watch and the shadow
     comparison score both models on. A batch no longer in the archive gives no rows."""
     import pandas as pd
-
-    from retrainer.ml.train import labelled, prepare
-    from retrainer.stages import feeds
 
     labels = feeds.latest_labels(cfg) if cfg.data.id_column else None
     frames = [labelled(cfg, feeds.apply_labels(cfg, _load(cfg, claim, _columns(cfg)), labels))]
@@ -215,8 +215,6 @@ def _read_rows(cfg: ModelConfig, path: Path, columns: list[str], positions: Any)
     """Rows at ``positions`` (in that order) of a batch file's ``columns``, streamed in chunks."""
     import numpy as np
     import pandas as pd
-
-    from retrainer.ml.train import prepare
 
     order = np.argsort(positions, kind="stable")
     wanted = np.asarray(positions)[order]
@@ -267,7 +265,6 @@ def record_quarantines(cfg: ModelConfig) -> list[str]:
 
 # -- 2. quality gate ------------------------------------------------------------------------------------
 def max_future(cfg: ModelConfig) -> timedelta:
-    from retrainer.config import duration_hours
 
     return timedelta(hours=duration_hours(cfg.data.max_future))
 
@@ -345,8 +342,6 @@ def check_time_span(cfg: ModelConfig, times: pd.Series, file: str) -> None:
     :class:`DataValidationError` naming the oldest and newest times otherwise."""
     import pandas as pd
 
-    from retrainer.config import duration_hours
-
     first, last = times.min(), times.max()
     if pd.isna(first) or last - first <= timedelta(hours=duration_hours(max_batch_span(cfg))):
         return
@@ -372,7 +367,6 @@ def check_ids_unused(cfg: ModelConfig, df: pd.DataFrame, file: str, path: Path) 
     them, so a reused id would relabel another batch's row): raise :class:`DataValidationError` naming
     the batches that hold them and some of the ids otherwise. ``path`` (the batch itself once archived)
     does not count."""
-    from retrainer.stages import feeds
 
     id_col = cfg.data.id_column
     if not id_col or id_col not in df:
@@ -426,7 +420,6 @@ def validate_batch(cfg: ModelConfig, claim: dict[str, Any], run_id: str = "") ->
         df = read_columns(path, _columns(cfg, champ))
         check_time_column(cfg, df, batch)
         reference = _reference_frame(cfg, champ)
-        from retrainer.ml.train import prepare
 
         # leave the frame as read if it cannot be prepared: GX names the missing or mistyped column
         prepared = False
@@ -520,7 +513,6 @@ def _log_quarantine(
 # -- reference data -----------------------------------------------------------------------------------
 def _reference_frame(cfg: ModelConfig, champ: registry.RegisteredVersion | None) -> pd.DataFrame | None:
     """The champion's training snapshot (hash-verified), or None before the first champion."""
-    from retrainer.storage.snapshots import load_snapshot
 
     if champ is None or not champ.snapshot_sha256:
         return None
@@ -530,9 +522,6 @@ def _reference_frame(cfg: ModelConfig, champ: registry.RegisteredVersion | None)
 def _reference_predictions(cfg: ModelConfig, champ: registry.RegisteredVersion) -> pd.DataFrame:
     """Reference frame plus the champion's predictions on it (cached per champion version)."""
     import pandas as pd
-
-    from retrainer.ml.train import predict
-    from retrainer.tracking.artifacts import load_run_model
 
     dr = root(cfg)
     cache = dr.reference_predictions(champ.version)
@@ -559,7 +548,6 @@ def score_batch(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
     Only the time column and the features are read, :data:`retrainer.storage.CHUNK_ROWS` rows at a time,
     so memory grows with the number of columns and the chunk size, not with the batch's rows.
     """
-    from retrainer.tracking.artifacts import load_run_model
 
     champ = _champion(cfg, claim)
     if champ is None:
@@ -587,10 +575,6 @@ def _predict_file(cfg: ModelConfig, model: Any, path: Path, proba: bool = False)
     as ``proba:<class>``), predicted :data:`~retrainer.storage.CHUNK_ROWS` rows at a time."""
     import numpy as np
     import pandas as pd
-
-    from retrainer.ml import metrics
-    from retrainer.ml.train import predict, predict_with_proba, prepare
-    from retrainer.stages import feeds
 
     # class probabilities are stored beside the predictions, one column per class (``proba:<class>``),
     # when the decision estimates the metric (CBPE) or a probability metric is the watched one (the labels
@@ -647,8 +631,6 @@ def _drift_of(
     """Drift of a batch file (with its predictions) against the reference, on sampled rows."""
     import numpy as np
 
-    from retrainer.gates.drift import drift_report, drift_signals
-
     # the same rows drift_report would sample (pandas' seeded DataFrame.sample), read without loading
     # the rest of the batch: the report's cost and memory stay at report_max_rows whatever the batch size
     total, n = len(predictions), cfg.triggers.report_max_rows
@@ -666,7 +648,6 @@ def _drift_of(
 def ingest_feeds(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
     """Take in the labels and flags files that landed since the last run (``landing/<model>/labels/``,
     ``.../flags/``) before the performance and flag signals are computed. A no-op without files."""
-    from retrainer.stages import feeds
 
     return feeds.ingest(cfg, by=f"monitor:{claim['sha256']}")
 
@@ -677,9 +658,6 @@ def performance(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any])
     Without ``data.id_column``: the batch's own labelled rows. With it, also the labels feed: labels that
     arrived late for earlier batches score those batches' stored predictions (recorded per batch with how
     late they came), and labels delivered before their batch score it when it arrives."""
-
-    from retrainer.ml.train import labelled
-    from retrainer.stages import feeds
 
     champ = _champion(cfg, claim)
     if champ is None or scored.get("predictions") is None:
@@ -731,8 +709,6 @@ def flagged_rate(cfg: ModelConfig, claim: dict[str, Any], validation: dict[str, 
     under ``sidecar_unknown``). A sidecar that cannot be used (empty, unreadable, no ``row`` or id column)
     is quarantined with its reason and the batch's own flagged rate is not counted (None); a retry finds
     the quarantined sidecar's reason and gives the same answer."""
-
-    from retrainer.stages import feeds
 
     dr = root(cfg)
     _, path = dr.path_of(claim)
@@ -811,7 +787,6 @@ def _sidecar_rows(
 ) -> tuple[set[int], int]:
     """Positions of the batch rows the sidecar flags, and how many distinct sidecar entries name no row
     of the batch (not counted). ``ids``: the batch's normalised ids (their count sets the rows)."""
-    from retrainer.stages import feeds
 
     if flags is None or key is None:
         return set(), 0
@@ -897,8 +872,6 @@ def _errors(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> 
     """Per-row errors of the champion on the labels of this step (for the change detector)."""
     import pandas as pd
 
-    from retrainer.stages import feeds
-
     if cfg.triggers.error_detector is None or scored.get("predictions") is None:
         return None
     version = scored.get("champion_version")
@@ -919,9 +892,6 @@ def _errors(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> 
 def _estimate(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
     """The champion's estimated metrics on the whole batch, labels or not (CBPE / DLE fitted on its
     holdout: the newest ``training.holdout`` of its snapshot); empty when it cannot be estimated."""
-    from retrainer.ml.estimation import fit_estimator
-    from retrainer.ml.train import split_holdout, thread_cap
-    from retrainer.tracking.artifacts import load_run_model
 
     champ = _champion(cfg, claim)
     if cfg.triggers.estimation is None or champ is None or scored.get("predictions") is None:
@@ -974,10 +944,6 @@ def _estimate_batch(
     import numpy as np
     import pandas as pd
     import pyarrow.parquet as pq
-
-    from retrainer.ml.estimation import CBPE
-    from retrainer.ml.train import predict_with_proba, prepare
-    from retrainer.stages import feeds
 
     stored = scored["predictions"]
     columns = [cfg.data.time_column, *cfg.data.feature_names]
@@ -1212,11 +1178,6 @@ def check_file(cfg: ModelConfig, path: Path, report_dir: Path | None = None) -> 
     quarantined or recorded in the decision log (the policy state is read, not written). With
     ``report_dir`` the GX result, Data Docs and the Evidently report are written there.
     """
-    from retrainer.ml import metrics
-    from retrainer.ml.train import labelled, prepare
-    from retrainer.stages import feeds
-    from retrainer.storage import sha256_file
-    from retrainer.tracking.artifacts import load_run_model
 
     stem = batch_stem(path.name)
     champ = registry.champion(cfg.name)

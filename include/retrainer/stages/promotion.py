@@ -22,8 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from retrainer.exceptions import NoChampionError, RetrainerError
 from retrainer.ml import metrics
+from retrainer.ml.train import prepare
+from retrainer.stages import monitor
 from retrainer.tracking import registry
 from retrainer.tracking import runs as tracking
+from retrainer.tracking.artifacts import load_run_model, missing_features, model_config
 
 if TYPE_CHECKING:
     from retrainer.config import ModelConfig
@@ -103,8 +106,6 @@ def stage(
 def _score(cfg: ModelConfig, version: registry.RegisteredVersion, lab: Any) -> float | None:
     """``version``'s metric on the labelled rows ``lab``, predicted with the features it was trained on;
     None when ``lab`` lacks one of them (it cannot score this schema)."""
-    from retrainer.ml.train import prepare
-    from retrainer.tracking.artifacts import load_run_model, missing_features, model_config
 
     if missing_features(cfg, version.run_id, lab.columns):
         return None
@@ -125,7 +126,6 @@ def shadow_score(
     """Score the batch with champion and challenger, log both on the batch's monitor run, and promote or
     retire the challenger when the evidence is in. Nothing to do without a challenger. Runs after
     :func:`watch_champion` (the champion it compares against is the one the watch left in place)."""
-    from retrainer.stages import monitor
 
     chal = registry.challenger(cfg.name)
     champ = registry.champion(cfg.name)
@@ -215,7 +215,6 @@ def watch_champion(
     Both models are scored on every row labelled by now of the batches seen since the promotion (the
     batch's own labels and late ones from the labels feed); with fewer than ``min_labelled_rows`` the
     batch is recorded as waiting and the decision is left to a later batch."""
-    from retrainer.stages import monitor
 
     m = cfg.promotion.rollback_batches
     champ = registry.champion(cfg.name)

@@ -18,8 +18,11 @@ from retrainer import settings
 from retrainer.config import ModelConfig, find_config, parse_config
 from retrainer.exceptions import RetrainerError
 from retrainer.ml import metrics
+from retrainer.ml.train import fit, predict, split_holdout, thread_cap
 from retrainer.storage import DataRoot
+from retrainer.storage.snapshots import load_snapshot
 from retrainer.tracking import runs as tracking
+from retrainer.tracking.artifacts import load_run_model
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +56,6 @@ def reproduce(name: str, version: int) -> dict[str, Any]:
     """Retrain ``version`` of model ``name`` from its snapshot and config; report whether it matches."""
     import numpy as np
     from mlflow.exceptions import MlflowException
-
-    from retrainer.ml.train import fit, predict, split_holdout, thread_cap
-    from retrainer.storage.snapshots import load_snapshot
-    from retrainer.tracking.artifacts import load_run_model
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     c = tracking.client()

@@ -42,9 +42,13 @@ from typing import TYPE_CHECKING, Any
 
 from retrainer import settings
 from retrainer.config import duration_hours
-from retrainer.storage import DataRoot
+from retrainer.ml.train import labelled
+from retrainer.stages.feeds import apply_labels, latest_labels
+from retrainer.storage import DataRoot, read_columns, to_utc_naive
 from retrainer.storage import batch_stem as _stem
 from retrainer.storage.snapshots import STALE_TEMP_HOURS, stale_temp
+from retrainer.tracking import registry
+from retrainer.tracking.runs import TAG, client
 
 if TYPE_CHECKING:
     from retrainer.config import ModelConfig
@@ -92,8 +96,6 @@ def registered_snapshots(model: str) -> set[str]:
     """sha256 of every snapshot a registered version of ``model`` was trained on (any version, any alias)."""
     from mlflow.exceptions import MlflowException
 
-    from retrainer.tracking.runs import TAG, client
-
     c = client()
     try:
         versions = c.search_model_versions(f"name = '{model}'")
@@ -103,7 +105,6 @@ def registered_snapshots(model: str) -> set[str]:
 
 
 def _aliased_versions(model: str) -> set[int]:
-    from retrainer.tracking import registry
 
     out = set()
     for alias in (registry.CHAMPION, registry.CHALLENGER):
@@ -124,10 +125,6 @@ class Extent:
 
 def _batch_extent(cfg: ModelConfig, path: Path, late: Any) -> Extent:
     """The :class:`Extent` of an archived batch, with the labels the feed has delivered since."""
-
-    from retrainer.ml.train import labelled
-    from retrainer.stages.feeds import apply_labels
-    from retrainer.storage import read_columns, to_utc_naive
 
     key = [cfg.data.time_column, cfg.data.target, *([cfg.data.id_column] if cfg.data.id_column else [])]
     df = read_columns(path, key)
@@ -168,8 +165,6 @@ def collect(cfg: ModelConfig, *, dry_run: bool = False, now: float | None = None
     archived = dr.archived()
     late = None
     if cfg.data.id_column and archived:
-        from retrainer.stages.feeds import latest_labels
-
         late = latest_labels(cfg)
     extents = {p: _batch_extent(cfg, p, late) for p in archived}
     removed_batches: set[str] = set()

@@ -14,10 +14,16 @@ from typing import TYPE_CHECKING, Any
 from retrainer import settings
 from retrainer.exceptions import ModelRejected, SnapshotIntegrityError
 from retrainer.gates import compare, quality
+from retrainer.gates.checks import run_checks
 from retrainer.ml import metrics
-from retrainer.stages.monitor import root
+from retrainer.ml.train import fit, gather_window, split_holdout, thread_cap
+from retrainer.stages.feeds import ingest, label_filler
+from retrainer.stages.monitor import root, scoring_config, unscorable
+from retrainer.stages.promotion import stage
+from retrainer.storage.snapshots import create_snapshot, load_snapshot, read_manifest, touch
 from retrainer.tracking import registry
 from retrainer.tracking import runs as tracking
+from retrainer.tracking.artifacts import load_run_model, log_model
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -81,9 +87,6 @@ def snapshot(cfg: ModelConfig, window: str | None = None, require: list[str] | N
 
     ``require``: batches that requested this retrain; they must be archived already (the monitor archives
     before it requests), otherwise this raises a retryable error rather than train without them."""
-    from retrainer.ml.train import gather_window
-    from retrainer.stages.feeds import ingest, label_filler
-    from retrainer.storage.snapshots import create_snapshot
 
     archived = {p.name for p in root(cfg).archived()}
     missing = [b for b in require or [] if b not in archived]
@@ -103,7 +106,6 @@ def snapshot(cfg: ModelConfig, window: str | None = None, require: list[str] | N
 
 def _snapshot_frame(cfg: ModelConfig, snap: dict[str, Any]) -> pd.DataFrame:
     """The snapshot's rows, re-hashed; each step that reads it renews its use (gc keeps it while in use)."""
-    from retrainer.storage.snapshots import load_snapshot, touch
 
     df = load_snapshot(root(cfg).snapshots, snap["sha256"])
     touch(root(cfg).snapshots, snap["sha256"])
@@ -139,9 +141,6 @@ def train(
 ) -> dict[str, Any]:
     """Fit the estimator on the snapshot minus its holdout and log everything to an MLflow run."""
     import mlflow
-
-    from retrainer.ml.train import fit, split_holdout, thread_cap
-    from retrainer.tracking.artifacts import log_model
 
     key = run_key(cfg, snap["sha256"])
     tracking.client()
@@ -199,7 +198,6 @@ def train(
         )
         mlflow.log_metrics({f"holdout_{k}": v for k, v in scores.items() if v == v})  # skip NaN
         mlflow.log_metrics({f"train_{k}": v for k, v in train_scores.items() if v == v})
-        from retrainer.storage.snapshots import read_manifest
 
         manifest = read_manifest(root(cfg).snapshots, snap["sha256"])
         tracking.log_snapshot_input(  # by reference: hash, rows, schema, a sample (no scan of the data)
@@ -251,11 +249,6 @@ def evaluate(
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.models.evaluation import EvaluationResult
-
-    from retrainer.gates.checks import run_checks
-    from retrainer.ml.train import split_holdout, thread_cap
-    from retrainer.stages.monitor import scoring_config, unscorable
-    from retrainer.tracking.artifacts import load_run_model
 
     champ = registry.champion(cfg.name)
     candidate = dict(trained["holdout"])
@@ -392,7 +385,6 @@ def promote(
     """Move the new version per the promotion mode (``champion`` now, or ``challenger`` for shadow /
     approval) and record why. If the champion moved since ``evaluate`` compared against it, the new
     version is staged as challenger instead, with the reason in ``refused``."""
-    from retrainer.stages.promotion import stage
 
     cand, base = evaluation["candidate"].get(cfg.metric), evaluation["champion"].get(cfg.metric)
     reason = (

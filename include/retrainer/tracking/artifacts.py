@@ -6,6 +6,8 @@ import functools
 import os
 from typing import TYPE_CHECKING, Any
 
+from retrainer.config import DataConfig, FeatureSpec
+from retrainer.exceptions import RetrainerError
 from retrainer.tracking.runs import client
 
 if TYPE_CHECKING:
@@ -79,8 +81,6 @@ def check_artifact(model_dir: str) -> list[str]:
     import skops.io
     import yaml
 
-    from retrainer.exceptions import RetrainerError
-
     mlmodel = yaml.safe_load(open(os.path.join(model_dir, "MLmodel")).read())  # noqa: SIM115
     fmt = ((mlmodel.get("flavors") or {}).get("sklearn") or {}).get("serialization_format")
     path = os.path.join(model_dir, "model.skops")
@@ -146,8 +146,6 @@ def model_config(cfg: ModelConfig, run_id: str) -> ModelConfig:
     view, so a feature added to or removed from the config takes effect at the next retrain, not on the
     models already trained. Returns ``cfg`` itself when the lists are the same."""
     import json
-
-    from retrainer.config import DataConfig, FeatureSpec
 
     logged = _trained_features(run_id)
     specs: list[FeatureSpec] = []
