@@ -89,7 +89,7 @@ def checks(cfg: ModelConfig, limit: int = 500) -> list[dict[str, Any]]:
     """One dict per monitor decision (the newest ``limit``, oldest first): batch, verdict, reasons,
     signals, links."""
     exp_id, runs = _runs(cfg.name, "monitor", limit)
-    dr = DataRoot(settings.data_root(), cfg.name)
+    dr = DataRoot.for_model(cfg)
     out = []
     for r in runs:
         t, m = r.data.tags, r.data.metrics
@@ -189,7 +189,7 @@ def versions(cfg: ModelConfig) -> list[dict[str, Any]]:
 
 def quarantined(cfg: ModelConfig) -> list[dict[str, Any]]:
     """Batches in quarantine with the first line of their reason."""
-    dr = DataRoot(settings.data_root(), cfg.name)
+    dr = DataRoot.for_model(cfg)
     if not dr.quarantine.exists():
         return []
     out = []
@@ -209,7 +209,7 @@ def quarantined(cfg: ModelConfig) -> list[dict[str, Any]]:
 
 def pending(cfg: ModelConfig) -> int:
     """Batches waiting in ``landing/<model>/``."""
-    dr = DataRoot(settings.data_root(), cfg.name)
+    dr = DataRoot.for_model(cfg)
     return len(dr.pending()) if dr.landing.exists() else 0
 
 
@@ -263,7 +263,7 @@ def summary(cfg: ModelConfig) -> dict[str, Any]:
 def stuck(cfg: ModelConfig) -> list[dict[str, Any]]:
     """Batches in ``processing/`` longer than ``RETRAINER_STUCK_AFTER_MINUTES`` (a run died between claim
     and archive; the next monitor run resumes them): {batch, since (ISO), claimed_by (run id)}."""
-    return DataRoot(settings.data_root(), cfg.name).stuck()
+    return DataRoot.for_model(cfg).stuck()
 
 
 def invalid(name: str, error: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import pytest
 
+from retrainer import storage
 from retrainer.exceptions import BatchError
 from retrainer.storage import DataRoot, check_batch_name, read_batch
 
@@ -204,3 +205,44 @@ def test_read_batch_round_trips_csv_and_parquet(dr):
 
     assert read_batch(p).equals(FRAME)
     assert read_batch(c)["x"].tolist() == [1.0, 2.0, 3.0]
+
+
+def test_for_model_is_the_configured_root(monkeypatch, tmp_path):
+    monkeypatch.setenv("RETRAINER_DATA_ROOT", str(tmp_path / "elsewhere"))
+
+    dr = DataRoot.for_model("m")
+
+    assert dr.root == (tmp_path / "elsewhere").resolve() and dr.landing == dr.root / "landing" / "m"
+
+
+def test_concurrent_atomic_writes_of_one_file_never_share_a_temporary_file(tmp_path):
+    """A second writer of the same file (another run's retry) that finishes while the first is still
+    writing leaves the first one's write intact: each writer has its own temporary file."""
+    target = tmp_path / "rows.parquet"
+    other = FRAME.assign(x=[7.0, 8.0, 9.0])
+
+    data = FRAME.to_parquet(index=False)
+
+    def first(fh):
+        fh.write(data[:100])
+        fh.flush()
+        storage.write_parquet(target, other)  # the second writer, start to finish, in the middle
+        fh.write(data[100:])
+
+    storage.fs_of(target).write_atomic(target, first)
+
+    pd.testing.assert_frame_equal(pd.read_parquet(target), FRAME)  # the last rename wins, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["rows.parquet"]  # no temporary file left behind
+
+
+def test_move_to_a_free_name_never_overwrites(tmp_path):
+    (tmp_path / "x.csv").write_text("first\n")
+    (tmp_path / "x.dup-1.csv").symlink_to(tmp_path / "gone")  # a dangling link holds its name too
+    src = tmp_path / "in" / "x.csv"
+    src.parent.mkdir()
+    src.write_text("second\n")
+
+    dest = storage.move_to_free_name(src, tmp_path / "x.csv")
+
+    assert dest.name == "x.dup-2.csv" and dest.read_text() == "second\n" and not src.exists()
+    assert (tmp_path / "x.csv").read_text() == "first\n"

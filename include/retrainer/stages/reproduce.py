@@ -73,7 +73,7 @@ def reproduce(name: str, version: int) -> dict[str, Any]:
     run = c.get_run(mv.run_id)
     recorded_fp = run.data.tags.get("retrainer.config_fingerprint")
     cfg = recorded_config(name, mv.run_id, recorded_fp)
-    df = load_snapshot(DataRoot(settings.data_root(), name).snapshots, sha)  # re-hashes: tampering raises
+    df = load_snapshot(DataRoot.for_model(name).snapshots, sha)  # re-hashes: tampering raises
     train_df, holdout = split_holdout(cfg, df)
     with thread_cap(cfg, settings.threads()):  # as the retrain that made the version
         model = fit(cfg, train_df)

@@ -31,16 +31,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from retrainer import settings
 from retrainer.config import duration_hours
 from retrainer.ml.train import labelled
 from retrainer.stages.feeds import apply_labels, latest_labels
@@ -156,33 +153,55 @@ def predictions_batch(name: str) -> str | None:
 
 def collect(cfg: ModelConfig, *, dry_run: bool = False, now: float | None = None) -> Plan:
     """Work out what the retention rules allow to remove, and remove it unless ``dry_run``."""
-    dr = DataRoot(settings.data_root(), cfg.name)
-    ret = cfg.retention
+    dr = DataRoot.for_model(cfg)
     now = time.time() if now is None else now
     plan = Plan(cfg.name, dry_run)
+    removed, pending = _plan_archive(cfg, dr, plan)
+    _plan_snapshots(cfg, dr, plan, now)
+    _plan_predictions(cfg, dr, plan, now, removed, pending)
+    _plan_reports(cfg, dr, plan, now)
+    _plan_records(cfg, dr, plan, now)
+    if not dry_run:
+        _apply(dr, plan)
+    log.info(
+        "gc %s: %s %d files/folders, %.1f MB",
+        cfg.name,
+        "would remove" if dry_run else "removed",
+        sum(len(v) for v in plan.remove.values()),
+        plan.bytes / 1e6,
+    )
+    return plan
 
-    # -- archive (data time) ------------------------------------------------------------------------------
+
+def _archive_cut(cfg: ModelConfig, anchor: Any, labelled_times: list[Any]) -> Any:
+    """The data time at or before which an archived batch is outside every future training window; None
+    while nothing is labelled (the first retrain's window is not known: the archive stays whole)."""
+    if not labelled_times:
+        return None
+    # a retrain's window ends at the newest labelled row, which only moves later: nothing before
+    # (that row - training.window) can be read again. Whichever horizon keeps more wins.
+    ret = cfg.retention
+    window = timedelta(hours=duration_hours(cfg.training.window))
+    keep = timedelta(hours=max(duration_hours(cfg.training.window), duration_hours(ret.archive)))
+    return min(min(anchor, max(labelled_times)) - window, anchor - keep)
+
+
+def _plan_archive(cfg: ModelConfig, dr: DataRoot, plan: Plan) -> tuple[set[str], set[str]]:
+    """Archived batches (data time) no future window reads; returns the stems of the batches removed and
+    of those still waiting for labels."""
+    ret = cfg.retention
     archived = dr.archived()
-    late = None
-    if cfg.data.id_column and archived:
-        late = latest_labels(cfg)
+    late = latest_labels(cfg) if cfg.data.id_column and archived else None
     extents = {p: _batch_extent(cfg, p, late) for p in archived}
-    removed_batches: set[str] = set()
-    pending_batches: set[str] = set()
-    labelled_times = [e.labelled for e in extents.values() if e.labelled is not None]
+    removed: set[str] = set()
+    pending: set[str] = set()
     if extents:
         anchor = archive_anchor(list(extents.values()))
         label_cut = anchor - timedelta(hours=duration_hours(ret.label_wait))
-        cut = None  # nothing labelled yet: the first retrain's window is not known, the archive stays whole
-        if labelled_times:
-            # a retrain's window ends at the newest labelled row, which only moves later: nothing before
-            # (that row - training.window) can be read again. Whichever horizon keeps more wins.
-            window = timedelta(hours=duration_hours(cfg.training.window))
-            keep = timedelta(hours=max(duration_hours(cfg.training.window), duration_hours(ret.archive)))
-            cut = min(min(anchor, max(labelled_times)) - window, anchor - keep)
+        cut = _archive_cut(cfg, anchor, [e.labelled for e in extents.values() if e.labelled is not None])
         for p, e in extents.items():
             if e.pending and e.newest > label_cut:
-                pending_batches.add(_stem(p.name))
+                pending.add(_stem(p.name))
             elif cut is not None and e.newest <= cut:
                 plan.add(
                     "archive",
@@ -191,47 +210,61 @@ def collect(cfg: ModelConfig, *, dry_run: bool = False, now: float | None = None
                     f"(training.window={cfg.training.window} before the newest labelled row) and "
                     f"retention.archive={ret.archive}",
                 )
-                removed_batches.add(_stem(p.name))
+                removed.add(_stem(p.name))
                 if dr.flags_path(p).exists():
                     plan.add("archive", dr.flags_path(p), "flags of a batch that leaves the archive")
         if cut is None:
             log.info("gc %s: no archived row is labelled yet: the archive is kept whole", cfg.name)
-    plan.kept["archive"] = len(archived) - len(removed_batches)
+    plan.kept["archive"] = len(archived) - len(removed)
+    return removed, pending
 
-    # -- snapshots -------------------------------------------------------------------------------------
-    if dr.snapshots.exists():
-        needed = registered_snapshots(cfg.name)  # raises when the registry cannot be read: remove nothing
-        snaps = [p for p in dr.snapshots.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        for p in snaps:
-            if p.name in needed:
-                continue
-            if _age_hours(p, now) < duration_hours(ret.snapshots):
-                continue  # may belong to a retrain that has not registered yet
-            plan.add("snapshots", p, "no registered version was trained on it")
-        for p in stale_temp(dr.snapshots, now):
-            plan.add("snapshots", p, f"unfinished snapshot write, untouched for {STALE_TEMP_HOURS:g} h")
-        plan.kept["snapshots"] = len(snaps) - len(
-            [e for e in plan.remove.get("snapshots", []) if not Path(e["path"]).name.startswith(".")]
-        )
 
-    # -- predictions ----------------------------------------------------------------------------------------
-    if dr.predictions.exists():
-        aliased = _aliased_versions(cfg.name)
-        for p in sorted(dr.predictions.glob("*.parquet")):
-            if p.name.startswith("reference-v"):
-                version = int(p.stem.removeprefix("reference-v"))
-                if version not in aliased:
-                    plan.add("predictions", p, f"reference predictions of v{version}, no longer aliased")
-                continue
-            batch = predictions_batch(p.name)
-            if batch is None:
-                continue  # not a file we wrote: leave it for a person
-            if batch in removed_batches:
-                plan.add("predictions", p, "its batch leaves the archive")
-            elif batch not in pending_batches and _age_hours(p, now) > duration_hours(ret.predictions):
-                plan.add("predictions", p, f"older than {ret.predictions} and no labels pending")
+def _plan_snapshots(cfg: ModelConfig, dr: DataRoot, plan: Plan, now: float) -> None:
+    """Snapshots no registered version references and no retrain used for ``retention.snapshots``."""
+    if not dr.snapshots.exists():
+        return
+    needed = registered_snapshots(cfg.name)  # raises when the registry cannot be read: remove nothing
+    snaps = [p for p in dr.snapshots.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    for p in snaps:
+        if p.name in needed:
+            continue
+        if _age_hours(p, now) < duration_hours(cfg.retention.snapshots):
+            continue  # may belong to a retrain that has not registered yet
+        plan.add("snapshots", p, "no registered version was trained on it")
+    for p in stale_temp(dr.snapshots, now):
+        plan.add("snapshots", p, f"unfinished snapshot write, untouched for {STALE_TEMP_HOURS:g} h")
+    plan.kept["snapshots"] = len(snaps) - len(
+        [e for e in plan.remove.get("snapshots", []) if not Path(e["path"]).name.startswith(".")]
+    )
 
-    # -- reports ------------------------------------------------------------------------------------------
+
+def _plan_predictions(
+    cfg: ModelConfig, dr: DataRoot, plan: Plan, now: float, removed: set[str], pending: set[str]
+) -> None:
+    """Stored predictions whose batch leaves or waits for no labels and aged out; reference predictions
+    of versions no longer aliased."""
+    if not dr.predictions.exists():
+        return
+    ret = cfg.retention
+    aliased = _aliased_versions(cfg.name)
+    for p in sorted(dr.predictions.glob("*.parquet")):
+        if p.name.startswith("reference-v"):
+            version = int(p.stem.removeprefix("reference-v"))
+            if version not in aliased:
+                plan.add("predictions", p, f"reference predictions of v{version}, no longer aliased")
+            continue
+        batch = predictions_batch(p.name)
+        if batch is None:
+            continue  # not a file we wrote: leave it for a person
+        if batch in removed:
+            plan.add("predictions", p, "its batch leaves the archive")
+        elif batch not in pending and _age_hours(p, now) > duration_hours(ret.predictions):
+            plan.add("predictions", p, f"older than {ret.predictions} and no labels pending")
+
+
+def _plan_reports(cfg: ModelConfig, dr: DataRoot, plan: Plan, now: float) -> None:
+    """GX / Evidently reports older than ``retention.reports``, except those of quarantined batches."""
+    ret = cfg.retention
     quarantined = {_stem(p.name) for p in dr.quarantine.glob("*")} if dr.quarantine.exists() else set()
     limit = duration_hours(ret.reports)
     for folder in dr.report_dirs:
@@ -243,7 +276,11 @@ def collect(cfg: ModelConfig, *, dry_run: bool = False, now: float | None = None
             if _age_hours(p, now) > limit:
                 plan.add("reports", p, f"older than {ret.reports}")
 
-    # -- claim records -------------------------------------------------------------------------------------
+
+def _plan_records(cfg: ModelConfig, dr: DataRoot, plan: Plan, now: float) -> None:
+    """Claim records of batches no longer in flight, and the gate's typed copies, older than
+    ``retention.records``."""
+    ret = cfg.retention
     if dr.claims.exists():
         in_flight = {
             p.name
@@ -263,32 +300,14 @@ def collect(cfg: ModelConfig, *, dry_run: bool = False, now: float | None = None
                 continue
             if _age_hours(p, now) > duration_hours(ret.records):
                 plan.add("records", p, f"claim of {batch}, older than {ret.records}")
-
-    # -- typed copies (the gate's Parquet of a batch; tasks fall back to the delivered file) ----------------
+    # typed copies (the gate's Parquet of a batch; tasks fall back to the delivered file)
     if dr.typed.exists():
         for p in sorted(dr.typed.glob("*.parquet")):
             if _age_hours(p, now) > duration_hours(ret.records):
                 plan.add("typed", p, f"typed copy older than {ret.records}")
 
-    if not dry_run:
-        _apply(dr, plan)
-    log.info(
-        "gc %s: %s %d files/folders, %.1f MB",
-        cfg.name,
-        "would remove" if dry_run else "removed",
-        sum(len(v) for v in plan.remove.values()),
-        plan.bytes / 1e6,
-    )
-    return plan
-
 
 def _apply(dr: DataRoot, plan: Plan) -> None:
     for entries in plan.remove.values():
         for e in entries:
-            path = dr.inside(Path(e["path"]))  # refuses anything outside the data root
-            if path.is_dir():
-                trash = path.with_name(f".gc-{path.name}")
-                os.replace(path, trash)  # atomic: a reader never sees half a snapshot
-                shutil.rmtree(trash)
-            elif path.exists():
-                path.unlink()
+            dr.remove(Path(e["path"]))  # refuses anything outside the data root; a folder goes as a whole

@@ -1,35 +1,39 @@
-"""The data root: layout, claims, the archive and its time index, atomic I/O, snapshots."""
+"""The data root: layout, claims, quarantine, the archive and its time index, atomic I/O, snapshots,
+behind one file-system interface (:mod:`retrainer.storage.fs`)."""
 
-from retrainer.storage.local import (
-    BATCH_SUFFIXES,
+from retrainer.storage.claims import Claim
+from retrainer.storage.fs import FileSystem, fs_of
+from retrainer.storage.io import (
     CHUNK_ROWS,
+    batch_columns,
+    free_name,
+    iter_chunks,
+    move_to_free_name,
+    read_batch,
+    read_columns,
+    sha256_file,
+    write_json,
+    write_parquet,
+    write_text,
+)
+from retrainer.storage.root import DataRoot
+from retrainer.storage.rows import has_offset, mixed_offsets_message, rows_sha256, to_utc_naive
+from retrainer.storage.rules import (
+    BATCH_SUFFIXES,
     CLAIMED_STAGES,
     FLAGS_SUFFIX,
     SAFE_NAME,
     STAGES,
     TEMP_SUFFIXES,
-    Claim,
-    DataRoot,
-    batch_columns,
     batch_stem,
     check_batch_name,
-    has_offset,
     is_temporary,
-    iter_chunks,
     max_attempts,
     max_batch_bytes,
-    mixed_offsets_message,
-    read_batch,
-    read_columns,
-    rows_sha256,
+    now_iso,
     safe_key,
     settle_seconds,
-    sha256_file,
     stuck_after,
-    to_utc_naive,
-    write_json,
-    write_parquet,
-    write_text,
 )
 
 __all__ = [
@@ -42,15 +46,20 @@ __all__ = [
     "TEMP_SUFFIXES",
     "Claim",
     "DataRoot",
+    "FileSystem",
     "batch_columns",
     "batch_stem",
     "check_batch_name",
+    "free_name",
+    "fs_of",
     "has_offset",
     "is_temporary",
     "iter_chunks",
     "max_attempts",
     "max_batch_bytes",
     "mixed_offsets_message",
+    "move_to_free_name",
+    "now_iso",
     "read_batch",
     "read_columns",
     "rows_sha256",
