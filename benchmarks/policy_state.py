@@ -73,6 +73,7 @@ def main() -> None:
     from retrainer import policy
     from retrainer.config import load_config
     from retrainer.stages import monitor
+    from retrainer.tracking import policy_state
     from retrainer.tracking import runs as tracking
 
     cfg = load_config(REPO / "include" / "models" / "bikeshare.yaml")
@@ -103,7 +104,7 @@ def main() -> None:
                     order_by=["attributes.start_time DESC"],
                 )[0]
                 return policy.PolicyState.from_dict(
-                    mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/{monitor.STATE_ARTIFACT}")
+                    mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/{policy_state.STATE_ARTIFACT}")
                 )
 
             def all_ascending() -> int:

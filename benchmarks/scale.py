@@ -290,10 +290,10 @@ def step_gate_only(config: str, file: str, plain: bool) -> dict[str, Any]:
         t = time.perf_counter()
         ok = vd.run(batch_parameters={"dataframe": df}).success
         return {"seconds_inner": time.perf_counter() - t, "success": ok, "expectations": len(exps)}
-    from retrainer.stages.monitor import _reference_frame
+    from retrainer.stages.batches import reference_frame
     from retrainer.tracking import registry
 
-    exps = quality.build_expectations(cfg, _reference_frame(cfg, registry.champion(cfg.name)))
+    exps = quality.build_expectations(cfg, reference_frame(cfg, registry.champion(cfg.name)))
     t = time.perf_counter()
     res = quality.validate(df, exps, name="gate", raise_on_failure=False)
     return {"seconds_inner": time.perf_counter() - t, "success": res["success"], "expectations": len(exps)}

@@ -53,8 +53,7 @@ def build_monitor(cfg: ModelConfig) -> Any:
             soft_fail=True,  # no batch within the timeout is not an error: the run is skipped
         )
         def wait_for_batch(**context: Any) -> PokeReturnValue:
-            from retrainer.stages.monitor import claim_batch
-            from retrainer.storage import DataRoot
+            from retrainer.stages.monitor import claim_batch, claimed_recently
 
             ti, dag_id = context["ti"], context["dag"].dag_id
 
@@ -62,7 +61,7 @@ def build_monitor(cfg: ModelConfig) -> Any:
                 try:
                     return str(ti.get_dagrun_state(dag_id, claim.run_id)) in ("queued", "running")
                 except Exception:  # run unknown to Airflow (deleted, or claimed outside it): go by age
-                    return DataRoot._recent(claim)
+                    return claimed_recently(claim)
 
             claim = claim_batch(cfg, context["run_id"], owner_alive)
             if claim and claim.get("attempt", 1) > 1:  # a batch an earlier run left stuck in processing

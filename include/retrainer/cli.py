@@ -15,7 +15,7 @@ from retrainer.config.reference import json_schema
 from retrainer.exceptions import ModelRejected, RetrainerError
 from retrainer.ml.datasets import bikeshare
 from retrainer.stages import retrain
-from retrainer.stages.monitor import check_file
+from retrainer.stages.check import check_file
 from retrainer.stages.promotion import rollback
 from retrainer.stages.reproduce import reproduce
 from retrainer.stages.retention import collect

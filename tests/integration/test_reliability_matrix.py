@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from retrainer.tracking import policy_state
 from tests.support.champion import train_first_champion
 
 pytestmark = pytest.mark.integration
@@ -611,10 +612,10 @@ def fast_drift(cfg: Any, claim: dict[str, Any], scored: dict[str, Any]) -> dict[
     numbers by tests/unit/test_drift_fast.py): the storm tests the policy and the decision log, and 50
     HTML reports would cost minutes."""
     from retrainer.gates.drift import drift_signals
-    from retrainer.stages import monitor
+    from retrainer.stages import batches
 
-    ref = monitor._reference_predictions(cfg, monitor._champion(cfg, claim))
-    cur = monitor._load(cfg, claim)
+    ref = batches.reference_predictions(cfg, batches.run_champion(cfg, claim))
+    cur = batches.load_batch(cfg, claim)
     cur["prediction"] = pd.read_parquet(scored["predictions"])["prediction"].to_numpy()
     return drift_signals(cfg, ref, cur)
 
@@ -670,6 +671,6 @@ def test_storm_of_fifty_drifted_batches_retrains_exactly_as_the_cooldown_allows(
     assert len(suppressed) == 33 and all(d["suppressed_by"].startswith("cooldown") for d in suppressed)
     records = decision_records(STORM)
     assert sorted(v for vs in records.values() for v in vs) == ["retrain"] * 17 + ["suppressed"] * 33
-    head = monitor.policy_head(cfg)
+    head = policy_state.policy_head(cfg.name)
     assert head["decisions"] == 50 and head["retrain_requests"] == 17
     invariants(storm_world, STORM)

@@ -43,6 +43,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from retrainer.tracking import policy_state
+
 pytestmark = pytest.mark.integration
 
 hypothesis = pytest.importorskip("hypothesis")
@@ -426,17 +428,17 @@ class RetrainerMachine(RuleBasedStateMachine):
                 )
             args = (cfg, claim, validation, scored, drift, perf, flags, run_id)
             if fault == "decide_head_write":
-                real = monitor._advance_head
+                real = policy_state.advance_head
 
                 def failing(*a: Any, **k: Any) -> None:
                     raise Injected("the tracking store refused the head write")
 
-                monitor._advance_head = failing  # type: ignore[assignment]
+                policy_state.advance_head = failing  # type: ignore[assignment]
                 try:
                     with contextlib.suppress(Injected):
                         monitor.decide(*args)
                 finally:
-                    monitor._advance_head = real  # type: ignore[assignment]
+                    policy_state.advance_head = real  # type: ignore[assignment]
             decision = task("decide", monitor.decide, *args)
             if claim["sha256"] not in self.w.decisions:
                 self.w.decisions[claim["sha256"]] = bool(decision["retrain"])

@@ -560,11 +560,11 @@ def test_batch_gate_requires_unique_row_ids():
 
 def test_check_command_gate_sees_the_row_ids(dr, tmp_path):
     """``retrainer check`` runs the same gate: a batch with its row ids passes it."""
-    from retrainer.stages import monitor
+    from retrainer.stages.check import check_file
 
     path = tmp_path / "2024-01-01.parquet"
     day(0).to_parquet(path, index=False)
 
-    out = monitor.check_file(make_cfg(), path)
+    out = check_file(make_cfg(), path)
 
     assert out["gate"]["passed"], out["gate"]["failures"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from retrainer.stages import monitor
+from retrainer.tracking import policy_state as store
 from tests.support import decisions
 
 pytestmark = pytest.mark.unit
@@ -87,7 +88,7 @@ def test_a_retried_decide_after_a_failed_head_write_leaves_the_state_of_one_clea
     def head_write_fails_once(
         self, experiment_id, key, value
     ):  # fault injection: the tracking store drops out
-        if key == monitor.HEAD_TAG and not failures:
+        if key == store.HEAD_TAG and not failures:
             failures.append(key)
             raise MlflowException("connection reset while writing the policy head")
         return real_set_tag(self, experiment_id, key, value)
@@ -103,7 +104,7 @@ def test_a_retried_decide_after_a_failed_head_write_leaves_the_state_of_one_clea
     assert clean_runs == ["no_retrain", "retrain", "suppressed", "suppressed", "suppressed", "retrain"]
     assert faulty_runs == clean_runs
     strip = {"run_id", "prev"}
-    head_clean, head_faulty = monitor.policy_head(clean), monitor.policy_head(faulty)
+    head_clean, head_faulty = store.policy_head(clean.name), store.policy_head(faulty.name)
     assert {k: v for k, v in head_faulty.items() if k not in strip} == {
         k: v for k, v in head_clean.items() if k not in strip
     }

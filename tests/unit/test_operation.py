@@ -19,7 +19,7 @@ from retrainer import settings
 from retrainer.exceptions import DataValidationError
 from retrainer.stages import monitor, retrain
 from retrainer.storage import DataRoot
-from retrainer.tracking import registry
+from retrainer.tracking import policy_state, registry
 from retrainer.tracking import runs as tracking
 from tests.support import decisions
 
@@ -137,7 +137,7 @@ def test_a_pickled_policy_state_is_never_executed(champion, bikeshare_cfg, tmp_p
         "armed": True,
         "detector": base64.b64encode(pickle.dumps(Exploit())).decode(),
     }
-    tracking.client().log_dict(last["mlflow_run_id"], tampered, monitor.STATE_ARTIFACT)
+    tracking.client().log_dict(last["mlflow_run_id"], tampered, policy_state.STATE_ARTIFACT)
 
     fresh = _decide(cfg, 4, drift=0.9)
 

@@ -18,7 +18,7 @@ import pytest
 from retrainer import settings
 from retrainer.config import load_config
 from retrainer.exceptions import DataValidationError, SnapshotIntegrityError
-from retrainer.stages import monitor, retention, retrain
+from retrainer.stages import gate, monitor, retention, retrain
 from retrainer.storage import DataRoot
 from retrainer.tracking import runs as tracking
 
@@ -68,9 +68,9 @@ def test_gate_bound_is_configurable(state, bikeshare_cfg, bikeshare_weeks):
     )
     _, week = bikeshare_weeks[10]
 
-    monitor.check_time_span(cfg, week["timestamp"].head(48), "two-days.parquet")  # within 3D: accepted
+    gate.check_time_span(cfg, week["timestamp"].head(48), "two-days.parquet")  # within 3D: accepted
     with pytest.raises(DataValidationError, match=r"max_batch_span=3D"):
-        monitor.check_time_span(cfg, week["timestamp"], "one-week.parquet")
+        gate.check_time_span(cfg, week["timestamp"], "one-week.parquet")
 
 
 def test_gc_is_not_moved_by_one_row_stamped_far_ahead(state, bikeshare_cfg, bikeshare_weeks):

@@ -18,7 +18,7 @@ from retrainer import storage
 from retrainer.config import parse_config
 from retrainer.ml.estimation import fit_estimator
 from retrainer.ml.train import fit, prepare
-from retrainer.stages import feeds, monitor, retention
+from retrainer.stages import feeds, monitor, retention, scoring
 from retrainer.storage import DataRoot
 from retrainer.storage.snapshots import STALE_TEMP_HOURS, create_snapshot
 
@@ -78,11 +78,11 @@ def test_decide_estimate_chunk_by_chunk_equals_the_whole_batch(state, monkeypatc
     whole = est.estimate(cfg, model, prepare(cfg, batch))
 
     for with_proba in (True, False):
-        stored = monitor._predict_file(cfg, model, path, proba=with_proba)
+        stored = scoring.predict_file(cfg, model, path, proba=with_proba)
         assert any(c.startswith(feeds.PROBA) for c in stored) == (with_proba and task == "classification")
         pred_file = state / f"pred-{with_proba}.parquet"
         stored.to_parquet(pred_file, index=False)
-        chunked = monitor._estimate_batch(cfg, est, model, claim, {"predictions": str(pred_file)})
+        chunked = scoring.estimate_batch(cfg, est, model, claim, {"predictions": str(pred_file)})
         assert chunked.keys() == whole.keys() and len(whole) >= 2
         for k in whole:
             assert chunked[k] == pytest.approx(whole[k], rel=1e-9), k

@@ -63,11 +63,11 @@ assert cli.main(["retrain", CONFIG, "--reason", "thread cap"]) == 0
 start, week = weeks[10]
 batch = dr.import_batch(week, f"{start}.parquet", stage="landing")
 assert cli.main(["check", CONFIG, str(batch)]) == 0
-from retrainer.stages import monitor
+from retrainer.stages import monitor, scoring
 from retrainer.config import load_config
 cfg = load_config(CONFIG)
 claim = monitor.claim_batch(cfg, "thread-cap-run")
-assert monitor._estimate(cfg, claim, monitor.score_batch(cfg, claim)).get("method") == "dle"
+assert scoring.estimate(cfg, claim, monitor.score_batch(cfg, claim)).get("method") == "dle"
 """
 
 EPILOGUE = """
