@@ -49,9 +49,10 @@ def champ(env, bikeshare_cfg, bikeshare_weeks) -> dict[str, Any]:
     registered = retrain.register(cfg, snap, trained, evaluation, trigger)
     retrain.promote(cfg, registered, evaluation, trigger)
     from retrainer.ml.train import split_holdout
+    from retrainer.storage.snapshots import load_snapshot
     from retrainer.tracking.artifacts import load_run_model
 
-    train_df, holdout = split_holdout(cfg, retrain._snapshot_frame(cfg, snap))
+    train_df, holdout = split_holdout(cfg, load_snapshot(dr.snapshots, snap["sha256"]))
     return {
         "snap": snap,
         "trained": trained,

@@ -377,7 +377,7 @@ def test_concurrent_alias_moves_keep_every_history_event(champion, bikeshare_cfg
     def record(i: int) -> None:
         barrier.wait()
         try:
-            registry._record(cfg.name, "note", "challenger", None, None, f"concurrent {i}", "test")
+            registry.record_event(cfg.name, "note", "challenger", None, None, f"concurrent {i}", "test")
         except Exception as exc:
             errors.append(exc)
 
@@ -397,10 +397,10 @@ def test_concurrent_alias_moves_keep_every_history_event(champion, bikeshare_cfg
 def test_racing_records_of_one_alias_move_are_one_history_event(champion, bikeshare_cfg):
     """Two retrains promoting the same version at once both record the move; the history shows it once."""
     name, alias = bikeshare_cfg.name, "race-test"
-    first = registry._record(name, "promote", alias, 1, 2, "retrain run a", "a")
-    twin = registry._record(name, "promote", alias, 1, 2, "retrain run b", "b")
-    back = registry._record(name, "rollback", alias, 2, 1, "rollback", "ops")
-    again = registry._record(name, "promote", alias, 1, 2, "retrain run c", "c")  # a real second move
+    first = registry.record_event(name, "promote", alias, 1, 2, "retrain run a", "a")
+    twin = registry.record_event(name, "promote", alias, 1, 2, "retrain run b", "b")
+    back = registry.record_event(name, "rollback", alias, 2, 1, "rollback", "ops")
+    again = registry.record_event(name, "promote", alias, 1, 2, "retrain run c", "c")  # a real second move
 
     events = [e for e in registry.history(name) if e["alias"] == alias]
     assert [(e["action"], e["from_version"], e["to_version"]) for e in events] == [

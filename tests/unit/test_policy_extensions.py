@@ -215,7 +215,7 @@ def test_compare_matches_mlflow_validate_evaluation_results(bikeshare_cfg):
     from mlflow.exceptions import MlflowException
     from mlflow.models.evaluation import EvaluationResult
 
-    from retrainer.stages.retrain import _thresholds
+    from retrainer.stages.retrain import metric_thresholds
 
     rng = np.random.default_rng(1)
     cfgs = [
@@ -238,7 +238,7 @@ def test_compare_matches_mlflow_validate_evaluation_results(bikeshare_cfg):
             ours = compare.failed_checks(cfg, cand, champ, force)
             try:
                 mlflow.validate_evaluation_results(
-                    _thresholds(cfg, champ.get("rmse"), force),
+                    metric_thresholds(cfg, champ.get("rmse"), force),
                     EvaluationResult(cand, {}, None),
                     EvaluationResult(champ, {}, None),
                 )

@@ -68,7 +68,7 @@ def hostile(state: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         c.set_tag(run.info.run_id, f"{t}{k}", v)
     c.set_terminated(run.info.run_id)
     c.create_registered_model(name)
-    registry._record(name, "promote", f"champion{X}", None, 1, f"approval: {X}", f"dag_run:{X}")
+    registry.record_event(name, "promote", f"champion{X}", None, 1, f"approval: {X}", f"dag_run:{X}")
     dr = DataRoot(settings.data_root(), name).ensure()
     (dr.quarantine / "bad<script>alert(1)<.csv.reason.json").write_text(  # no "/" in a file name
         json.dumps({"message": f"column 'season' has unexpected values ['{X}']"})

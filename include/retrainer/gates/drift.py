@@ -130,17 +130,15 @@ def drift_signals(cfg: ModelConfig, reference: pd.DataFrame, current: pd.DataFra
             )
     drifted = sorted(c for c, v in column_drift.items() if v is not None and v >= dd_cfg.column_threshold)
     empty = sorted(c for c, v in column_drift.items() if v is None)
-    return {
-        "data_drift_share": _share(drifted, features, empty),
-        "drifted_columns": drifted,
-        "no_data_columns": empty,
-        "column_drift": {c: column_drift[c] for c in features},
-        "prediction_drift": prediction_drift,
-        "method": f"{dd_cfg.num_method}/{dd_cfg.cat_method}",
-        "reference_rows": len(ref),
-        "current_rows": len(cur),
-        "report": None,
-    }
+    return _signals(
+        dd_cfg,
+        features,
+        drifted=drifted,
+        empty=empty,
+        column_drift={c: column_drift[c] for c in features},
+        prediction_drift=prediction_drift,
+        rows=(len(ref), len(cur)),
+    )
 
 
 def _share(drifted: list[str], features: list[str], empty: list[str]) -> float | None:
@@ -151,38 +149,53 @@ def _share(drifted: list[str], features: list[str], empty: list[str]) -> float |
     return len(drifted) / measured if measured else None
 
 
-def drift_report(
-    cfg: ModelConfig,
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
+def _signals(
+    dd_cfg: DataDriftTrigger,
+    features: list[str],
     *,
-    html_path: Path | None = None,
+    drifted: list[str],
+    empty: list[str],
+    column_drift: dict[str, float | None],
+    prediction_drift: float | None,
+    rows: tuple[int, int],
 ) -> dict[str, Any]:
-    """Compute data drift (features) and, if both frames carry a ``prediction`` column, prediction drift.
+    """The flat result both :func:`drift_signals` and :func:`drift_report` return (``report`` unset)."""
+    return {
+        "data_drift_share": _share(drifted, features, empty),
+        "drifted_columns": drifted,
+        "no_data_columns": empty,
+        "column_drift": column_drift,
+        "prediction_drift": prediction_drift,
+        "method": f"{dd_cfg.num_method}/{dd_cfg.cat_method}",
+        "reference_rows": rows[0],
+        "current_rows": rows[1],
+        "report": None,
+    }
 
-    Returns a flat dict: ``data_drift_share``, ``drifted_columns``, ``column_drift`` (per column value),
-    ``prediction_drift`` (distance or None), ``report`` (HTML path or None), ``method``.
-    """
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.metrics import ValueDrift
-    from evidently.presets import DataDriftPreset
 
-    if reference is None or reference.empty:
-        raise DriftCheckError("drift needs reference data (the champion's training snapshot); none given")
-    dd_cfg, pd_cfg, features, has_pred, ref, cur = _sides(cfg, reference, current)
-    # a column with no value on one side is left out of the report (Evidently/scipy fail on it) and
-    # reported as "no data"; so is the prediction column if it is empty
+def _measurable(
+    ref: pd.DataFrame, cur: pd.DataFrame, features: list[str], has_pred: bool
+) -> tuple[list[str], list[str], bool]:
+    """Features with data on both sides, those without ("no data"), and whether the prediction column
+    has data on both sides. A column with no value on one side is left out of the report (Evidently and
+    scipy fail on it) and reported as "no data"; so is the prediction column if it is empty."""
     empty = no_data(ref, cur, features + ([PREDICTION] if has_pred else []))
     if PREDICTION in empty:
         has_pred, empty = False, [c for c in empty if c != PREDICTION]
-    measured = [c for c in features if c not in empty]
-    keep = measured + ([PREDICTION] if has_pred else [])
-    ref, cur = ref[keep], cur[keep]
-    numeric = [c for c in cfg.data.numeric if c in measured]
-    numeric += [PREDICTION] if has_pred and cfg.task == "regression" else []
-    categorical = [c for c in cfg.data.categorical if c in measured]
-    categorical += [PREDICTION] if has_pred and cfg.task == "classification" else []
-    definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
+    return [c for c in features if c not in empty], empty, has_pred
+
+
+def _report_metrics(
+    cfg: ModelConfig,
+    dd_cfg: DataDriftTrigger,
+    pd_cfg: PredictionDriftTrigger,
+    measured: list[str],
+    has_pred: bool,
+) -> list[Any]:
+    """The Evidently metrics for the measurable columns: the drift preset and the prediction's drift."""
+    from evidently.metrics import ValueDrift
+    from evidently.presets import DataDriftPreset
+
     metrics: list[Any] = []
     if measured:  # an empty column list would mean "every column" to the preset
         metrics.append(
@@ -197,26 +210,38 @@ def drift_report(
     if has_pred:
         method = pd_cfg.method if cfg.task == "regression" else dd_cfg.cat_method
         metrics.append(ValueDrift(column=PREDICTION, method=method, threshold=pd_cfg.threshold))
-    if not metrics:  # nothing measurable on either side: no report, every feature is "no data"
-        log.warning("drift: no feature has data on both sides %s; no report", empty)
-        return {
-            "data_drift_share": _share([], features, empty),
-            "drifted_columns": [],
-            "no_data_columns": empty,
-            "column_drift": {c: None for c in features},
-            "prediction_drift": None,
-            "method": f"{dd_cfg.num_method}/{dd_cfg.cat_method}",
-            "reference_rows": len(ref),
-            "current_rows": len(cur),
-            "report": None,
-        }
+    return metrics
+
+
+def _run_report(
+    cfg: ModelConfig,
+    metrics: list[Any],
+    measured: list[str],
+    has_pred: bool,
+    ref: pd.DataFrame,
+    cur: pd.DataFrame,
+) -> Any:
+    """Run the Evidently report on both sides; its errors become :class:`DriftCheckError`."""
+    from evidently import DataDefinition, Dataset, Report
+
+    numeric = [c for c in cfg.data.numeric if c in measured]
+    numeric += [PREDICTION] if has_pred and cfg.task == "regression" else []
+    categorical = [c for c in cfg.data.categorical if c in measured]
+    categorical += [PREDICTION] if has_pred and cfg.task == "classification" else []
+    definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
     try:
-        snapshot = Report(metrics).run(
+        return Report(metrics).run(
             current_data=Dataset.from_pandas(cur, data_definition=definition),
             reference_data=Dataset.from_pandas(ref, data_definition=definition),
         )
     except Exception as exc:  # evidently raises assorted errors on degenerate data
         raise DriftCheckError(f"Evidently drift report failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _read_report(
+    snapshot: Any, column_threshold: float
+) -> tuple[dict[str, float | None], float | None, list[str]]:
+    """Per-column drift values, the prediction's drift and the drifted columns from a report."""
     column_drift: dict[str, float | None] = {}
     prediction_drift = None
     for m in snapshot.dict()["metrics"]:
@@ -231,24 +256,58 @@ def drift_report(
     drifted = sorted(
         c
         for c, v in column_drift.items()
-        if v is not None and (v < dd_cfg.column_threshold if p_value else v >= dd_cfg.column_threshold)
+        if v is not None and (v < column_threshold if p_value else v >= column_threshold)
     )
+    return column_drift, prediction_drift, drifted
+
+
+def drift_report(
+    cfg: ModelConfig,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    *,
+    html_path: Path | None = None,
+) -> dict[str, Any]:
+    """Compute data drift (features) and, if both frames carry a ``prediction`` column, prediction drift.
+
+    Returns a flat dict: ``data_drift_share``, ``drifted_columns``, ``column_drift`` (per column value),
+    ``prediction_drift`` (distance or None), ``report`` (HTML path or None), ``method``.
+    """
+    if reference is None or reference.empty:
+        raise DriftCheckError("drift needs reference data (the champion's training snapshot); none given")
+    dd_cfg, pd_cfg, features, has_pred, ref, cur = _sides(cfg, reference, current)
+    measured, empty, has_pred = _measurable(ref, cur, features, has_pred)
+    keep = measured + ([PREDICTION] if has_pred else [])
+    ref, cur = ref[keep], cur[keep]
+    metrics = _report_metrics(cfg, dd_cfg, pd_cfg, measured, has_pred)
+    rows = (len(ref), len(cur))
+    if not metrics:  # nothing measurable on either side: no report, every feature is "no data"
+        log.warning("drift: no feature has data on both sides %s; no report", empty)
+        return _signals(
+            dd_cfg,
+            features,
+            drifted=[],
+            empty=empty,
+            column_drift={c: None for c in features},
+            prediction_drift=None,
+            rows=rows,
+        )
+    snapshot = _run_report(cfg, metrics, measured, has_pred, ref, cur)
+    column_drift, prediction_drift, drifted = _read_report(snapshot, dd_cfg.column_threshold)
     if fast_path(cfg):  # the policy's numbers: the shared implementation (equal to Evidently's)
         fast = drift_signals(cfg, reference, current)
         fast["evidently_column_drift"] = column_drift
         fast["evidently_prediction_drift"] = prediction_drift
         return _finish(fast, snapshot, html_path)
-    out = {
-        "data_drift_share": _share(drifted, features, empty),
-        "drifted_columns": drifted,
-        "no_data_columns": empty,
-        "column_drift": {c: column_drift.get(c) for c in features},
-        "prediction_drift": prediction_drift,
-        "method": f"{dd_cfg.num_method}/{dd_cfg.cat_method}",
-        "reference_rows": len(ref),
-        "current_rows": len(cur),
-        "report": None,
-    }
+    out = _signals(
+        dd_cfg,
+        features,
+        drifted=drifted,
+        empty=empty,
+        column_drift={c: column_drift.get(c) for c in features},
+        prediction_drift=prediction_drift,
+        rows=rows,
+    )
     return _finish(out, snapshot, html_path)
 
 

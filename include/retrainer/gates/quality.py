@@ -228,21 +228,9 @@ def _run_suite(
     return next(iter(run.run_results.values()))
 
 
-def validate(
-    df: pd.DataFrame,
-    expectations: list[Expectation],
-    *,
-    name: str,
-    docs_dir: Path | None = None,
-    raise_on_failure: bool = True,
-) -> dict[str, Any]:
-    """Run the expectations on ``df`` with Great Expectations; save results; raise on failure.
-
-    Two passes keep the cost at what the checks cost: every expectation runs with GX's ``BOOLEAN_ONLY``
-    result format (counts and verdicts, no per-row lists); only when some fail are those re-run with
-    ``BASIC`` to collect evidence: counts, percentages and at most :data:`EVIDENCE_VALUES` failing values
-    each. Returns ``{"success", "failures", "statistics", "result_path", "docs"}``.
-    """
+def _context(docs_dir: Path | None) -> tuple[Any, list[Any]]:
+    """An ephemeral GX context, with a Data Docs site under ``docs_dir/docs`` and its update action
+    when ``docs_dir`` is given."""
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
 
@@ -261,26 +249,68 @@ def validate(
             },
         )
         actions.append(UpdateDataDocsAction(name="docs", site_names=["retrainer"]))
+    return ctx, actions
+
+
+def _add_evidence(
+    ctx: Any,
+    name: str,
+    expectations: list[Expectation],
+    frame: pd.DataFrame,
+    payload: dict[str, Any],
+    actions: list[Any],
+) -> None:
+    """Re-run the failed expectations of ``payload`` with ``BASIC`` results (at most
+    :data:`EVIDENCE_VALUES` failing values each) and put those results in place of the verdicts."""
+    failed_at = [i for i, r in enumerate(payload["results"]) if not r["success"]]
+    if not failed_at:
+        return
+    by_key = {_key(_to_gx(e).configuration.to_json_dict()): e for e in expectations}
+    failed = [by_key[_key(payload["results"][i]["expectation_config"])] for i in failed_at]
+    evidence = _run_suite(
+        ctx,
+        f"{name}_failed",
+        [_to_gx(e) for e in failed],
+        frame,
+        {"result_format": "BASIC", "partial_unexpected_count": EVIDENCE_VALUES},
+        actions,
+    ).to_json_dict()["results"]
+    detailed = {_key(r["expectation_config"]): r for r in evidence}
+    for i in failed_at:  # GX orders results its own way: match them by expectation
+        key = _key(payload["results"][i]["expectation_config"])
+        payload["results"][i] = detailed.get(key, payload["results"][i])
+
+
+def _save(out: dict[str, Any], payload: dict[str, Any], docs_dir: Path, name: str) -> None:
+    """Write the summary and the full result to ``docs_dir/<name>.json``; note it and the Data Docs."""
+    docs_dir.mkdir(parents=True, exist_ok=True)
+    path = docs_dir / f"{name}.json"
+    path.write_text(json.dumps({"summary": out, "result": payload}, indent=2, default=str))
+    out["result_path"] = str(path)
+    out["docs"] = str(docs_dir / "docs" / "index.html")
+
+
+def validate(
+    df: pd.DataFrame,
+    expectations: list[Expectation],
+    *,
+    name: str,
+    docs_dir: Path | None = None,
+    raise_on_failure: bool = True,
+) -> dict[str, Any]:
+    """Run the expectations on ``df`` with Great Expectations; save results; raise on failure.
+
+    Two passes keep the cost at what the checks cost: every expectation runs with GX's ``BOOLEAN_ONLY``
+    result format (counts and verdicts, no per-row lists); only when some fail are those re-run with
+    ``BASIC`` to collect evidence: counts, percentages and at most :data:`EVIDENCE_VALUES` failing values
+    each. Returns ``{"success", "failures", "statistics", "result_path", "docs"}``.
+    """
+    ctx, actions = _context(docs_dir)
     frame = _gx_frame(df, expectations)
     gx_expectations = [_to_gx(e) for e in expectations]
     result = _run_suite(ctx, name, gx_expectations, frame, "BOOLEAN_ONLY", actions)
     payload = result.to_json_dict()
-    failed_at = [i for i, r in enumerate(payload["results"]) if not r["success"]]
-    if failed_at:  # second pass on the failed expectations only, with bounded evidence
-        by_key = {_key(_to_gx(e).configuration.to_json_dict()): e for e in expectations}
-        failed = [by_key[_key(payload["results"][i]["expectation_config"])] for i in failed_at]
-        evidence = _run_suite(
-            ctx,
-            f"{name}_failed",
-            [_to_gx(e) for e in failed],
-            frame,
-            {"result_format": "BASIC", "partial_unexpected_count": EVIDENCE_VALUES},
-            actions,
-        ).to_json_dict()["results"]
-        detailed = {_key(r["expectation_config"]): r for r in evidence}
-        for i in failed_at:  # GX orders results its own way: match them by expectation
-            key = _key(payload["results"][i]["expectation_config"])
-            payload["results"][i] = detailed.get(key, payload["results"][i])
+    _add_evidence(ctx, name, expectations, frame, payload, actions)
     failures = [_summarise(r) for r in payload["results"] if not r["success"]]
     out: dict[str, Any] = {
         "success": bool(result.success),
@@ -290,11 +320,7 @@ def validate(
         "docs": None,
     }
     if docs_dir is not None:
-        docs_dir.mkdir(parents=True, exist_ok=True)
-        path = docs_dir / f"{name}.json"
-        path.write_text(json.dumps({"summary": out, "result": payload}, indent=2, default=str))
-        out["result_path"] = str(path)
-        out["docs"] = str(docs_dir / "docs" / "index.html")
+        _save(out, payload, docs_dir, name)
     log.info(
         "GX %s: %s (%d of %d expectations failed)",
         name,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from retrainer import settings
 from retrainer.exceptions import ModelRejected, SnapshotIntegrityError
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from retrainer.config import ModelConfig
+    from retrainer.tracking.registry import RegisteredVersion
 
 log = logging.getLogger(__name__)
 
@@ -136,27 +137,37 @@ def run_key(cfg: ModelConfig, snap_sha: str) -> str:
     return hashlib.sha256(f"{snap_sha}:{cfg.fingerprint}".encode()).hexdigest()[:20]
 
 
-def train(
-    cfg: ModelConfig, snap: dict[str, Any], trigger: dict[str, Any], dag_run_id: str = ""
-) -> dict[str, Any]:
-    """Fit the estimator on the snapshot minus its holdout and log everything to an MLflow run."""
-    import mlflow
+class _Fitted(NamedTuple):
+    """A fitted model with the frames it was fitted and scored on and its scores."""
 
-    key = run_key(cfg, snap["sha256"])
+    model: Any
+    train_df: pd.DataFrame
+    holdout: pd.DataFrame
+    scored_train: pd.DataFrame  # the rows the train_* metrics score (a seeded sample of a large window)
+    scores: dict[str, float]
+    train_scores: dict[str, float]
+
+
+def _finished_run(cfg: ModelConfig, key: str) -> dict[str, Any] | None:
+    """The result of a finished training run for ``key`` (re-runs reuse it), or None."""
     tracking.client()
     done = tracking.find_runs(
         cfg.name, "train", f"tags.`retrainer.run_key` = '{key}' and attributes.status = 'FINISHED'"
     )
-    if done:
-        run = done[-1]
-        log.info("training run %s already exists for run_key %s: reused", run.info.run_id, key)
-        return {
-            "run_id": run.info.run_id,
-            "run_key": key,
-            "reused": True,
-            "holdout": tracking.holdout_metrics(run),
-        }
-    df = _snapshot_frame(cfg, snap)
+    if not done:
+        return None
+    run = done[-1]
+    log.info("training run %s already exists for run_key %s: reused", run.info.run_id, key)
+    return {
+        "run_id": run.info.run_id,
+        "run_key": key,
+        "reused": True,
+        "holdout": tracking.holdout_metrics(run),
+    }
+
+
+def _fit_and_score(cfg: ModelConfig, df: pd.DataFrame) -> _Fitted:
+    """Fit on the snapshot minus its holdout; score the holdout and (a sample of) the training rows."""
     train_df, holdout = split_holdout(cfg, df)
     scored_train = train_df  # train metrics (an overfitting check) from a seeded sample of a large window
     if len(train_df) > TRAIN_METRIC_ROWS:
@@ -165,6 +176,21 @@ def train(
         model = fit(cfg, train_df)
         scores = metrics.score(cfg, model, holdout)  # probability metrics too, for classifiers that have them
         train_scores = metrics.score(cfg, model, scored_train)
+    return _Fitted(model, train_df, holdout, scored_train, scores, train_scores)
+
+
+def _log_training(
+    cfg: ModelConfig,
+    snap: dict[str, Any],
+    trigger: dict[str, Any],
+    dag_run_id: str,
+    key: str,
+    df: pd.DataFrame,
+    fitted: _Fitted,
+) -> str:
+    """Log the training run to MLflow (tags, params, metrics, the snapshot as input, the model); its id."""
+    import mlflow
+
     with mlflow.start_run(
         experiment_id=tracking.experiment_id(cfg.name, "train"), run_name=f"train-{snap['sha256'][:8]}"
     ) as run:
@@ -190,14 +216,14 @@ def train(
                 **{f"model.{k}": v for k, v in cfg.model.params.items()},
                 "window": snap.get("window") or trigger.get("window") or cfg.training.window,
                 "holdout": cfg.training.holdout,
-                "train_rows": len(train_df),
-                "holdout_rows": len(holdout),
+                "train_rows": len(fitted.train_df),
+                "holdout_rows": len(fitted.holdout),
                 "snapshot_rows": len(df),
-                "train_metric_rows": len(scored_train),
+                "train_metric_rows": len(fitted.scored_train),
             }
         )
-        mlflow.log_metrics({f"holdout_{k}": v for k, v in scores.items() if v == v})  # skip NaN
-        mlflow.log_metrics({f"train_{k}": v for k, v in train_scores.items() if v == v})
+        mlflow.log_metrics({f"holdout_{k}": v for k, v in fitted.scores.items() if v == v})  # skip NaN
+        mlflow.log_metrics({f"train_{k}": v for k, v in fitted.train_scores.items() if v == v})
 
         manifest = read_manifest(root(cfg).snapshots, snap["sha256"])
         tracking.log_snapshot_input(  # by reference: hash, rows, schema, a sample (no scan of the data)
@@ -210,27 +236,44 @@ def train(
         mlflow.log_dict(snap, "snapshot.json")
         mlflow.log_dict(cfg.model_dump(mode="json"), "config.json")  # what `retrainer reproduce` replays
         with thread_cap(cfg, settings.threads()):  # MLflow predicts the sample for the signature
-            log_model(model, train_df[cfg.data.feature_names].head(5))  # signature from a sample
+            log_model(
+                fitted.model, fitted.train_df[cfg.data.feature_names].head(5)
+            )  # signature from a sample
+    return str(run.info.run_id)
+
+
+def train(
+    cfg: ModelConfig, snap: dict[str, Any], trigger: dict[str, Any], dag_run_id: str = ""
+) -> dict[str, Any]:
+    """Fit the estimator on the snapshot minus its holdout and log everything to an MLflow run."""
+    key = run_key(cfg, snap["sha256"])
+    reused = _finished_run(cfg, key)
+    if reused is not None:
+        return reused
+    df = _snapshot_frame(cfg, snap)
+    fitted = _fit_and_score(cfg, df)
+    run_id = _log_training(cfg, snap, trigger, dag_run_id, key, df, fitted)
     log.info(
         "trained %s on %d rows; holdout (%d rows) %s",
         cfg.model.estimator,
-        len(train_df),
-        len(holdout),
-        scores,
+        len(fitted.train_df),
+        len(fitted.holdout),
+        fitted.scores,
     )
     return {
-        "run_id": run.info.run_id,
+        "run_id": run_id,
         "run_key": key,
         "reused": False,
-        "holdout": scores,
-        "train_rows": len(train_df),
-        "holdout_rows": len(holdout),
+        "holdout": fitted.scores,
+        "train_rows": len(fitted.train_df),
+        "holdout_rows": len(fitted.holdout),
     }
 
 
 # -- 5. evaluate ----------------------------------------------------------------------------------------
-def _thresholds(cfg: ModelConfig, champion_value: float | None, force: bool) -> dict[str, Any]:
-    """MetricThresholds: absolute floors from the config, and non-inferiority to the champion."""
+def metric_thresholds(cfg: ModelConfig, champion_value: float | None, force: bool) -> dict[str, Any]:
+    """The validation rule as MLflow ``MetricThreshold``s: absolute floors from the config, and
+    non-inferiority to the champion (from :func:`retrainer.gates.compare.limits`)."""
     from mlflow.models import MetricThreshold
 
     return {
@@ -239,23 +282,22 @@ def _thresholds(cfg: ModelConfig, champion_value: float | None, force: bool) -> 
     }
 
 
-def evaluate(
-    cfg: ModelConfig, snap: dict[str, Any], trained: dict[str, Any], force: bool = False
-) -> dict[str, Any]:
-    """Candidate vs champion on the same held-out most recent data, validated with MLflow thresholds.
+class _Champion(NamedTuple):
+    """The serving champion as ``evaluate`` compares with it."""
 
-    The thresholds come from :func:`retrainer.gates.compare.limits`; the backtest applies the same rule with
-    :func:`retrainer.gates.compare.failed_checks` (a test holds the two verdicts equal)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.models.evaluation import EvaluationResult
+    version: RegisteredVersion | None
+    scores: dict[str, float]  # on the candidate's holdout; empty when there is none or it is unscorable
+    cfg: ModelConfig | None  # the config it scores with (its own features), None when not scored
+    model: Any
+    unscorable: str | None  # why it cannot be scored on this holdout, or None
 
+
+def _champion_on(cfg: ModelConfig, holdout: pd.DataFrame) -> _Champion:
+    """Score the champion on the holdout with the features it was trained on. One that needs a feature
+    the snapshot no longer has (removed from the config) cannot be compared and is replaced like no
+    champion."""
     champ = registry.champion(cfg.name)
-    candidate = dict(trained["holdout"])
-    champion_scores: dict[str, float] = {}
-    train_df, holdout = split_holdout(cfg, _snapshot_frame(cfg, snap))
-    # the champion is scored with the features it was trained on; one that needs a feature the snapshot
-    # no longer has (removed from the config) cannot be compared and is replaced like no champion
+    scores: dict[str, float] = {}
     champion_unscorable = (
         None
         if champ is None
@@ -265,10 +307,22 @@ def evaluate(
     champion_model = load_run_model(champ.run_id) if champion_cfg is not None and champ is not None else None
     if champion_model is not None and champion_cfg is not None:
         with thread_cap(cfg, settings.threads()):
-            champion_scores = metrics.score(champion_cfg, champion_model, holdout)
+            scores = metrics.score(champion_cfg, champion_model, holdout)
     elif champion_unscorable:
         log.warning("%s", champion_unscorable)
-    thresholds = _thresholds(cfg, champion_scores.get(cfg.metric), force)
+    return _Champion(champ, scores, champion_cfg, champion_model, champion_unscorable)
+
+
+def _threshold_failures(
+    thresholds: dict[str, Any], candidate: dict[str, float], trained: dict[str, Any], champion: _Champion
+) -> list[str]:
+    """The failed comparisons: "no change" when the candidate is the champion's own run, then each check
+    ``mlflow.validate_evaluation_results`` fails."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.models.evaluation import EvaluationResult
+
+    champ = champion.version
     failed: list[str] = []
     if champ is not None and champ.run_id == trained["run_id"]:
         failed.append(f"no change: same snapshot and config as champion v{champ.version} (no new data)")
@@ -276,21 +330,47 @@ def evaluate(
         mlflow.validate_evaluation_results(
             thresholds,
             EvaluationResult(candidate, {}, trained["run_id"]),
-            EvaluationResult(champion_scores, {}, champ.run_id if champ else None),
+            EvaluationResult(champion.scores, {}, champ.run_id if champ else None),
         )
     except MlflowException as exc:  # ModelValidationFailedException: the message lists each failed check
         failed.extend(line.strip(" -") for line in str(exc).splitlines() if line.strip())
         if not failed:
             failed.append(str(exc))
+    return failed
+
+
+def _record_validation(trained: dict[str, Any], out: dict[str, Any]) -> None:
+    """The verdict on the candidate's training run: outcome tag, the record, the champion's scores."""
+    c = tracking.client()
+    c.set_tag(trained["run_id"], "retrainer.outcome", "validated" if out["passed"] else "rejected")
+    c.set_tag(trained["run_id"], "retrainer.validation", tracking.json_value(out)[:5000])
+    c.log_dict(trained["run_id"], out, "validation.json")  # the full record, whatever its length
+    for k, v in out["champion"].items():
+        c.log_metric(trained["run_id"], f"champion_holdout_{k}", v)
+
+
+def evaluate(
+    cfg: ModelConfig, snap: dict[str, Any], trained: dict[str, Any], force: bool = False
+) -> dict[str, Any]:
+    """Candidate vs champion on the same held-out most recent data, validated with MLflow thresholds.
+
+    The thresholds come from :func:`retrainer.gates.compare.limits`; the backtest applies the same rule with
+    :func:`retrainer.gates.compare.failed_checks` (a test holds the two verdicts equal)."""
+    candidate = dict(trained["holdout"])
+    train_df, holdout = split_holdout(cfg, _snapshot_frame(cfg, snap))
+    champion = _champion_on(cfg, holdout)
+    champ = champion.version
+    thresholds = metric_thresholds(cfg, champion.scores.get(cfg.metric), force)
+    failed = _threshold_failures(thresholds, candidate, trained, champion)
     # force skips the comparisons with the champion (slices too); the behavioural checks always apply
     with thread_cap(cfg, settings.threads()):
         model_checks = run_checks(
             cfg,
             load_run_model(trained["run_id"]),
-            None if force else champion_model,
+            None if force else champion.model,
             holdout,
             train_df,
-            champion_cfg,
+            champion.cfg,
         )
     failed.extend(c.detail for c in model_checks if not c.passed)
     passed = not failed
@@ -304,29 +384,24 @@ def evaluate(
         "checks": checks,
         "model_checks": [c.to_dict() for c in model_checks],
         "candidate": candidate,
-        "champion": champion_scores,
+        "champion": champion.scores,
         "champion_version": champ.version if champ else None,
         "metric": cfg.metric,
         "forced": force,
-        **({"champion_unscorable": champion_unscorable} if champion_unscorable else {}),
+        **({"champion_unscorable": champion.unscorable} if champion.unscorable else {}),
     }
-    c = tracking.client()
     if champ is not None and champ.run_id == trained["run_id"] and len(failed) == 1:
         # the candidate is the serving champion and nothing but "no change" failed (a re-run, or no new
         # data): its run keeps the outcome it earned when it was registered
         log.info("candidate run %s is champion v%s: nothing to register", trained["run_id"], champ.version)
         return out
-    c.set_tag(trained["run_id"], "retrainer.outcome", "validated" if passed else "rejected")
-    c.set_tag(trained["run_id"], "retrainer.validation", tracking._json(out)[:5000])
-    c.log_dict(trained["run_id"], out, "validation.json")  # the full record, whatever its length
-    for k, v in champion_scores.items():
-        c.log_metric(trained["run_id"], f"champion_holdout_{k}", v)
+    _record_validation(trained, out)
     log.info(
         "validation %s: candidate %s vs champion v%s %s; failed: %s",
         "PASSED" if passed else "REJECTED",
         candidate,
         out["champion_version"],
-        champion_scores,
+        champion.scores,
         failed,
     )
     return out

@@ -191,10 +191,13 @@ def _order(key: str) -> tuple[int, str]:
     return (0, suffix.zfill(20)) if suffix.isdigit() else (1, suffix)
 
 
-def _record(
+def record_event(
     name: str, action: str, alias: str, from_version: int | None, to_version: int | None, reason: str, by: str
 ) -> dict[str, Any]:
-    """Append one event to the registered model's history (tag ``retrainer.event.<time_ns>-<random>``)."""
+    """Append one event to the registered model's history (tag ``retrainer.event.<time_ns>-<random>``).
+
+    :func:`move_alias` and :func:`remove_alias` record their moves with it; concurrent writers never
+    overwrite each other's events. Returns the event with its ``seq`` in :func:`history`."""
     import time
     import uuid
 
@@ -232,7 +235,7 @@ def move_alias(
     if current is not None and current.version == version:
         return None
     c.set_registered_model_alias(name, alias, str(version))
-    event = _record(name, action, alias, current.version if current else None, version, reason, by)
+    event = record_event(name, action, alias, current.version if current else None, version, reason, by)
     _set_version_tag(name, version, f"{TAG}{alias}_since", event["at"])
     return event
 
@@ -250,7 +253,7 @@ def remove_alias(
         _set_version_tag(name, current.version, f"{TAG}retired", reason[:5000])
     if not record:
         return None
-    return _record(name, action, alias, current.version, None, reason, by)
+    return record_event(name, action, alias, current.version, None, reason, by)
 
 
 def is_retired(name: str, version: int) -> str | None:

@@ -6,6 +6,7 @@ Experiments: ``retrainer/<model>/monitor`` (one run per batch check, fired or no
 
 from __future__ import annotations
 
+import json
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -109,13 +110,12 @@ def flat_tags(prefix_dict: dict[str, Any]) -> dict[str, str]:
     for k, v in prefix_dict.items():
         if v is None:
             continue
-        out[f"{TAG}{k}"] = v if isinstance(v, str) else _json(v)
+        out[f"{TAG}{k}"] = v if isinstance(v, str) else json_value(v)
     return out
 
 
-def _json(v: Any) -> str:
-    import json
-
+def json_value(v: Any) -> str:
+    """``v`` as the JSON text a tag holds (values JSON cannot encode as their ``str``)."""
     return json.dumps(v, default=str)
 
 
@@ -156,7 +156,7 @@ def log_snapshot_input(
             return {"num_rows": int(snap["rows"]), "sha256": snap["sha256"], "targets": target}
 
         def to_dict(self) -> dict[str, str]:
-            return {**super().to_dict(), "profile": _json(self.profile)}
+            return {**super().to_dict(), "profile": json_value(self.profile)}
 
     mlschema = Schema([ColSpec(type=DataType[_colspec_type(t)], name=c) for c, t in schema.items()])
     dataset = SnapshotDataset(
