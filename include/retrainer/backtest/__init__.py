@@ -39,6 +39,7 @@ from retrainer.backtest.replay import (
     load_data,
     model_metrics,
     run_policy,
+    schedule_plan,
     split_batches,
 )
 from retrainer.backtest.report import format_table
@@ -91,6 +92,7 @@ __all__ = [
     "plot",
     "recovered_gain",
     "run_policy",
+    "schedule_plan",
     "slice_summaries",
     "split_batches",
     "versus_frontier",
@@ -119,8 +121,6 @@ def backtest(
     number of retrains reaches on this replay (:func:`oracle`). ``threads`` caps the BLAS/OpenMP threads
     of the replay's fits and predictions (None: the libraries' own defaults, usually one per core).
     """
-    from tqdm import tqdm
-
     freq = batch_freq or cfg.backtest.batch_freq or "7D"
     delay = cfg.triggers.label_delay_batches if label_delay is None else label_delay
     batches = split_batches(cfg, df, freq)
@@ -134,27 +134,9 @@ def backtest(
     K = max(2, min(max_k or cfg.backtest.max_k, n_eval))
     replay = Replay(cfg, batches, warm, delay)
     triggers = {"trigger": cfg.triggers, **cfg.alternative_triggers()}
-    plan: list[tuple[str, str, int | None, Any]] = [("never", "never", None, None)]
-    plan += [("every_batch", "schedule", 1, None)] + [
-        (f"every_{k}", "schedule", k, None) for k in range(2, K + 1)
-    ]
+    plan: list[tuple[str, str, int | None, Any]] = [(n, kind, k, None) for n, kind, k in schedule_plan(K)]
     plan += [(n, "trigger", None, t) for n, t in triggers.items()]
-    bar = tqdm(
-        total=len(plan) * n_eval,
-        desc="backtest",
-        unit="batch",
-        file=sys.stderr,
-        disable=not progress,
-        leave=False,
-    )
-    runs: dict[str, PolicyRun] = {}
-    # small fits gain nothing from BLAS/OpenMP threads and lose a lot when cores are shared; batches with a
-    # single class make sklearn warn on every metric call
-    with bar, train.thread_cap(cfg, threads), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=UserWarning, module="sklearn")
-        for name, kind, k, t in plan:
-            bar.set_postfix_str(name)
-            runs[name] = run_policy(replay, name, kind, k=k, triggers=t, progress=bar)
+    runs = _replay_all(replay, plan, progress, threads)
     summaries = {n: _summary(cfg, r, n_eval) for n, r in runs.items()}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module="sklearn")
@@ -175,6 +157,50 @@ def backtest(
         "batch_names": replay.names[warm:],
         "policies": summaries,
         "baseline": {"policy": base.name, **_summary(cfg, base, n_eval)},
+        **_comparisons(cfg, summaries, list(triggers), warm, target_recovered, max_share),
+        "triggers": {n: t.model_dump(mode="json") for n, t in triggers.items()},
+    }
+    if oracle_bound:
+        _add_oracle(report, replay, summaries, threads)
+    return report
+
+
+def _replay_all(
+    replay: Replay, plan: list[tuple[str, str, int | None, Any]], progress: bool, threads: int | None
+) -> dict[str, PolicyRun]:
+    """Every policy of ``plan`` (name, kind, k, triggers) replayed, with one progress bar."""
+    from tqdm import tqdm
+
+    n_eval = len(replay.batches) - replay.warmup
+    bar = tqdm(
+        total=len(plan) * n_eval,
+        desc="backtest",
+        unit="batch",
+        file=sys.stderr,
+        disable=not progress,
+        leave=False,
+    )
+    runs: dict[str, PolicyRun] = {}
+    # small fits gain nothing from BLAS/OpenMP threads and lose a lot when cores are shared; batches with a
+    # single class make sklearn warn on every metric call
+    with bar, train.thread_cap(replay.cfg, threads), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module="sklearn")
+        for name, kind, k, t in plan:
+            bar.set_postfix_str(name)
+            runs[name] = run_policy(replay, name, kind, k=k, triggers=t, progress=bar)
+    return runs
+
+
+def _comparisons(
+    cfg: ModelConfig,
+    summaries: dict[str, dict[str, Any]],
+    triggers: list[str],
+    warm: int,
+    target_recovered: float,
+    max_share: float,
+) -> dict[str, Any]:
+    """The report's comparisons: the frontier, each trigger policy against it, gains, shares, halves."""
+    return {
         "frontier": frontier_points(summaries),
         "thresholds": {"target_recovered": target_recovered, "max_share": max_share},
         "trigger_vs_frontier": versus_frontier(cfg, summaries, "trigger", target_recovered, max_share),
@@ -188,17 +214,21 @@ def backtest(
             for n in triggers
             if n != "trigger"
         },
-        "triggers": {n: t.model_dump(mode="json") for n, t in triggers.items()},
     }
-    if oracle_bound:
-        with train.thread_cap(cfg, threads), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=UserWarning, module="sklearn")
-            values, _ = model_metrics(replay)
-        bound = oracle(cfg, summaries, values)
-        report["oracle"] = bound
-        for tv in [report["trigger_vs_frontier"], *report["alternatives_vs_frontier"].values()]:
-            tv["oracle_recovered_gain"] = oracle_at(bound["whole"], tv["retrains"])
-        for label in ("first", "second"):
-            for p in report["halves"][label]["policies"].values():
-                p["oracle_recovered_gain"] = oracle_at(bound[label], p["retrains"])
-    return report
+
+
+def _add_oracle(
+    report: dict[str, Any], replay: Replay, summaries: dict[str, dict[str, Any]], threads: int | None
+) -> None:
+    """The oracle bound (every model on every later batch) and each policy's oracle at its retrains."""
+    cfg = replay.cfg
+    with train.thread_cap(cfg, threads), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module="sklearn")
+        values, _ = model_metrics(replay)
+    bound = oracle(cfg, summaries, values)
+    report["oracle"] = bound
+    for tv in [report["trigger_vs_frontier"], *report["alternatives_vs_frontier"].values()]:
+        tv["oracle_recovered_gain"] = oracle_at(bound["whole"], tv["retrains"])
+    for label in ("first", "second"):
+        for p in report["halves"][label]["policies"].values():
+            p["oracle_recovered_gain"] = oracle_at(bound[label], p["retrains"])

@@ -13,11 +13,25 @@ def plot(report: dict[str, Any], out: Path | str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pol = report["policies"]
-    triggers = ["trigger", *report["alternatives_vs_frontier"]]
     fig, (ax, fx) = plt.subplots(
         2, 1, figsize=(11, 7.5), gridspec_kw={"height_ratios": [3, 2]}, constrained_layout=True
     )
+    drawn = _per_batch(ax, report)
+    _plane(fx, report, drawn)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return out
+
+
+COLORS = ["tab:red", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive"]
+
+
+def _per_batch(ax: Any, report: dict[str, Any]) -> list[tuple[str, str]]:
+    """The metric per batch per policy with retrain marks; the (colour, trigger policy) pairs drawn."""
+    pol = report["policies"]
+    triggers = ["trigger", *report["alternatives_vs_frontier"]]
     x = range(report["batches"])
     window = 8 if report["batches"] > 60 else 1  # long replays: a rolling mean keeps the lines readable
 
@@ -38,8 +52,7 @@ def plot(report: dict[str, Any], out: Path | str) -> Path:
                 lw=1.2,
                 label=f"{name} ({pol[name]['retrains']} retrains)",
             )
-    colors = ["tab:red", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive"]
-    drawn = list(zip(colors, triggers, strict=False))
+    drawn = list(zip(COLORS, triggers, strict=False))
     for c, name in reversed(drawn):  # the config's trigger policy last, on top
         s = pol[name]
         ys = smooth(s["per_batch"])
@@ -54,6 +67,11 @@ def plot(report: dict[str, Any], out: Path | str) -> Path:
         f"{report['model']}: prequential {report['metric']} ({'lower' if report['lower_is_better'] else 'higher'} is better)"
     )
     ax.legend(fontsize=8, ncol=2)
+    return drawn
+
+
+def _plane(fx: Any, report: dict[str, Any], drawn: list[tuple[str, str]]) -> None:
+    """Recovered gain against retrain share: the fixed schedules, the trigger policies, the oracle bound."""
     pts = report["frontier"]
     share, rec = report["retrain_share"], report["recovered_gain"]
     fx.plot(
@@ -90,8 +108,3 @@ def plot(report: dict[str, Any], out: Path | str) -> Path:
     fx.set_xlabel("retrains, share of every_batch's")
     fx.set_ylabel("recovered gain")
     fx.legend(fontsize=8)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
-    return out

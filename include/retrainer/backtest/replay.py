@@ -210,6 +210,13 @@ class PolicyRun:
     decisions: list[dict[str, Any]] = field(default_factory=list)  # the numbers behind each decision
 
 
+def schedule_plan(max_k: int) -> list[tuple[str, str, int | None]]:
+    """The reference policies every report replays, as (name, kind, k): ``never``, ``every_batch`` and
+    ``every_k`` for k = 2..``max_k`` (the fixed-schedule frontier)."""
+    plan: list[tuple[str, str, int | None]] = [("never", "never", None), ("every_batch", "schedule", 1)]
+    return plan + [(f"every_{k}", "schedule", k) for k in range(2, max_k + 1)]
+
+
 def _retrain(replay: Replay, run: PolicyRun, champion: Fitted, i: int) -> Fitted:
     """Retrain at batch ``i`` as the retrain DAG does: window, fit, validate against the champion."""
     cfg = replay.cfg

@@ -1,38 +1,31 @@
 """The trigger policy: signals, detectors, the decision with cooldown and budget, its state."""
 
+from retrainer.policy.calibration import DRIFT_NOISE_BATCHES, calibrate, cusum_step, noise, remember
 from retrainer.policy.core import (
-    ADWIN_MAX_BYTES,
     AUTO_MIN_BATCHES,
+    FOLLOW_UP,
+    MAX_AGE,
+    SIGNALS,
+    combine,
+    decide,
+    degradation,
+    evaluate_signals,
+    feed_detector,
+    next_state,
+    step,
+)
+from retrainer.policy.detectors import (
+    ADWIN_MAX_BYTES,
     DETECTOR_FIELDS,
     DETECTOR_MEAN,
     DETECTORS,
-    DRIFT_NOISE_BATCHES,
-    FOLLOW_UP,
-    LEGACY_DETECTOR,
-    LOG_FIELDS,
-    MAX_AGE,
-    SIGNALS,
-    STATE_FORMAT,
-    Decision,
-    PolicyState,
-    Signals,
     build_detector,
-    calibrate,
-    combine,
-    cusum_step,
-    decide,
-    degradation,
     detector_stats,
     error_stream,
-    evaluate_signals,
-    feed_detector,
     new_detector,
-    next_state,
-    noise,
-    remember,
     restore_detector,
-    step,
 )
+from retrainer.policy.state import LEGACY_DETECTOR, LOG_FIELDS, STATE_FORMAT, Decision, PolicyState, Signals
 
 __all__ = [
     "ADWIN_MAX_BYTES",

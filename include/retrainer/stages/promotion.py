@@ -160,7 +160,22 @@ def shadow_score(
     runs = _shadow_runs(cfg, chal.version)
     good = [r for r in runs if r.data.tags.get("retrainer.shadow_verdict") == "non_inferior"]
     out["non_inferior_batches"] = len(good)
-    by = f"dag_run:{run_id}" if run_id else "monitor"
+    _shadow_act(cfg, claim, chal, champ, out, good, f"dag_run:{run_id}" if run_id else "monitor")
+    log.info("shadow on %s: %s", claim["batch"], out)
+    return out
+
+
+def _shadow_act(
+    cfg: ModelConfig,
+    claim: dict[str, Any],
+    chal: registry.RegisteredVersion,
+    champ: registry.RegisteredVersion,
+    out: dict[str, Any],
+    good: list[Any],
+    by: str,
+) -> None:
+    """Promote, retire or keep waiting on the challenger after a shadow batch (``out["action"]``);
+    ``good``: its monitor runs with a non-inferior verdict."""
     if out["verdict"] == "champion_unscorable":  # nothing to shadow: the challenger can, the champion not
         reason = (
             f"shadow: champion v{champ.version} cannot score batch {claim['batch']} (it was trained on "
@@ -202,8 +217,6 @@ def shadow_score(
         out["action"] = "promoted"
     else:
         out["action"] = "waiting"
-    log.info("shadow on %s: %s", claim["batch"], out)
-    return out
 
 
 def watch_champion(
@@ -220,15 +233,9 @@ def watch_champion(
     champ = registry.champion(cfg.name)
     if not m or champ is None:
         return None
-    last = next((e for e in reversed(registry.history(cfg.name)) if e["alias"] == registry.CHAMPION), None)
-    if (
-        not last
-        or last["action"] != "promote"
-        or not last["from_version"]
-        or last["to_version"] != champ.version
-    ):
+    previous = _replaced(cfg, champ)
+    if previous is None:
         return None  # only a promotion is watched (not a rollback, not the first model)
-    previous = registry.get_version(cfg.name, int(last["from_version"]))
     watched = tracking.find_runs(
         cfg.name,
         "monitor",
@@ -290,6 +297,19 @@ def watch_champion(
     c.set_tag(mlflow_run, WATCH_ACTION, out["action"])
     log.info("champion watch on %s: %s", claim["batch"], out)
     return out
+
+
+def _replaced(cfg: ModelConfig, champ: registry.RegisteredVersion) -> registry.RegisteredVersion | None:
+    """The version ``champ`` replaced when its last champion move was a promotion; else None."""
+    last = next((e for e in reversed(registry.history(cfg.name)) if e["alias"] == registry.CHAMPION), None)
+    if (
+        not last
+        or last["action"] != "promote"
+        or not last["from_version"]
+        or last["to_version"] != champ.version
+    ):
+        return None
+    return registry.get_version(cfg.name, int(last["from_version"]))
 
 
 # -- approval --------------------------------------------------------------------------------------------
