@@ -72,7 +72,7 @@ def main() -> None:
 
     from retrainer import policy
     from retrainer.config import load_config
-    from retrainer.stages import monitor
+    from retrainer.stages import decisions
     from retrainer.tracking import policy_state
     from retrainer.tracking import runs as tracking
 
@@ -110,9 +110,9 @@ def main() -> None:
             def all_ascending() -> int:
                 return len(tracking.find_runs(cfg.name, "monitor", "tags.`retrainer.kind` = 'monitor'"))
 
-            assert monitor.policy_state(cfg).batches_since_request == 0  # the newest decision's state
+            assert decisions.policy_state(cfg).batches_since_request == 0  # the newest decision's state
             assert by_search().batches_since_request == 0
-            results["head pointer"][n] = timed(lambda: monitor.policy_state(cfg))
+            results["head pointer"][n] = timed(lambda: decisions.policy_state(cfg))
             results["newest by search"][n] = timed(by_search)
             results["all runs ascending"][n] = timed(all_ascending, repeat=5)
     print(f"\n{'method':<20} {'100 decisions':>14} {'3,000 decisions':>16} {'ratio':>7}")

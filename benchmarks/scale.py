@@ -12,7 +12,7 @@
 2. **Retrain with 10 vs 100 archived batches** (100k rows each, the training window holds 10): snapshot,
    gate, train, evaluate, register, promote in one process per archive length. Baseline: reading the
    window's files and fitting the same estimator once.
-3. **Policy state read at 100 vs 3,000 recorded decisions** (``monitor.policy_state``, what ``decide``
+3. **Policy state read at 100 vs 3,000 recorded decisions** (``decisions.policy_state``, what ``decide``
    calls), median of 3 reads.
 
 Prints the table with ratios and writes ``.bench/scale.json``. State lives in ``.bench/scale/`` (wiped
@@ -357,14 +357,14 @@ def step_seed_decisions(config: str, n: int) -> dict[str, Any]:
 
 
 def step_state_read(config: str) -> dict[str, Any]:
-    from retrainer.stages import monitor
+    from retrainer.stages import decisions
 
     cfg = _cfg(config)
-    monitor.policy_state(cfg)  # first read warms the MLflow client
+    decisions.policy_state(cfg)  # first read warms the MLflow client
     reads = []
     for _ in range(3):
         t = time.perf_counter()
-        state = monitor.policy_state(cfg)
+        state = decisions.policy_state(cfg)
         reads.append(time.perf_counter() - t)
     return {"median": statistics.median(reads), "reads": reads, "state": str(state)[:200]}
 

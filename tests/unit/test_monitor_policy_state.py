@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from retrainer.stages import monitor
+from retrainer.stages.decisions import policy_state
 from retrainer.tracking import policy_state as store
 from tests.support import decisions
 
@@ -32,7 +33,7 @@ def test_follow_up_and_cooldown_survive_between_monitor_runs(state, bikeshare_cf
     assert follow["verdict"] == "retrain" and follow["fired"] == ["follow_up"]
     assert cooled["verdict"] == "suppressed" and "cooldown" in cooled["suppressed_by"]
     assert rerun["verdict"] == cooled["verdict"] and rerun["mlflow_run_id"] == cooled["mlflow_run_id"]
-    stored = monitor.policy_state(cfg)
+    stored = policy_state(cfg)
     assert stored.batches_since_request == 1 and stored.follow_up_due is False
 
 
@@ -62,10 +63,10 @@ def test_river_detector_state_is_fed_by_the_batch_errors_and_persisted(state, bi
             run_id=f"run-{n}",
         )
         monitor.archive_batch(cfg, claim)
-        widths.append(monitor.policy_state(cfg).detector.width)
+        widths.append(policy_state(cfg).detector.width)
 
     assert widths == [len(bikeshare_weeks[0][1]), len(bikeshare_weeks[0][1]) + len(bikeshare_weeks[1][1])]
-    assert monitor.policy_state(cfg).detector_model == "v1"
+    assert policy_state(cfg).detector_model == "v1"
 
 
 def test_a_retried_decide_after_a_failed_head_write_leaves_the_state_of_one_clean_run(
@@ -109,4 +110,4 @@ def test_a_retried_decide_after_a_failed_head_write_leaves_the_state_of_one_clea
         k: v for k, v in head_clean.items() if k not in strip
     }
     assert head_faulty["decisions"] == 6 and head_faulty["retrain_requests"] == 2
-    assert monitor.policy_state(faulty).to_dict() == monitor.policy_state(clean).to_dict()
+    assert policy_state(faulty).to_dict() == policy_state(clean).to_dict()

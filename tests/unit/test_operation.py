@@ -18,9 +18,11 @@ import pytest
 from retrainer import settings
 from retrainer.exceptions import DataValidationError
 from retrainer.stages import monitor, retrain
+from retrainer.stages.decisions import policy_state
 from retrainer.storage import DataRoot
-from retrainer.tracking import policy_state, registry
+from retrainer.tracking import registry
 from retrainer.tracking import runs as tracking
+from retrainer.tracking.policy_state import STATE_ARTIFACT
 from tests.support import decisions
 
 pytestmark = pytest.mark.unit
@@ -117,7 +119,7 @@ def test_policy_state_is_the_newest_decisions_after_more_than_a_thousand(champio
 
     assert fired["verdict"] == "retrain"
     assert cooled["verdict"] == "suppressed" and "cooldown" in cooled["suppressed_by"]
-    assert monitor.policy_state(cfg).batches_since_request == 1
+    assert policy_state(cfg).batches_since_request == 1
 
 
 def test_a_pickled_policy_state_is_never_executed(champion, bikeshare_cfg, tmp_path):
@@ -137,7 +139,7 @@ def test_a_pickled_policy_state_is_never_executed(champion, bikeshare_cfg, tmp_p
         "armed": True,
         "detector": base64.b64encode(pickle.dumps(Exploit())).decode(),
     }
-    tracking.client().log_dict(last["mlflow_run_id"], tampered, policy_state.STATE_ARTIFACT)
+    tracking.client().log_dict(last["mlflow_run_id"], tampered, STATE_ARTIFACT)
 
     fresh = _decide(cfg, 4, drift=0.9)
 

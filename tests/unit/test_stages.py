@@ -19,6 +19,7 @@ from retrainer import settings
 from retrainer.config import ModelSpec
 from retrainer.exceptions import DataValidationError, ModelRejected
 from retrainer.stages import monitor, retrain
+from retrainer.stages.check import check_file
 from retrainer.storage import DataRoot
 from retrainer.tracking import registry
 from retrainer.tracking import runs as tracking
@@ -184,7 +185,9 @@ def test_monitor_path_records_decision(trained, dr, bikeshare_cfg, bikeshare_wee
     decision = monitor.decide(cfg, claim, validation, scored, drift, perf, flags, "scheduled__mon-1")
     archived = monitor.archive_batch(cfg, claim)
 
-    assert claim["batch"] == batch and monitor.claim_batch(cfg, "scheduled__mon-1") == claim
+    reclaimed = monitor.claim_batch(cfg, "scheduled__mon-1")  # the same run gets the same batch back
+    assert claim["batch"] == batch and reclaimed["batch"] == batch and reclaimed["sha256"] == claim["sha256"]
+    assert reclaimed["notes"] == {**claim["notes"], "rows_sha256": reclaimed["notes"]["rows_sha256"]}
     assert validation["rows"] == len(week) and validation["labelled_rows"] == len(week)
     assert Path(validation["gx_docs"]).exists()
     assert scored["champion_version"] == 1
@@ -214,6 +217,15 @@ def test_monitor_path_records_decision(trained, dr, bikeshare_cfg, bikeshare_wee
 
     again = monitor.decide(cfg, claim, validation, scored, drift, perf, flags, "scheduled__mon-1")
     assert again["mlflow_run_id"] == decision["mlflow_run_id"]  # a retry updates, never duplicates
+    assert len(tracking.find_runs(cfg.name, "monitor", f"tags.`retrainer.batch` = '{batch}'")) == 1
+
+    # `retrainer check` on the same file runs the same pipeline: the same evidence and decision (it reads
+    # the policy state from before this batch, as the decide task did), and records nothing
+    checked = check_file(cfg, dr.archive / batch)
+    keys = ("retrain", "reasons", "fired", "suppressed_by")
+    assert {k: checked["decision"][k] for k in keys} == {k: decision[k] for k in keys}
+    assert checked["performance"]["value"] == pytest.approx(perf["value"])
+    assert checked["drift"]["prediction_drift"] == pytest.approx(drift["prediction_drift"])
     assert len(tracking.find_runs(cfg.name, "monitor", f"tags.`retrainer.batch` = '{batch}'")) == 1
 
 

@@ -39,7 +39,7 @@ from retrainer.stages.batches import (
     stored_predictions,
     unscorable,
 )
-from retrainer.stages.decisions import load_policy_state, policy_state, record
+from retrainer.stages.decisions import load_policy_state, record
 from retrainer.storage import batch_columns, write_parquet
 from retrainer.tracking import registry
 from retrainer.tracking.artifacts import load_run_model
@@ -60,10 +60,8 @@ __all__ = [
     "flagged_rate",
     "ingest_feeds",
     "labelled_evidence",
-    "load_policy_state",
     "measure_drift",
     "performance",
-    "policy_state",
     "root",
     "score_batch",
     "scoring_config",
