@@ -231,7 +231,7 @@ class Claims(Quarantine):
         record = self._record(c.run_id)
         if record.exists():
             data = json.loads(record.read_text())
-            p = Path(data.get("path", ""))
+            p = self.path(data.get("path") or ".")
             if data.get("path") and p.exists() and data.get("stage") in CLAIMED_STAGES:
                 return data["stage"], self.inside(p)
         for stage in CLAIMED_STAGES:  # a crash between a move and its record: find it by name and content

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from retrainer.exceptions import BatchError
-from retrainer.storage.fs import fs_of
+from retrainer.storage.fs import as_root, fs_of
 from retrainer.storage.rules import (
     BATCH_SUFFIXES,
     CLAIMED_STAGES,
@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 class Layout:
     """Paths of one model under the data root."""
 
-    def __init__(self, root: Path | str, model: str):
-        self.root = Path(root).resolve()
+    def __init__(self, root: Path | str | Any, model: str):
+        self.root: Path = as_root(root)  # a Path, or a upath.UPath for a data root on object storage
         self.model = model
 
     @property
@@ -133,6 +133,12 @@ class Layout:
 
     def flags_path(self, batch_path: Path) -> Path:
         return batch_path.with_name(batch_path.name.rsplit(".", 1)[0] + FLAGS_SUFFIX)
+
+    def path(self, text: str) -> Path:
+        """A path recorded as text (``str(path)``) as a path object of this root's backend."""
+        if isinstance(self.root, Path):
+            return Path(text)
+        return type(self.root)(text, **self.root.storage_options)  # type: ignore[attr-defined]
 
     # -- the root as a whole --------------------------------------------------------------------------
     def ensure(self) -> Self:
