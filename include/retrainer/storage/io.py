@@ -86,6 +86,14 @@ def _source(path: Path) -> Iterator[Any]:
         yield fh
 
 
+def read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """A Parquet file we wrote (records, steps, predictions), on any backend; errors as pandas raises them."""
+    import pandas as pd
+
+    with _source(path) as src:
+        return pd.read_parquet(src, columns=columns)
+
+
 def read_batch(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
     """Read a CSV or Parquet batch (all columns, or ``columns``); unreadable files raise
     :class:`BatchError` saying why."""
