@@ -25,6 +25,7 @@ from retrainer.storage import (
     SAFE_NAME,
     DataRoot,
     free_name,
+    is_link,
     is_temporary,
     max_batch_bytes,
     move_to_free_name,
@@ -121,10 +122,10 @@ class FeedStore:
         now, settle = time.time(), settle_seconds()
         out = []
         for p in sorted(self.landing.iterdir()):
-            if is_temporary(p.name) or (p.is_dir() and not p.is_symlink()):
+            if is_temporary(p.name) or (p.is_dir() and not is_link(p)):
                 continue
             with contextlib.suppress(FileNotFoundError):  # taken by a concurrent ingest meanwhile
-                if p.is_symlink() or now - p.stat().st_mtime >= settle:  # still growing otherwise
+                if is_link(p) or now - p.stat().st_mtime >= settle:  # still growing otherwise
                     out.append(p)
         return out
 

@@ -51,12 +51,26 @@ def write_json(path: Path, payload: Any) -> Path:
     return write_text(path, json.dumps(payload, indent=2, default=str))
 
 
+def is_link(path: Path) -> bool:
+    """Whether ``path`` is a symbolic link (object stores have none: not asked there, it costs a request)."""
+    return isinstance(path, pathlib.Path) and path.is_symlink()
+
+
+def listing(folder: Path, pattern: str = "*") -> list[Path]:
+    """The entries of ``folder`` matching ``pattern``, sorted; empty when the folder is gone (on object
+    storage a prefix disappears with its last object, possibly between a look and a listing)."""
+    try:
+        return sorted(folder.glob(pattern), key=str)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
 # -- moves that never overwrite ----------------------------------------------------------------------------
 def free_name(path: Path) -> Path:
     """``path``, or ``<stem>.dup-<n><suffix>`` for the first n that is free (a dangling link counts as
     taken)."""
     dest, n = path, 1
-    while dest.exists() or dest.is_symlink():
+    while dest.exists() or is_link(dest):
         dest, n = path.with_name(f"{path.stem}.dup-{n}{path.suffix}"), n + 1
     return dest
 
