@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import cast
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_CONFIG_DIR = PACKAGE_DIR.parent / "models"  # include/models beside the package
 
 
 def data_root() -> Path:
-    """The data root (``RETRAINER_DATA_ROOT``, default ``./data``), absolute."""
-    return Path(os.environ.get("RETRAINER_DATA_ROOT", "data")).resolve()
+    """The data root (``RETRAINER_DATA_ROOT``, default ``./data``): a local folder, absolute, or a URL
+    such as ``s3://bucket/prefix`` (see :func:`data_root_at`)."""
+    return data_root_at(os.environ.get("RETRAINER_DATA_ROOT", "data"))
+
+
+def data_root_at(value: str) -> Path:
+    """A data root from its text: a folder (or ``file://`` URL) as an absolute path; any other URL as a
+    ``upath.UPath`` over fsspec, with the filesystem's options from ``RETRAINER_DATA_STORAGE_OPTIONS``
+    (JSON, e.g. ``{"endpoint_url": "http://127.0.0.1:9000"}``; credentials come from the usual
+    ``AWS_*`` variables). Listings are not cached: other workers change the bucket."""
+    if "://" not in value or value.startswith("file://"):
+        return Path(value.removeprefix("file://")).resolve()
+    from upath import UPath
+
+    options = json.loads(os.environ.get("RETRAINER_DATA_STORAGE_OPTIONS") or "{}")
+    return cast("Path", UPath(value, **{"use_listings_cache": False, **options}))  # Path's interface
 
 
 def config_dir() -> Path:

@@ -14,7 +14,8 @@ from retrainer import settings
 from retrainer.config import parse_config
 from retrainer.exceptions import ConfigError
 from retrainer.stages import feeds
-from retrainer.storage import DataRoot
+from retrainer.storage import DataRoot, write_parquet
+from tests.support.s3_emulator import MotoS3
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -568,3 +569,36 @@ def test_check_command_gate_sees_the_row_ids(dr, tmp_path):
     out = check_file(make_cfg(), path)
 
     assert out["gate"]["passed"], out["gate"]["failures"]
+
+
+def test_feeds_on_the_s3_emulator_ingest_once_and_join_late_labels(state, monkeypatch):
+    """With the data root in a bucket of moto's S3 emulator (127.0.0.1): a landed labels file is ingested
+    once (a redelivery is quarantined as a duplicate) and its labels reach the archived batch they belong
+    to, scored against that batch's stored predictions."""
+    emulator = MotoS3.start()
+    try:
+        for key, value in emulator.env(emulator.new_bucket() + "/data").items():
+            monkeypatch.setenv(key, value)
+        cfg = make_cfg()
+        dr = DataRoot.for_model(cfg).ensure()
+        df = day(0)
+        dr.import_batch(df.drop(columns=["y"]), name(0), stage="archive")
+        write_parquet(dr.batch_predictions(name(0), 1), df[["ts"]].assign(prediction=df.y + 0.5))
+        landed = dr.landing / "labels"
+        (landed / "week1.csv").write_bytes(df[["rid", "y"]].to_csv(index=False).encode())  # one PUT: whole
+        (landed / "again.csv").write_bytes(df[["rid", "y"]].to_csv(index=False).encode())
+
+        out = feeds.ingest(cfg, by="test")
+        matured, summary = feeds.label_step(cfg, claim(1), current(1), version=1)
+
+        assert [d["file"] for d in out["labels"]["ingested"]] == ["again.csv"]  # oldest name first
+        assert out["labels"]["duplicates"] == ["week1.csv"]
+        assert (dr.archive / "labels" / "again.csv").exists()
+        assert feeds.FeedStore(cfg, "labels").pending() == []
+        assert (dr.quarantine / "labels" / "week1.csv.reason.json").exists()
+        late = [m for m in matured if m.batch == name(0)]
+        assert len(late) == 1 and len(late[0].y) == ROWS and late[0].predicted_by == "v1"
+        assert np.allclose(late[0].pred - late[0].y, 0.5)
+        assert summary["late_labelled_rows"] == ROWS
+    finally:
+        emulator.stop()

@@ -7,8 +7,10 @@ import json
 import pandas as pd
 import pytest
 
+from retrainer import settings
 from retrainer.exceptions import RetrainerError, SnapshotIntegrityError
 from retrainer.storage.snapshots import content_hash, create_snapshot, load_snapshot, read_manifest
+from tests.support.s3_emulator import MotoS3
 
 pytestmark = pytest.mark.unit
 
@@ -113,3 +115,30 @@ def test_empty_frame_refused(tmp_path, frame):
     with pytest.raises(RetrainerError, match="empty"):
         make(frame.iloc[0:0], tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_snapshot_on_the_s3_emulator_is_written_once_reused_and_verified(frame, monkeypatch):
+    """On moto's S3 emulator (127.0.0.1): the same content is one snapshot, its manifest created once, and
+    tampered data is refused as on a folder."""
+    emulator = MotoS3.start()
+    try:
+        monkeypatch.setenv("RETRAINER_DATA_STORAGE_OPTIONS", json.dumps(emulator.options))
+        folder = settings.data_root_at(emulator.new_bucket() + "/data") / "snapshots" / "m"
+
+        first = make(frame, folder)
+        second = make(frame.copy(), folder, sources=("other.parquet",))
+
+        assert first.created and not second.created and first.sha256 == second.sha256
+        assert read_manifest(folder, first.sha256)["source_batches"] == ["w1.parquet"]  # the first kept
+        pd.testing.assert_frame_equal(
+            load_snapshot(folder, first.sha256),
+            frame.sort_values("timestamp", kind="mergesort").reset_index(drop=True),
+        )
+        changed = frame.copy()
+        changed.loc[0, changed.columns[-1]] = 0
+        with (folder / first.sha256 / "data.parquet").open("wb") as fh:
+            changed.sort_values("timestamp", kind="mergesort").to_parquet(fh, index=False)
+        with pytest.raises(SnapshotIntegrityError):
+            load_snapshot(folder, first.sha256)
+    finally:
+        emulator.stop()

@@ -11,6 +11,7 @@ import pytest
 from retrainer import storage
 from retrainer.exceptions import BatchError
 from retrainer.storage import DataRoot, check_batch_name, read_batch
+from tests.support.s3_emulator import MotoS3
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -20,13 +21,38 @@ pytestmark = pytest.mark.unit
 FRAME = pd.DataFrame({"t": pd.date_range("2024-01-01", periods=3, freq="h"), "x": [1.0, 2.0, 3.0]})
 
 
+@pytest.fixture(scope="module")
+def s3_emulator():
+    """moto's S3 emulator on 127.0.0.1 (see tests/support/s3_emulator.py)."""
+    emulator = MotoS3.start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture(params=["local", "s3-emulator"])
+def backend(request) -> str:
+    return request.param
+
+
 @pytest.fixture
-def dr(tmp_path: Path) -> DataRoot:
-    return DataRoot(tmp_path / "data", "m").ensure()
+def dr(tmp_path: Path, backend: str, request, monkeypatch) -> DataRoot:
+    """A data root in a temp folder, or in a fresh bucket of moto's S3 emulator."""
+    if backend == "local":
+        return DataRoot(tmp_path / "data", "m").ensure()
+    emulator = request.getfixturevalue("s3_emulator")
+    for key, value in emulator.env(emulator.new_bucket() + "/data").items():
+        monkeypatch.setenv(key, value)
+    return DataRoot.for_model("m").ensure()
+
+
+@pytest.fixture
+def local_only(backend: str) -> None:
+    if backend != "local":
+        pytest.skip("symbolic links exist on local file systems only")
 
 
 def all_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and "state" not in p.parts)
+    return sorted((p for p in root.rglob("*") if p.is_file() and "state" not in p.parts), key=str)
 
 
 def test_claim_takes_oldest_by_name_and_is_stable_per_run(dr):
@@ -164,7 +190,7 @@ def test_two_unsafe_names_sanitised_alike_are_both_kept(dr):
     assert len(list(dr.quarantine.glob("*.reason.json"))) == 2
 
 
-def test_symlink_in_landing_pointing_outside_root_is_quarantined_not_followed(tmp_path, dr):
+def test_symlink_in_landing_pointing_outside_root_is_quarantined_not_followed(tmp_path, dr, local_only):
     secret = tmp_path / "outside.csv"
     secret.write_text("t,x\n2024-01-01,1\n")
     (dr.landing / "evil.csv").symlink_to(secret)
@@ -181,7 +207,7 @@ def test_symlink_in_landing_pointing_outside_root_is_quarantined_not_followed(tm
         dr.inside(dr.quarantine / "evil.csv")
 
 
-def test_symlink_inside_root_is_not_followed_either(dr):
+def test_symlink_inside_root_is_not_followed_either(dr, local_only):
     real = dr.import_batch(FRAME, "real.parquet", stage="archive")
     (dr.landing / "link.parquet").symlink_to(real)
 

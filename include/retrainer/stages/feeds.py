@@ -47,7 +47,7 @@ from retrainer.stages.feedstore import (
     normalise_ids,
     require_id_column,
 )
-from retrainer.storage import DataRoot, write_parquet
+from retrainer.storage import DataRoot, read_parquet, write_parquet
 
 if TYPE_CHECKING:
     import numpy as np
@@ -158,11 +158,10 @@ def performance_signal(cfg: ModelConfig, matured: list[Matured], champion_id: st
 def _predictions(dr: DataRoot, batch: str, version: Any) -> tuple[pd.DataFrame | None, str | None, float]:
     """The stored predictions of ``batch`` by champion ``version`` (or, if none, the model that made the
     newest stored ones), as (frame, model id, mtime)."""
-    import pandas as pd
 
     mine = dr.batch_predictions(batch, version)
     if mine.exists():
-        return pd.read_parquet(mine), f"v{version}", mine.stat().st_mtime
+        return read_parquet(mine), f"v{version}", mine.stat().st_mtime
     others = dr.all_batch_predictions(batch)
     if others:
         return None, others[-1].name.rsplit(".", 2)[-2], others[-1].stat().st_mtime
@@ -175,7 +174,6 @@ def label_step(
     """The labels this monitor step sees: the batch's own (and already delivered) labels, and late labels
     for earlier batches scored against those batches' stored predictions. Written once per step
     (``steps/<batch sha256>.parquet``): a re-run of the step returns the same rows."""
-    import pandas as pd
 
     store = FeedStore(cfg, "labels")
     path = store.step_path(claim["sha256"])
@@ -184,7 +182,7 @@ def label_step(
         if not path.exists():
             rows = _build_label_step(cfg, store, claim, current, version)
             write_parquet(path, rows)
-        rows = pd.read_parquet(path)
+        rows = read_parquet(path)
     matured = []
     for batch, part in rows.groupby("batch", sort=False):
         proba, classes = stored_proba(part)
@@ -392,9 +390,9 @@ def flag_step(
             for c in (ID, "batch", "delivery", "arrived_at", "reason"):
                 rows[c] = rows[c].astype(object).where(rows[c].notna(), None) if c in rows else None
             write_parquet(path, rows[[ID, "batch", "delivery", "arrived_at", "reason"]])
-        step = pd.read_parquet(path)
+        step = read_parquet(path)
         every = pd.concat(
-            [pd.read_parquet(p, columns=[ID, "batch"]) for p in store.steps.glob("*.parquet")],
+            [read_parquet(p, columns=[ID, "batch"]) for p in store.steps.glob("*.parquet")],
             ignore_index=True,
         )
     if not count_batch:

@@ -16,6 +16,7 @@ import logging
 import stat
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retrainer.exceptions import BatchError, ConfigError
@@ -24,11 +25,13 @@ from retrainer.storage import (
     SAFE_NAME,
     DataRoot,
     free_name,
+    is_link,
     is_temporary,
     max_batch_bytes,
     move_to_free_name,
     now_iso,
     read_batch,
+    read_parquet,
     settle_seconds,
     sha256_file,
     write_json,
@@ -38,7 +41,6 @@ from retrainer.storage import (
 if TYPE_CHECKING:
     from collections.abc import Callable
     from contextlib import AbstractContextManager
-    from pathlib import Path
 
     import pandas as pd
 
@@ -91,7 +93,7 @@ class FeedStore:
         ``arrived_at``)."""
         import pandas as pd
 
-        frames = [pd.read_parquet(self.state / d["rows_file"]) for d in self.index()]
+        frames = [read_parquet(self.state / d["rows_file"]) for d in self.index()]
         if not frames:
             cols = [ID, VALUE if self.kind == "labels" else "reason", "delivery", "arrived_at"]
             return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
@@ -102,14 +104,13 @@ class FeedStore:
 
     def used_ids(self, exclude: str | None = None) -> set[str]:
         """Ids some monitor step already used (other than the step ``exclude``)."""
-        import pandas as pd
 
         if not self.steps.exists():
             return set()
         out: set[str] = set()
         for p in self.steps.glob("*.parquet"):
             if p.stem != exclude:
-                out.update(pd.read_parquet(p, columns=[ID])[ID].astype(str))
+                out.update(read_parquet(p, columns=[ID])[ID].astype(str))
         return out
 
     # -- ingest
@@ -121,10 +122,10 @@ class FeedStore:
         now, settle = time.time(), settle_seconds()
         out = []
         for p in sorted(self.landing.iterdir()):
-            if is_temporary(p.name) or (p.is_dir() and not p.is_symlink()):
+            if is_temporary(p.name) or (p.is_dir() and not is_link(p)):
                 continue
             with contextlib.suppress(FileNotFoundError):  # taken by a concurrent ingest meanwhile
-                if p.is_symlink() or now - p.stat().st_mtime >= settle:  # still growing otherwise
+                if is_link(p) or now - p.stat().st_mtime >= settle:  # still growing otherwise
                     out.append(p)
         return out
 
@@ -149,7 +150,8 @@ class FeedStore:
         """What can be judged without reading a byte (``lstat`` only, links never followed): a symbolic
         link, a folder or other non-regular file, an unsafe name, another format, or a file above
         ``RETRAINER_MAX_BATCH_BYTES`` (the batches' limit) raises :class:`BatchError` saying which."""
-        name, st = path.name, path.lstat()
+        name = path.name
+        st = path.lstat() if isinstance(path, Path) else path.stat()  # object stores have no links
         if stat.S_ISLNK(st.st_mode):
             raise BatchError(f"{name} is a symbolic link; drop the file itself into {self.kind}/")
         if not stat.S_ISREG(st.st_mode):
@@ -319,7 +321,7 @@ def id_index(cfg: ModelConfig, dr: DataRoot) -> pd.DataFrame:
     frames = []
     for path in dr.archived():
         st = path.stat()
-        ids = _batch_ids(str(path), st.st_mtime_ns, st.st_size, id_col)
+        ids = _batch_ids(path, st.st_mtime_ns, st.st_size, id_col)
         if ids is None:  # an archived batch without ids cannot take late labels
             continue
         frames.append(pd.DataFrame({ID: list(ids), "batch": path.name, "pos": range(len(ids))}))
@@ -329,13 +331,11 @@ def id_index(cfg: ModelConfig, dr: DataRoot) -> pd.DataFrame:
 
 
 @functools.lru_cache(maxsize=4096)
-def _batch_ids(path: str, mtime_ns: int, size: int, id_col: str) -> tuple[str, ...] | None:
+def _batch_ids(path: Path, mtime_ns: int, size: int, id_col: str) -> tuple[str, ...] | None:
     """The normalised ids of one archived batch, read from its id column only (cached per file version:
     archived files do not change), so the cost does not grow with the batch's width."""
-    from pathlib import Path
-
     try:
-        return tuple(normalise_ids(read_batch(Path(path), [id_col])[id_col]))
+        return tuple(normalise_ids(read_batch(path, [id_col])[id_col]))
     except (BatchError, KeyError):  # no such column (an older batch) or unreadable: no ids
         return None
 

@@ -12,7 +12,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from retrainer.storage.claims import Claims
-from retrainer.storage.io import move_to_free_name, read_columns, sha256_file, write_json
+from retrainer.storage.io import listing, move_to_free_name, read_columns, sha256_file, write_json
 from retrainer.storage.quarantine import reason_path
 from retrainer.storage.rows import naive_time, to_utc_naive
 from retrainer.storage.rules import BATCH_SUFFIXES, FLAGS_SUFFIX, check_batch_name, now_iso
@@ -31,7 +31,7 @@ class Archive(Claims):
             return []
         return [
             p
-            for p in sorted(self.archive.iterdir())
+            for p in listing(self.archive)
             if p.name.endswith(BATCH_SUFFIXES) and not p.name.endswith(FLAGS_SUFFIX)
         ]
 

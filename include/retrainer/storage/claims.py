@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retrainer.exceptions import BatchError
-from retrainer.storage.io import move_to_free_name, sha256_file, write_json
+from retrainer.storage.io import listing, move_to_free_name, sha256_file, write_json
 from retrainer.storage.quarantine import Quarantine, reason_path
 from retrainer.storage.rules import (
     BATCH_SUFFIXES,
@@ -93,7 +93,7 @@ class Claims(Quarantine):
         if record.exists():
             return Claim.from_dict(json.loads(record.read_text()))
         alive = owner_alive or self._recent
-        for lock in sorted(self.inflight.glob("*.json")):
+        for lock in listing(self.inflight, "*.json"):
             resumed = self._resume(lock, run_id, alive)
             if resumed is not None:
                 return resumed
@@ -231,12 +231,12 @@ class Claims(Quarantine):
         record = self._record(c.run_id)
         if record.exists():
             data = json.loads(record.read_text())
-            p = Path(data.get("path", ""))
+            p = self.path(data.get("path") or ".")
             if data.get("path") and p.exists() and data.get("stage") in CLAIMED_STAGES:
                 return data["stage"], self.inside(p)
         for stage in CLAIMED_STAGES:  # a crash between a move and its record: find it by name and content
             d = self.dir(stage)
-            candidates = [d / c.batch, *sorted(d.glob(f"{Path(c.batch).stem}.dup-*{Path(c.batch).suffix}"))]
+            candidates = [d / c.batch, *listing(d, f"{Path(c.batch).stem}.dup-*{Path(c.batch).suffix}")]
             for p in candidates:
                 if p.is_file() and (stage == "processing" or not c.sha256 or sha256_file(p) == c.sha256):
                     return stage, self.inside(p)
@@ -289,7 +289,7 @@ class Claims(Quarantine):
 
     def _release(self, batch: str) -> None:
         self._lock(batch).unlink(missing_ok=True)
-        for marker in self.inflight.glob(f".{batch}.attempt-*"):
+        for marker in listing(self.inflight, f".{batch}.attempt-*"):
             marker.unlink(missing_ok=True)
 
     def in_processing(self) -> list[dict[str, Any]]:
@@ -297,7 +297,7 @@ class Claims(Quarantine):
         A file in processing without a claim (moved there by hand) shows ``claimed_by`` None."""
         out = []
         locked = set()
-        for lock in sorted(self.inflight.glob("*.json")) if self.inflight.exists() else []:
+        for lock in listing(self.inflight, "*.json"):
             try:
                 c = Claim.from_dict(json.loads(lock.read_text()))
             except (OSError, ValueError, TypeError):
@@ -306,7 +306,7 @@ class Claims(Quarantine):
             out.append(
                 {"batch": c.batch, "since": c.claimed_at, "claimed_by": c.run_id, "attempt": c.attempt}
             )
-        for p in sorted(self.processing.iterdir()) if self.processing.exists() else []:
+        for p in listing(self.processing):
             if p.name not in locked and p.name.endswith(BATCH_SUFFIXES) and not p.name.endswith(FLAGS_SUFFIX):
                 since = datetime.fromtimestamp(p.stat().st_mtime, UTC).isoformat()
                 out.append({"batch": p.name, "since": since, "claimed_by": None, "attempt": 0})

@@ -9,9 +9,12 @@ implementing it; :func:`fs_of` picks the backend of a path.
 
 from __future__ import annotations
 
+import pathlib
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
+from retrainer import settings
 from retrainer.storage.local import LOCAL
+from retrainer.storage.objectstore import ObjectStoreFileSystem
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -52,6 +55,26 @@ class FileSystem(Protocol):
         ...
 
 
+_REMOTE: dict[int, ObjectStoreFileSystem] = {}  # one backend per fsspec filesystem instance
+
+
 def fs_of(path: Any) -> FileSystem:
-    """The backend holding ``path``."""
-    return LOCAL
+    """The backend holding ``path``: local for a :class:`pathlib.Path`, object storage for a
+    ``upath.UPath`` on a remote filesystem."""
+    if isinstance(path, pathlib.Path) or getattr(path, "protocol", "file") in ("", "file", "local"):
+        return LOCAL
+    fs = path.fs
+    backend = _REMOTE.get(id(fs))
+    if backend is None or backend.fs is not fs:
+        backend = _REMOTE[id(fs)] = ObjectStoreFileSystem(fs)
+    return backend
+
+
+def as_root(root: Any) -> Any:
+    """A data root as a path object: a local folder as an absolute :class:`pathlib.Path`, a URL
+    (``s3://bucket/prefix``, any fsspec protocol) as the ``upath.UPath`` it already is or is parsed to."""
+    if isinstance(root, pathlib.Path):
+        return root.resolve()
+    if isinstance(root, str):
+        return settings.data_root_at(root)
+    return root

@@ -3,8 +3,10 @@ Parquet / JSON / text writes, content hashes, and moves to a free name that neve
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import pathlib
 from typing import IO, TYPE_CHECKING, Any
 
 from retrainer.exceptions import BatchError
@@ -49,12 +51,26 @@ def write_json(path: Path, payload: Any) -> Path:
     return write_text(path, json.dumps(payload, indent=2, default=str))
 
 
+def is_link(path: Path) -> bool:
+    """Whether ``path`` is a symbolic link (object stores have none: not asked there, it costs a request)."""
+    return isinstance(path, pathlib.Path) and path.is_symlink()
+
+
+def listing(folder: Path, pattern: str = "*") -> list[Path]:
+    """The entries of ``folder`` matching ``pattern``, sorted; empty when the folder is gone (on object
+    storage a prefix disappears with its last object, possibly between a look and a listing)."""
+    try:
+        return sorted(folder.glob(pattern), key=str)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
 # -- moves that never overwrite ----------------------------------------------------------------------------
 def free_name(path: Path) -> Path:
     """``path``, or ``<stem>.dup-<n><suffix>`` for the first n that is free (a dangling link counts as
     taken)."""
     dest, n = path, 1
-    while dest.exists() or dest.is_symlink():
+    while dest.exists() or is_link(dest):
         dest, n = path.with_name(f"{path.stem}.dup-{n}{path.suffix}"), n + 1
     return dest
 
@@ -74,15 +90,34 @@ def move_to_free_name(src: Path, dest: Path) -> Path:
 
 
 # -- batches -------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _source(path: Path) -> Iterator[Any]:
+    """What pandas and pyarrow read ``path`` from: the path of a local file, an open file otherwise."""
+    if isinstance(path, pathlib.Path):
+        yield path
+        return
+    with path.open("rb") as fh:
+        yield fh
+
+
+def read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """A Parquet file we wrote (records, steps, predictions), on any backend; errors as pandas raises them."""
+    import pandas as pd
+
+    with _source(path) as src:
+        return pd.read_parquet(src, columns=columns)
+
+
 def read_batch(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
     """Read a CSV or Parquet batch (all columns, or ``columns``); unreadable files raise
     :class:`BatchError` saying why."""
     import pandas as pd
 
     try:
-        if path.suffix == ".csv":
-            return pd.read_csv(path, usecols=columns)
-        return pd.read_parquet(path, columns=columns)
+        with _source(path) as src:
+            if path.suffix == ".csv":
+                return pd.read_csv(src, usecols=columns)
+            return pd.read_parquet(src, columns=columns)
     except Exception as exc:  # pandas/pyarrow raise many types for a corrupt file
         raise BatchError(f"cannot read {path.name}: {type(exc).__name__}: {exc}") from exc
 
@@ -93,9 +128,10 @@ def batch_columns(path: Path) -> list[str]:
     import pyarrow.parquet as pq
 
     try:
-        if path.suffix == ".csv":
-            return list(pd.read_csv(path, nrows=0).columns)
-        return list(pq.read_schema(path).names)
+        with _source(path) as src:
+            if path.suffix == ".csv":
+                return list(pd.read_csv(src, nrows=0).columns)
+            return list(pq.read_schema(src).names)
     except Exception as exc:  # a corrupt file: say which
         raise BatchError(f"cannot read {path.name}: {type(exc).__name__}: {exc}") from exc
 
@@ -118,11 +154,12 @@ def iter_chunks(
     rows = rows or CHUNK_ROWS
 
     try:
-        if path.suffix == ".csv":
-            yield from pd.read_csv(path, usecols=columns, chunksize=rows)
-            return
-        for rb in pq.ParquetFile(path).iter_batches(batch_size=rows, columns=columns):
-            yield rb.to_pandas()
+        with _source(path) as src:
+            if path.suffix == ".csv":
+                yield from pd.read_csv(src, usecols=columns, chunksize=rows)
+                return
+            for rb in pq.ParquetFile(src).iter_batches(batch_size=rows, columns=columns):
+                yield rb.to_pandas()
     except BatchError:
         raise
     except Exception as exc:  # pandas/pyarrow raise many types for a corrupt file

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from retrainer.exceptions import BatchError
-from retrainer.storage.fs import fs_of
+from retrainer.storage.fs import as_root, fs_of
+from retrainer.storage.io import is_link, listing
 from retrainer.storage.rules import (
     BATCH_SUFFIXES,
     CLAIMED_STAGES,
@@ -35,8 +36,8 @@ if TYPE_CHECKING:
 class Layout:
     """Paths of one model under the data root."""
 
-    def __init__(self, root: Path | str, model: str):
-        self.root = Path(root).resolve()
+    def __init__(self, root: Path | str | Any, model: str):
+        self.root: Path = as_root(root)  # a Path, or a upath.UPath for a data root on object storage
         self.model = model
 
     @property
@@ -134,8 +135,16 @@ class Layout:
     def flags_path(self, batch_path: Path) -> Path:
         return batch_path.with_name(batch_path.name.rsplit(".", 1)[0] + FLAGS_SUFFIX)
 
+    def path(self, text: str) -> Path:
+        """A path recorded as text (``str(path)``) as a path object of this root's backend."""
+        if isinstance(self.root, Path):
+            return Path(text)
+        return type(self.root)(text, **self.root.storage_options)  # type: ignore[attr-defined]
+
     # -- the root as a whole --------------------------------------------------------------------------
     def ensure(self) -> Self:
+        if not isinstance(self.root, Path):  # object storage: folders exist as their objects do
+            return self
         for stage in (*STAGES, "snapshots", "reports", "predictions"):
             self.dir(stage).mkdir(parents=True, exist_ok=True)
         self.claims.mkdir(parents=True, exist_ok=True)
@@ -152,7 +161,7 @@ class Layout:
     def remove(self, path: Path) -> None:
         """Remove a file or a whole folder under the data root (refuses anything outside it)."""
         target = self.inside(path)
-        if target.exists() or target.is_symlink():
+        if target.exists() or is_link(target):
             self.fs.remove(target)
 
     def lock(self, path: Path) -> AbstractContextManager[None]:
@@ -183,10 +192,10 @@ class Layout:
         settle = settle_seconds() if settle is None else settle
         now = time.time()
         out = []
-        for p in sorted(self.landing.iterdir()):
+        for p in listing(self.landing):
             if is_temporary(p.name) or p.name.endswith(FLAGS_SUFFIX):
                 continue
-            if p.is_symlink():
+            if is_link(p):
                 out.append(p)
                 continue
             if not p.is_file():  # a feed folder such as labels/, not a batch
@@ -201,5 +210,5 @@ class Layout:
         return [
             p.name
             for p in self._landed(settle)
-            if not p.is_symlink() and p.name.endswith(BATCH_SUFFIXES) and SAFE_NAME.match(p.name)
+            if not is_link(p) and p.name.endswith(BATCH_SUFFIXES) and SAFE_NAME.match(p.name)
         ]

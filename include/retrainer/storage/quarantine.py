@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from retrainer.exceptions import BatchError
-from retrainer.storage.io import move_to_free_name, write_json
+from retrainer.storage.io import is_link, move_to_free_name, write_json
 from retrainer.storage.layout import Layout
 from retrainer.storage.rules import check_batch_name, max_batch_bytes, now_iso
 
@@ -33,7 +33,7 @@ class Quarantine(Layout):
         for p in self._landed(settle):
             try:
                 check_batch_name(p.name)
-                if p.is_symlink():  # a link could point anywhere: accept real files only
+                if is_link(p):  # a link could point anywhere: accept real files only
                     raise BatchError(f"{p.name} is a symbolic link; drop the file itself into landing/")
                 size = p.stat().st_size
                 if size > max_batch_bytes():

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retrainer.exceptions import RetrainerError, SnapshotIntegrityError
+from retrainer.storage.fs import fs_of
+from retrainer.storage.io import write_parquet
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -100,10 +102,6 @@ def create_snapshot(
         log.info("snapshot %s already exists (%d rows): reused, not rewritten", digest[:12], len(df))
         touch(folder, digest)  # in use again: gc ages unregistered snapshots from their last use
         return Snapshot(digest, final, len(df), created=False)
-    folder.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp(folder)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder))
-    df.to_parquet(tmp / "data.parquet", index=False)
     manifest = {
         "sha256": digest,
         "rows": len(df),
@@ -113,7 +111,14 @@ def create_snapshot(
         "created_at": datetime.now(UTC).isoformat(),
         **(extra or {}),
     }
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    text = json.dumps(manifest, indent=2, default=str)
+    if not isinstance(folder, Path):  # object storage: no folder rename
+        return _create_in_bucket(df, folder, digest, text, len(sources))
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp(folder)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder))
+    df.to_parquet(tmp / "data.parquet", index=False)
+    (tmp / "manifest.json").write_text(text)
     try:
         os.rename(tmp, final)  # atomic; fails if a concurrent writer got there first
     except OSError:
@@ -128,12 +133,27 @@ def create_snapshot(
     return Snapshot(digest, final, len(df), created=True)
 
 
+def _create_in_bucket(df: pd.DataFrame, folder: Any, digest: str, manifest: str, sources: int) -> Snapshot:
+    """A snapshot on object storage: the data object, then the manifest by exclusive create. The manifest
+    marks the snapshot complete (readers look for it first); a concurrent writer of the same content wrote
+    the same data object and loses the manifest race: the first one is kept."""
+    final = folder / digest
+    write_parquet(final / "data.parquet", df)
+    if not fs_of(final).create_exclusive(final / "manifest.json", manifest):
+        return Snapshot(digest, final, len(df), created=False)
+    log.info("snapshot %s written: %d rows from %d batches", digest[:12], len(df), sources)
+    return Snapshot(digest, final, len(df), created=True)
+
+
 def touch(folder: Path, sha256: str) -> None:
     """Mark a snapshot as used now. ``retrainer gc`` removes a snapshot no registered version references
     only once it has gone unused for ``retention.snapshots``: each retrain step that reads or reuses it
     renews that time (its content is never touched)."""
     path = folder / sha256
-    if path.is_dir():
+    if not isinstance(path, Path):  # object storage has no folders: the manifest carries the time
+        if (path / "manifest.json").exists():
+            fs_of(path).touch(path / "manifest.json")
+    elif path.is_dir():
         os.utime(path)
 
 
@@ -149,7 +169,12 @@ def load_snapshot(folder: Path, sha256: str) -> pd.DataFrame:
     import pandas as pd
 
     read_manifest(folder, sha256)
-    df = pd.read_parquet(folder / sha256 / "data.parquet")
+    data = folder / sha256 / "data.parquet"
+    if isinstance(data, Path):
+        df = pd.read_parquet(data)
+    else:
+        with data.open("rb") as fh:
+            df = pd.read_parquet(fh)
     actual = content_hash(df)
     if actual != sha256:
         raise SnapshotIntegrityError(
