@@ -7,55 +7,26 @@ Real data roots, real GX, real MLflow on SQLite; the monitor's stage functions a
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from retrainer import settings
-from retrainer.config import parse_config
 from retrainer.exceptions import BatchError, DataValidationError
 from retrainer.stages import monitor, retention, retrain
 from retrainer.storage import DataRoot
 from tests.support.champion import train_first_champion
+from tests.support.streams import ROWS, deliver_file, stream_config, stream_day
 
 pytestmark = pytest.mark.unit
 
-ROWS = 48
-
 
 def make_cfg(id_column: str | None = "rid"):
-    return parse_config(
-        {
-            "name": "ident",
-            "task": "regression",
-            "data": {"time_column": "ts", "target": "y", "features": ["a", "b"], "id_column": id_column},
-            "model": {"estimator": "sklearn.linear_model.LinearRegression"},
-            "training": {"window": "30D", "holdout": "1D", "min_rows": 50},
-            "validation": {"metric": "mae"},
-        }
-    )
-
-
-def day(i: int, *, ids: str = "d") -> pd.DataFrame:
-    """Day ``i`` of a stable stream: ``ROWS`` rows, ids ``<ids><i>-<n>``, labelled."""
-    rng = np.random.default_rng(i)
-    t = pd.Timestamp("2024-01-01") + pd.Timedelta(days=i) + pd.to_timedelta(np.arange(ROWS) * 0.5, unit="h")
-    a, b = rng.normal(size=ROWS), rng.normal(size=ROWS)
-    return pd.DataFrame(
-        {"rid": [f"{ids}{i}-{n}" for n in range(ROWS)], "ts": t, "a": a, "b": b, "y": 2 * a + b}
-    )
+    return stream_config("ident", id_column)
 
 
 def deliver(dr: DataRoot, frame: pd.DataFrame, name: str, folder: str = "") -> None:
     """Write elsewhere, rename into landing (the delivery contract)."""
-    dest = dr.landing / folder if folder else dr.landing
-    dest.mkdir(parents=True, exist_ok=True)
-    tmp = dest / f".{name}.tmp"
-    if name.endswith(".csv"):
-        frame.to_csv(tmp, index=False)
-    else:
-        frame.to_parquet(tmp, index=False)
-    tmp.rename(dest / name)
+    deliver_file(dr.landing / folder if folder else dr.landing, frame, name)
 
 
 def run_monitor(cfg, run_id: str, *, with_feeds: bool = False) -> dict:
@@ -79,18 +50,19 @@ def dr(state) -> DataRoot:
 
 def champion(dr: DataRoot, cfg, days: range = range(4)) -> None:
     for i in days:
-        dr.import_batch(day(i), f"2024-01-{i + 1:02d}.parquet", stage="archive")
+        dr.import_batch(stream_day(i), f"2024-01-{i + 1:02d}.parquet", stage="archive")
     train_first_champion(cfg)
 
 
 # -- times with a UTC offset --------------------------------------------------------------------------------
 def test_offset_times_are_stored_as_utc_and_retrain_and_gc_read_them(dr):
     cfg = make_cfg(None)
-    dr.import_batch(day(0).drop(columns="rid"), "2024-01-01.parquet", stage="archive")  # naive history
-    z = day(1).drop(columns="rid")
+    dr.import_batch(stream_day(0).drop(columns="rid"), "2024-01-01.parquet", stage="archive")  # naive history
+    z = stream_day(1).drop(columns="rid")
     z["ts"] = z["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")  # "...Z" text in a CSV
     deliver(dr, z, "2024-01-02.csv")
-    dst = day(2).drop(columns="rid")  # a Parquet column with a zone, as an export in New York writes it
+    # a Parquet column with a zone, as an export in New York writes it
+    dst = stream_day(2).drop(columns="rid")
     dst["ts"] = dst["ts"].dt.tz_localize("UTC").dt.tz_convert("America/New_York")
     deliver(dr, dst, "2024-01-03.parquet")
 
@@ -101,7 +73,7 @@ def test_offset_times_are_stored_as_utc_and_retrain_and_gc_read_them(dr):
 
     ranges = dr.archive_ranges("ts")
     assert all(t.tzinfo is None for pair in ranges.values() for t in pair)
-    assert max(last for _, last in ranges.values()) == day(2)["ts"].max()  # UTC, offset removed
+    assert max(last for _, last in ranges.values()) == stream_day(2)["ts"].max()  # UTC, offset removed
     snap = retrain.snapshot(cfg)  # raised TypeError (tz-naive vs tz-aware) before the rule
     assert snap["rows"] == 3 * ROWS
     retention.collect(cfg, dry_run=True)  # so did gc
@@ -117,7 +89,7 @@ def test_offset_times_parse_to_utc_across_a_daylight_saving_change():
 
 def test_a_column_mixing_times_with_and_without_offset_is_quarantined(dr):
     cfg = make_cfg(None)
-    mixed = day(1).drop(columns="rid")
+    mixed = stream_day(1).drop(columns="rid")
     mixed["ts"] = mixed["ts"].dt.strftime("%Y-%m-%d %H:%M:%S")
     mixed.loc[mixed.index[:5], "ts"] = mixed["ts"].head(5) + "+01:00"
     deliver(dr, mixed, "2024-01-02.csv")
@@ -136,7 +108,7 @@ def test_backtest_reads_times_by_the_same_rule(tmp_path):
     from retrainer.backtest.replay import load_data
 
     cfg = make_cfg(None)
-    frame = pd.concat([day(i) for i in range(3)], ignore_index=True).drop(columns="rid")
+    frame = pd.concat([stream_day(i) for i in range(3)], ignore_index=True).drop(columns="rid")
     frame["ts"] = frame["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     frame.to_csv(tmp_path / "z.csv", index=False)
     mixed = frame.copy()
@@ -153,10 +125,11 @@ def test_backtest_reads_times_by_the_same_rule(tmp_path):
 # -- ids and re-exports ---------------------------------------------------------------------------------
 def test_a_batch_reusing_archived_ids_is_quarantined_naming_them(dr):
     cfg = make_cfg()
-    deliver(dr, day(0), "2024-01-01.parquet")
+    deliver(dr, stream_day(0), "2024-01-01.parquet")
     run_monitor(cfg, "run-a")
-    reused = day(1)
-    reused.loc[reused.index[:10], "rid"] = day(0)["rid"].head(10).to_numpy()  # ten ids of batch A again
+    reused = stream_day(1)
+    # ten ids of batch A again
+    reused.loc[reused.index[:10], "rid"] = stream_day(0)["rid"].head(10).to_numpy()
     deliver(dr, reused, "2024-01-02.parquet")
     claim = monitor.claim_batch(cfg, "run-b")
 
@@ -171,9 +144,9 @@ def test_a_batch_reusing_archived_ids_is_quarantined_naming_them(dr):
 
 def test_a_re_export_of_archived_rows_is_a_duplicate(dr):
     cfg = make_cfg(None)
-    deliver(dr, day(0).drop(columns="rid"), "2024-01-01.parquet")
+    deliver(dr, stream_day(0).drop(columns="rid"), "2024-01-01.parquet")
     first = run_monitor(cfg, "run-a")
-    again = day(0).drop(columns="rid")[["b", "ts", "y", "a"]].iloc[::-1]  # other format, order, bytes
+    again = stream_day(0).drop(columns="rid")[["b", "ts", "y", "a"]].iloc[::-1]  # other format, order, bytes
     deliver(dr, again, "2024-01-01-export.csv")
     claim = monitor.claim_batch(cfg, "run-b")
 
@@ -191,10 +164,10 @@ def test_a_redelivery_under_an_archived_name_keeps_its_own_predictions_and_label
     cfg = make_cfg()
     champion(dr, cfg)
     name = "2024-01-06.parquet"
-    deliver(dr, day(5).drop(columns="y"), name)
+    deliver(dr, stream_day(5).drop(columns="y"), name)
     first = run_monitor(cfg, "run-first")
     stored_first = pd.read_parquet(first["scored"]["predictions"])
-    deliver(dr, day(6, ids="r").drop(columns="y"), name)  # other rows (and ids) under the same name
+    deliver(dr, stream_day(6, ids="r").drop(columns="y"), name)  # other rows (and ids) under the same name
 
     second = run_monitor(cfg, "run-second")
 
@@ -204,8 +177,8 @@ def test_a_redelivery_under_an_archived_name_keeps_its_own_predictions_and_label
     assert second["scored"]["predictions"] != first["scored"]["predictions"]
     pd.testing.assert_frame_equal(pd.read_parquet(first["scored"]["predictions"]), stored_first)
     # labels for the second batch's rows arrive late: scored against the second batch's predictions
-    deliver(dr, day(6, ids="r")[["rid", "y"]], "late.csv", folder="labels")
-    deliver(dr, day(7, ids="t").drop(columns="y"), "2024-01-08.parquet")
+    deliver(dr, stream_day(6, ids="r")[["rid", "y"]], "late.csv", folder="labels")
+    deliver(dr, stream_day(7, ids="t").drop(columns="y"), "2024-01-08.parquet")
     third = run_monitor(cfg, "run-third", with_feeds=True)
 
     late = {b["batch"]: b for b in third["performance"]["late_labels"]}
@@ -218,9 +191,9 @@ def test_a_redelivery_under_an_archived_name_keeps_its_own_predictions_and_label
 def test_an_unreadable_reference_cache_is_rebuilt(dr, caplog):
     cfg = make_cfg(None)
     for i in range(4):
-        dr.import_batch(day(i).drop(columns="rid"), f"2024-01-{i + 1:02d}.parquet", stage="archive")
+        dr.import_batch(stream_day(i).drop(columns="rid"), f"2024-01-{i + 1:02d}.parquet", stage="archive")
     train_first_champion(cfg)
-    deliver(dr, day(5).drop(columns=["rid", "y"]), "2024-01-06.parquet")
+    deliver(dr, stream_day(5).drop(columns=["rid", "y"]), "2024-01-06.parquet")
     claim = monitor.claim_batch(cfg, "run-ref")
     monitor.validate_batch(cfg, claim, "run-ref")
     scored = monitor.score_batch(cfg, claim)

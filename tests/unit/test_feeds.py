@@ -16,34 +16,16 @@ from retrainer.exceptions import ConfigError
 from retrainer.stages import feeds
 from retrainer.storage import DataRoot, write_parquet
 from tests.support.s3_emulator import MotoS3
+from tests.support.streams import ROWS, deliver_file, stream_config, stream_day
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 pytestmark = pytest.mark.unit
 
-ROWS = 48
-
 
 def make_cfg(id_column: str | None = "rid"):
-    return parse_config(
-        {
-            "name": "fed",
-            "task": "regression",
-            "data": {"time_column": "ts", "target": "y", "features": ["a", "b"], "id_column": id_column},
-            "model": {"estimator": "sklearn.linear_model.LinearRegression"},
-            "training": {"window": "30D", "holdout": "1D", "min_rows": 50},
-            "validation": {"metric": "mae"},
-        }
-    )
-
-
-def day(i: int, seed: int = 0) -> pd.DataFrame:
-    """Day ``i`` of a stable stream: ``ROWS`` rows, ids ``d<i>-<n>``, labelled."""
-    rng = np.random.default_rng(seed + i)
-    t = pd.Timestamp("2024-01-01") + pd.Timedelta(days=i) + pd.to_timedelta(np.arange(ROWS) * 0.5, unit="h")
-    a, b = rng.normal(size=ROWS), rng.normal(size=ROWS)
-    return pd.DataFrame({"rid": [f"d{i}-{n}" for n in range(ROWS)], "ts": t, "a": a, "b": b, "y": 2 * a + b})
+    return stream_config("fed", id_column)
 
 
 def name(i: int) -> str:
@@ -52,7 +34,7 @@ def name(i: int) -> str:
 
 def archive(dr: DataRoot, i: int, *, labelled: bool = False, version: int | None = 1) -> pd.DataFrame:
     """Day ``i`` archived (without labels unless asked) with the champion's stored predictions."""
-    df = day(i)
+    df = stream_day(i)
     dr.import_batch(df if labelled else df.drop(columns=["y"]), name(i), stage="archive")
     if version is not None:
         pred = df[["ts"]].assign(prediction=df.y + 0.5)  # off by 0.5 everywhere: mae 0.5
@@ -63,16 +45,7 @@ def archive(dr: DataRoot, i: int, *, labelled: bool = False, version: int | None
 
 def deliver(dr: DataRoot, frame: pd.DataFrame, fname: str, kind: str = "labels") -> Path:
     """Write elsewhere, rename in (the delivery contract)."""
-    folder = dr.landing / kind
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{fname}.tmp"
-    if fname.endswith(".csv"):
-        frame.to_csv(tmp, index=False)
-    else:
-        frame.to_parquet(tmp, index=False)
-    dest = folder / fname
-    tmp.rename(dest)
-    return dest
+    return deliver_file(dr.landing / kind, frame, fname)
 
 
 def claim(i: int) -> dict:
@@ -80,7 +53,7 @@ def claim(i: int) -> dict:
 
 
 def current(i: int, *, labelled: bool = False) -> pd.DataFrame:
-    df = day(i)
+    df = stream_day(i)
     df["prediction"] = df.y + 0.5
     return df if labelled else df.drop(columns=["y"])
 
@@ -93,7 +66,7 @@ def dr(state) -> DataRoot:
 # -- ingest: contract, idempotence, quarantine -----------------------------------------------------------
 def test_ingest_follows_the_delivery_contract_and_is_idempotent(dr):
     cfg = make_cfg()
-    labels = day(0)[["rid", "y"]]
+    labels = stream_day(0)[["rid", "y"]]
     deliver(dr, labels, "week1.csv")
     (dr.landing / "labels" / ".hidden.csv").write_text("rid,y\nd0-0,1\n")
     (dr.landing / "labels" / "writing.csv.part").write_text("rid,y\nd0-0,")
@@ -121,7 +94,7 @@ def test_a_file_still_being_written_is_not_read(dr, monkeypatch):
 
     cfg = make_cfg()
     monkeypatch.setenv("RETRAINER_SETTLE_SECONDS", "60")
-    path = deliver(dr, day(0)[["rid", "y"]], "slow.csv")  # modified just now: maybe still growing
+    path = deliver(dr, stream_day(0)[["rid", "y"]], "slow.csv")  # modified just now: maybe still growing
 
     assert feeds.ingest(cfg, by="test")["labels"]["ingested"] == []
     assert path.exists()
@@ -217,7 +190,10 @@ def test_links_and_special_files_are_refused_before_any_read(dr, tmp_path, kind,
         fifo = landed
         os.mkfifo(fifo)
     deliver(
-        dr, day(0)[["rid", "y"]].rename(columns={"y": "y" if kind == "labels" else "reason"}), "ok.csv", kind
+        dr,
+        stream_day(0)[["rid", "y"]].rename(columns={"y": "y" if kind == "labels" else "reason"}),
+        "ok.csv",
+        kind,
     )
 
     out = _ingest_bounded(cfg, fifo)
@@ -249,8 +225,8 @@ def test_a_second_dangling_link_does_not_replace_the_first_in_quarantine(dr, tmp
 def test_feed_files_are_bounded_like_batches(dr, monkeypatch):
     cfg = make_cfg()
     monkeypatch.setenv("RETRAINER_MAX_BATCH_BYTES", "200")
-    deliver(dr, day(0)[["rid", "y"]], "big.csv")  # 48 rows: well above 200 bytes
-    deliver(dr, day(0)[["rid", "y"]].iloc[:3], "small.csv")
+    deliver(dr, stream_day(0)[["rid", "y"]], "big.csv")  # 48 rows: well above 200 bytes
+    deliver(dr, stream_day(0)[["rid", "y"]].iloc[:3], "small.csv")
 
     out = feeds.ingest(cfg, by="test")
 
@@ -262,7 +238,7 @@ def test_feed_files_are_bounded_like_batches(dr, monkeypatch):
 
 def test_feeds_need_an_id_column(dr):
     cfg = make_cfg(id_column=None)
-    deliver(dr, day(0)[["rid", "y"]], "week1.csv")
+    deliver(dr, stream_day(0)[["rid", "y"]], "week1.csv")
 
     with pytest.raises(ConfigError, match=r"data\.id_column"):
         feeds.FeedStore(cfg, "labels").ingest(by="test")
@@ -288,7 +264,7 @@ def test_id_column_cannot_be_a_feature():
 def test_late_labels_score_the_stored_predictions_of_their_batch(dr):
     cfg = make_cfg()
     archive(dr, 0)
-    deliver(dr, day(0)[["rid", "y"]].iloc[:30], "labels-day0.parquet")
+    deliver(dr, stream_day(0)[["rid", "y"]].iloc[:30], "labels-day0.parquet")
     feeds.ingest(cfg, by="monitor:sha-1")
 
     matured, info = feeds.label_step(cfg, claim(1), current(1), version=1)
@@ -311,7 +287,7 @@ def test_late_labels_score_the_stored_predictions_of_their_batch(dr):
 def test_labels_before_their_batch_wait_and_score_it_when_it_arrives(dr):
     cfg = make_cfg()
     archive(dr, 0)
-    deliver(dr, day(1)[["rid", "y"]], "early.csv")  # labels for a batch not delivered yet
+    deliver(dr, stream_day(1)[["rid", "y"]], "early.csv")  # labels for a batch not delivered yet
     feeds.ingest(cfg, by="test")
 
     matured, info = feeds.label_step(cfg, claim(0), current(0), version=1)
@@ -325,7 +301,7 @@ def test_labels_before_their_batch_wait_and_score_it_when_it_arrives(dr):
 def test_labels_for_a_previous_champions_predictions_are_not_scored(dr):
     cfg = make_cfg()
     archive(dr, 0, version=1)
-    deliver(dr, day(0)[["rid", "y"]], "l.csv")
+    deliver(dr, stream_day(0)[["rid", "y"]], "l.csv")
     feeds.ingest(cfg, by="test")
 
     matured, info = feeds.label_step(cfg, claim(1), current(1), version=2)
@@ -348,7 +324,7 @@ def test_training_uses_every_arrived_label_and_the_snapshot_hash_follows(dr):
     before = retrain.snapshot(cfg)
     again = retrain.snapshot(cfg)
 
-    deliver(dr, day(3)[["rid", "y"]], "day3.csv")
+    deliver(dr, stream_day(3)[["rid", "y"]], "day3.csv")
     after = retrain.snapshot(cfg)  # the retrain ingests what landed: the labels arrived by snapshot time
     after_again = retrain.snapshot(cfg)
 
@@ -368,7 +344,7 @@ def test_a_later_label_corrects_an_earlier_one_for_training(dr):
     deliver(dr, pd.DataFrame({"rid": ["d0-0"], "y": [7.0]}), "b.csv")
     feeds.ingest(cfg, by="test")
 
-    df = feeds.apply_labels(cfg, day(0).drop(columns=["y"]))
+    df = feeds.apply_labels(cfg, stream_day(0).drop(columns=["y"]))
 
     assert df.loc[0, "y"] == 7.0 and df["y"].notna().sum() == 1
 
@@ -406,7 +382,7 @@ def claimed_with_sidecar(dr: DataRoot, i: int, sidecar: str | None) -> dict:
     if sidecar is not None:
         dr.landing.mkdir(parents=True, exist_ok=True)
         (dr.landing / f"{name(i)[:-8]}.flags.csv").write_text(sidecar)
-    dr.import_batch(day(i).drop(columns=["y"]), name(i))
+    dr.import_batch(stream_day(i).drop(columns=["y"]), name(i))
     got = dr.claim(f"run-{i}")
     assert got is not None
     return got.to_dict()
@@ -486,7 +462,7 @@ def test_live_label_delay_equals_the_backtest_rule(dr, delay):
     for i in range(steps):
         j = feeds.due_batch(i, delay)
         if 0 <= j < i:
-            deliver(dr, day(j)[["rid", "y"]], f"labels-{j}.csv")
+            deliver(dr, stream_day(j)[["rid", "y"]], f"labels-{j}.csv")
         feeds.ingest(cfg, by=f"monitor:sha-{i}")
         cur = current(i, labelled=delay == 0)
         matured, _ = feeds.label_step(cfg, claim(i), cur, version=1)
@@ -494,7 +470,7 @@ def test_live_label_delay_equals_the_backtest_rule(dr, delay):
         archive(dr, i, labelled=delay == 0)
         # the backtest's view of the same step (retrainer.backtest._trigger_step)
         if j >= 0:
-            d = day(j)
+            d = stream_day(j)
             bt = feeds.performance_signal(
                 cfg, [feeds.Matured(name(j), "v1", d.y.to_numpy(), d.y.to_numpy() + 0.5, i - j)], "v1"
             )
@@ -523,14 +499,14 @@ def test_the_id_index_reads_only_the_id_column(dr):
     del wide
     probe = (
         "import resource, sys\n"
-        "from tests.unit.test_feeds import make_cfg\n"
+        "from tests.support.streams import stream_config\n"
         "from retrainer import settings\n"
         "from retrainer.stages import feeds\n"
         "from retrainer.storage import DataRoot\n"
         "dr = DataRoot(settings.data_root(), 'fed')\n"
-        "feeds.id_index(make_cfg(), DataRoot(settings.data_root(), 'nobody'))  # imports warmed up\n"
+        "feeds.id_index(stream_config('fed'), DataRoot(settings.data_root(), 'nobody'))  # imports warmed up\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "index = feeds.id_index(make_cfg(), dr)\n"
+        "index = feeds.id_index(stream_config('fed'), dr)\n"
         "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "print(len(index), index['id'].iloc[-1], (after - before) * 1024)\n"
     )
@@ -549,14 +525,14 @@ def test_batch_gate_requires_unique_row_ids():
     from retrainer.gates import quality
 
     cfg = make_cfg()
-    batch = day(0)
+    batch = stream_day(0)
     batch.loc[3, "rid"] = batch.loc[2, "rid"]
 
     with pytest.raises(DataValidationError, match="rid") as err:
         quality.validate(batch, quality.build_expectations(cfg), name="ids")
 
     assert any(f["column"] == "rid" and "unique" in f["expectation"] for f in err.value.failures)
-    assert quality.validate(day(0), quality.build_expectations(cfg), name="ids_ok")["success"]
+    assert quality.validate(stream_day(0), quality.build_expectations(cfg), name="ids_ok")["success"]
 
 
 def test_check_command_gate_sees_the_row_ids(dr, tmp_path):
@@ -564,7 +540,7 @@ def test_check_command_gate_sees_the_row_ids(dr, tmp_path):
     from retrainer.stages.check import check_file
 
     path = tmp_path / "2024-01-01.parquet"
-    day(0).to_parquet(path, index=False)
+    stream_day(0).to_parquet(path, index=False)
 
     out = check_file(make_cfg(), path)
 
@@ -581,7 +557,7 @@ def test_feeds_on_the_s3_emulator_ingest_once_and_join_late_labels(state, monkey
             monkeypatch.setenv(key, value)
         cfg = make_cfg()
         dr = DataRoot.for_model(cfg).ensure()
-        df = day(0)
+        df = stream_day(0)
         dr.import_batch(df.drop(columns=["y"]), name(0), stage="archive")
         write_parquet(dr.batch_predictions(name(0), 1), df[["ts"]].assign(prediction=df.y + 0.5))
         landed = dr.landing / "labels"

@@ -4,31 +4,27 @@ writes a new config that validates, leaving the input alone."""
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from retrainer import cli
 from retrainer.backtest import tune
 from retrainer.config import TriggerConfig, load_config
+from tests.support import streams
+from tests.support.streams import FLIP
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 pytestmark = pytest.mark.unit
 
-FLIP = 8  # batches between concept changes
+DAYS, ROWS_PER_DAY = 56, 96
 
 
-def flips(days: int = 56, rows: int = 96, seed: int = 0) -> pd.DataFrame:
-    """Daily batches whose concept flips every FLIP days (y = +-3a + b): the inputs and the distribution of
-    the predictions never change, so drift signals are blind and a fixed schedule is out of phase; only a
-    signal on the labelled errors can time the retrains, with one retrain per change."""
-    rng = np.random.default_rng(seed)
-    n = days * rows
-    t = pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(n) * (24 / rows), unit="h")
-    a, b = rng.normal(size=n), rng.normal(size=n)
-    sign = np.where((np.arange(n) // (FLIP * rows)) % 2 == 0, 1.0, -1.0)
-    y = sign * 3 * a + b + rng.normal(scale=0.5, size=n)
-    return pd.DataFrame({"ts": t, "a": a, "b": b, "y": y})
+def flips(days: int = DAYS, rows: int = ROWS_PER_DAY, seed: int = 0) -> pd.DataFrame:
+    """The concept-flipping stream (:func:`tests.support.streams.flips`) at this file's size."""
+    return streams.flips(days, rows, seed)
 
 
 CONFIG = """\

@@ -10,21 +10,16 @@ import pytest
 
 from retrainer.backtest import tune
 from retrainer.config import parse_config
+from tests.support import streams
 
 pytestmark = pytest.mark.unit
 
-FLIP = 8  # batches between concept changes in the search part
+DAYS, ROWS_PER_DAY = 48, 64
 
 
-def flips(days: int = 48, rows: int = 64, seed: int = 0) -> pd.DataFrame:
-    """Daily batches whose concept flips every FLIP days (y = +-3a + b)."""
-    rng = np.random.default_rng(seed)
-    n = days * rows
-    t = pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(n) * (24 / rows), unit="h")
-    a, b = rng.normal(size=n), rng.normal(size=n)
-    sign = np.where((np.arange(n) // (FLIP * rows)) % 2 == 0, 1.0, -1.0)
-    y = sign * 3 * a + b + rng.normal(scale=0.5, size=n)
-    return pd.DataFrame({"ts": t, "a": a, "b": b, "y": y})
+def flips(days: int = DAYS, rows: int = ROWS_PER_DAY, seed: int = 0) -> pd.DataFrame:
+    """The concept-flipping stream (:func:`tests.support.streams.flips`) at this file's size."""
+    return streams.flips(days, rows, seed)
 
 
 CFG = parse_config(

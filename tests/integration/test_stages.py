@@ -1,10 +1,12 @@
 """The retrain and monitor stage functions without Airflow: real GX, Evidently and MLflow (SQLite).
 
-Training a champion and logging it to MLflow costs ~10 s, so one champion is trained per module (the
-``trained`` fixture) in a module-scoped copy of the ``state`` fixture's environment (temp data root, temp
-SQLite tracking store, temp artifact root). Tests run in file order: the retrain-path tests come first,
-because the monitor tests archive new batches and so change what a fresh snapshot would contain. Every
-monitor test lands, claims and finishes its own batch, so no batch is left in landing for the next test.
+Training a champion and logging it to MLflow costs ~10 s, so a champion is trained once per module for
+each group of tests, each group in its own module-scoped copy of the ``state`` fixture's environment
+(temp data root, temp SQLite tracking store, temp artifact root): the retrain-path tests (``trained``)
+and the monitor-path tests (``monitored``), because monitor tests archive new batches and so change what
+a fresh snapshot would contain. No test depends on another having run: the retrain-path tests leave the
+snapshot, the champion and its history as they found them, and every monitor test lands, claims and
+finishes its own batch, so any order (or any one test alone) gives the same results.
 """
 
 from __future__ import annotations
@@ -23,40 +25,47 @@ from retrainer.stages.check import check_file
 from retrainer.storage import DataRoot
 from retrainer.tracking import registry
 from retrainer.tracking import runs as tracking
+from tests.support.champion import archive_history, retrain_path
 
 pytestmark = pytest.mark.integration  # real MLflow, GX and Evidently
 
 HISTORY_WEEKS = 6
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory, point_state):
-    """Module-scoped equivalent of conftest's ``state``: the same env vars, one temp root per module."""
-    tmp = tmp_path_factory.mktemp("stages")
+def _champion_env(tmp_path_factory, point_state, cfg, weeks, folder: str):
+    """A fresh environment with the history archived and the first champion trained: every step's output,
+    the environment's folder and data root (``dr``) and the history's rows. The env vars are restored
+    afterwards; the function-scoped fixtures point each test at its group's folder."""
+    tmp = tmp_path_factory.mktemp(folder)
     with pytest.MonkeyPatch.context() as mp:
-        yield point_state(mp, tmp)
+        point_state(mp, tmp)
+        dr = DataRoot(settings.data_root(), cfg.name)
+        rows = archive_history(dr, weeks[:HISTORY_WEEKS])
+        return {**retrain_path(cfg, dag_run_id="manual__1"), "folder": tmp, "dr": dr, "history_rows": rows}
 
 
 @pytest.fixture(scope="module")
-def dr(env, bikeshare_cfg) -> DataRoot:
-    return DataRoot(settings.data_root(), bikeshare_cfg.name)
+def retrain_champion(tmp_path_factory, point_state, bikeshare_cfg, bikeshare_weeks):
+    return _champion_env(tmp_path_factory, point_state, bikeshare_cfg, bikeshare_weeks, "retrain")
 
 
 @pytest.fixture(scope="module")
-def trained(env, dr, bikeshare_cfg, bikeshare_weeks):
-    """Seed 6 weeks of history into the archive and run the whole retrain path once."""
-    cfg = bikeshare_cfg
-    history = pd.concat([df for _, df in bikeshare_weeks[:HISTORY_WEEKS]], ignore_index=True)
-    dr.import_batch(history, "history.parquet", stage="archive")
-    out = {"history_rows": len(history)}
-    out["trigger"] = retrain.resolve_trigger("manual", [], {"reason": "first champion"})
-    out["snap"] = retrain.snapshot(cfg)
-    out["gate"] = retrain.gate(cfg, out["snap"])
-    out["train"] = retrain.train(cfg, out["snap"], out["trigger"], dag_run_id="manual__1")
-    out["evaluation"] = retrain.evaluate(cfg, out["snap"], out["train"])
-    out["registered"] = retrain.register(cfg, out["snap"], out["train"], out["evaluation"], out["trigger"])
-    out["promoted"] = retrain.promote(cfg, out["registered"], out["evaluation"], out["trigger"], "manual__1")
-    return out
+def monitor_champion(tmp_path_factory, point_state, bikeshare_cfg, bikeshare_weeks):
+    return _champion_env(tmp_path_factory, point_state, bikeshare_cfg, bikeshare_weeks, "monitor")
+
+
+@pytest.fixture
+def trained(retrain_champion, point_state, monkeypatch):
+    """The retrain-path tests' environment: history archived, the whole retrain path run once."""
+    point_state(monkeypatch, retrain_champion["folder"])
+    return retrain_champion
+
+
+@pytest.fixture
+def monitored(monitor_champion, point_state, monkeypatch):
+    """The monitor-path tests' environment: the same history and first champion, in its own temp root."""
+    point_state(monkeypatch, monitor_champion["folder"])
+    return monitor_champion
 
 
 def land(dr: DataRoot, name: str, df: pd.DataFrame) -> str:
@@ -97,8 +106,8 @@ def test_a_manual_run_cannot_pose_as_the_asset_or_schedule_path():
     assert real_schedule["source"] == "schedule" and "claimed_source" not in real_schedule
 
 
-def test_retrain_path_promotes_first_champion(trained, dr, bikeshare_cfg):
-    snap, tr, ev = trained["snap"], trained["train"], trained["evaluation"]
+def test_retrain_path_promotes_first_champion(trained, bikeshare_cfg):
+    snap, tr, ev, dr = trained["snap"], trained["train"], trained["evaluation"], trained["dr"]
 
     champ = registry.champion(bikeshare_cfg.name)
 
@@ -122,6 +131,7 @@ def test_retrain_path_promotes_first_champion(trained, dr, bikeshare_cfg):
 
 def test_retrain_rerun_reuses_snapshot_run_and_version(trained, bikeshare_cfg):
     cfg = bikeshare_cfg
+    train_runs = len(tracking.find_runs(cfg.name, "train"))
 
     snap2 = retrain.snapshot(cfg)
     tr2 = retrain.train(cfg, snap2, trained["trigger"])
@@ -135,7 +145,7 @@ def test_retrain_rerun_reuses_snapshot_run_and_version(trained, bikeshare_cfg):
     assert prom2["promoted"] is False
     versions = tracking.client().search_model_versions(f"name = '{cfg.name}'")
     assert len(versions) == 1
-    assert len(tracking.find_runs(cfg.name, "train")) == 1
+    assert len(tracking.find_runs(cfg.name, "train")) == train_runs  # reused: no new training run
     events = registry.history(cfg.name)
     assert [(e["action"], e["from_version"], e["to_version"]) for e in events] == [("promote", None, 1)]
     assert "first champion" in events[0]["reason"] and events[0]["by"] == "dag_run:manual__1"
@@ -171,8 +181,8 @@ def test_weak_candidate_is_rejected_and_not_registered(trained, bikeshare_cfg):
 
 
 # -- monitor path ---------------------------------------------------------------------------------------
-def test_monitor_path_records_decision(trained, dr, bikeshare_cfg, bikeshare_weeks):
-    cfg = bikeshare_cfg
+def test_monitor_path_records_decision(monitored, bikeshare_cfg, bikeshare_weeks):
+    cfg, dr = bikeshare_cfg, monitored["dr"]
     name, week = bikeshare_weeks[HISTORY_WEEKS]
     batch = land(dr, name, week)
 
@@ -186,15 +196,16 @@ def test_monitor_path_records_decision(trained, dr, bikeshare_cfg, bikeshare_wee
     archived = monitor.archive_batch(cfg, claim)
 
     reclaimed = monitor.claim_batch(cfg, "scheduled__mon-1")  # the same run gets the same batch back
-    assert claim["batch"] == batch and reclaimed["batch"] == batch and reclaimed["sha256"] == claim["sha256"]
-    assert reclaimed["notes"] == {**claim["notes"], "rows_sha256": reclaimed["notes"]["rows_sha256"]}
+    assert claim["batch"] == batch and {**reclaimed, "notes": {}} == {**claim, "notes": {}}
+    notes = reclaimed["notes"]  # with what the tasks noted since: the gate's hash of the rows
+    assert notes.items() >= claim["notes"].items() and len(notes["rows_sha256"]) == 64
     assert validation["rows"] == len(week) and validation["labelled_rows"] == len(week)
     assert Path(validation["gx_docs"]).exists()
     assert scored["champion_version"] == 1
     assert len(pd.read_parquet(scored["predictions"])) == len(week)
     assert 0 <= drift["data_drift_share"] <= 1 and Path(drift["report"]).exists()
     assert perf["labelled_rows"] == len(week) and perf["reference"] == pytest.approx(
-        trained["train"]["holdout"]["rmse"]
+        monitored["train"]["holdout"]["rmse"]
     )
     assert perf["value"] > 0
     assert flags["flagged_rate"] is None  # no sidecar
@@ -229,8 +240,8 @@ def test_monitor_path_records_decision(trained, dr, bikeshare_cfg, bikeshare_wee
     assert len(tracking.find_runs(cfg.name, "monitor", f"tags.`retrainer.batch` = '{batch}'")) == 1
 
 
-def test_flags_sidecar_gives_flagged_rate(trained, dr, bikeshare_cfg, bikeshare_weeks):
-    cfg = bikeshare_cfg
+def test_flags_sidecar_gives_flagged_rate(monitored, bikeshare_cfg, bikeshare_weeks):
+    cfg, dr = bikeshare_cfg, monitored["dr"]
     name, week = bikeshare_weeks[HISTORY_WEEKS + 1]
     batch = land(dr, name, week)
     pd.DataFrame({"row": [0, 3, 3, 10, 42], "note": ["a", "b", "dup", "c", "d"]}).to_csv(
@@ -249,8 +260,8 @@ def test_flags_sidecar_gives_flagged_rate(trained, dr, bikeshare_cfg, bikeshare_
     assert (dr.archive / f"{name}.flags.csv").exists()  # the sidecar followed the batch
 
 
-def test_malformed_batch_is_quarantined(trained, dr, bikeshare_cfg, bikeshare_weeks):
-    cfg = bikeshare_cfg
+def test_malformed_batch_is_quarantined(monitored, bikeshare_cfg, bikeshare_weeks):
+    cfg, dr = bikeshare_cfg, monitored["dr"]
     name, week = bikeshare_weeks[HISTORY_WEEKS + 2]
     batch = land(dr, name, week.drop(columns=["temp"]))
     claim = monitor.claim_batch(cfg, "scheduled__bad-1")
@@ -279,10 +290,10 @@ def test_thresholds_combine_floors_and_champion_margin(bikeshare_cfg):
         update={"validation": bikeshare_cfg.validation.model_copy(update={"max_degradation": 0.1})}
     )
 
-    strict = retrain._thresholds(bikeshare_cfg, 20.0, force=False)
-    margin = retrain._thresholds(loose, 20.0, force=False)
-    forced = retrain._thresholds(bikeshare_cfg, 20.0, force=True)
-    first = retrain._thresholds(bikeshare_cfg, None, force=False)
+    strict = retrain.metric_thresholds(bikeshare_cfg, 20.0, force=False)
+    margin = retrain.metric_thresholds(loose, 20.0, force=False)
+    forced = retrain.metric_thresholds(bikeshare_cfg, 20.0, force=True)
+    first = retrain.metric_thresholds(bikeshare_cfg, None, force=False)
 
     assert strict["rmse"].threshold == 20.0 and strict["rmse"].greater_is_better is False
     assert strict["r2"].threshold == 0.3 and strict["r2"].greater_is_better is True
