@@ -106,3 +106,18 @@ def test_reversal_stream_promotions_are_judged_as_losing_and_the_policy_backs_of
     assert judged["promotions_judged"] >= 3 and judged["promotions_lost"] == judged["promotions_judged"]
     assert judged["held_by_backoff"] > 0 and judged["retrains"] < plain["retrains"]
     assert plain.get("promotions_judged", 0) == 0  # off unless configured
+
+
+def test_backtest_report_says_what_the_judge_did():
+    from retrainer.backtest.report import judged_lines
+
+    report = {
+        "triggers": {"judged": {"judge": {"batches": 3}}, "plain": {"judge": None}},
+        "policies": {
+            "judged": {"promotions_judged": 4, "promotions_lost": 4, "rollbacks": 0, "held_by_backoff": 8},
+            "plain": {},
+        },
+    }
+    (line,) = judged_lines(report, "judged")
+    assert "4, of which 4 lost" in line and "8 requests held by the back-off" in line
+    assert judged_lines(report, "plain") == []
