@@ -104,6 +104,15 @@ def table(reports: dict[tuple[str, int], dict]) -> str:
     return "\n".join(lines)
 
 
+def _rows(old: str) -> dict[tuple[str, int], str]:
+    """The table's rows by (stream, delay)."""
+    out = {}
+    for line in old.strip().splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        out[(cells[0], int(cells[1]))] = line
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--streams", nargs="*", default=list(STREAMS), choices=list(STREAMS))
@@ -112,8 +121,12 @@ def main() -> int:
     reports = {(s, d): run(s, d, args.fresh) for s in args.streams for d in DELAYS}
     text = PAGE.read_text()
     head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    PAGE.write_text(f"{head}{START}\n{table(reports)}\n{END}{tail}")
+    old, tail = rest.split(END, 1)
+    rows = _rows(old)  # streams not run this time keep their rows
+    rows.update(dict(zip(reports, table(reports).splitlines()[2:], strict=True)))
+    order = [(s, d) for s in STREAMS for d in DELAYS if (s, d) in rows]
+    body = "\n".join([*table({}).splitlines(), *(rows[k] for k in order)])
+    PAGE.write_text(f"{head}{START}\n{body}\n{END}{tail}")
     print(f"wrote the table of {PAGE.relative_to(REPO)} ({len(reports)} cases)")
     return 0
 

@@ -27,6 +27,7 @@ import sys
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from retrainer.backtest.matrix import labelled_rows, model_metrics
 from retrainer.backtest.plot import plot
 from retrainer.backtest.replay import (
     Fitted,
@@ -35,9 +36,7 @@ from retrainer.backtest.replay import (
     _baseline,
     _trigger_step,
     default_warmup,
-    labelled_rows,
     load_data,
-    model_metrics,
     run_policy,
     schedule_plan,
     split_batches,

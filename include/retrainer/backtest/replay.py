@@ -23,6 +23,7 @@ from retrainer.gates.drift import drift_signals
 from retrainer.ml import datasets, metrics
 from retrainer.ml.datasets import weekly_batches
 from retrainer.ml.estimation import fit_estimator
+from retrainer.ml.metrics import worse_by_units
 from retrainer.ml.train import fit, labelled, predict, prepare, select_window, split_holdout
 from retrainer.policy.benefit import Benefit, paired_benefit, row_losses
 from retrainer.stages import feeds
@@ -208,6 +209,9 @@ class PolicyRun:
     states: list[Any] = field(default_factory=list)  # policy state after each batch (trigger policies)
     estimates: list[float | None] = field(default_factory=list)  # CBPE / DLE estimate per batch
     decisions: list[dict[str, Any]] = field(default_factory=list)  # the numbers behind each decision
+    rollback_batches: list[int] = field(default_factory=list)  # promotions judged as losing, undone
+    judged: list[dict[str, Any]] = field(default_factory=list)  # promotions judged: batch, gap, lost
+    backed_off: int = 0  # requests held by the back-off after losing promotions
 
 
 def schedule_plan(max_k: int) -> list[tuple[str, str, int | None]]:
@@ -260,7 +264,7 @@ def run_policy(
     first = replay.fit(replay.warmup - 1)  # the history before the replay trains the first champion
     if isinstance(first, str):
         raise RetrainerError(f"cannot train the first model from {replay.warmup} warm-up batches: {first}")
-    champion = first
+    champion, replaced = first, None  # replaced: the model the champion's promotion replaced
     state = policy.PolicyState()
     preds: dict[int, tuple[str, np.ndarray, Any, Any]] = {}
     for i in range(replay.warmup, len(replay.batches) if stop is None else stop):
@@ -273,12 +277,18 @@ def run_policy(
             retrain = step % (k or 1) == 0
         elif kind == "trigger":
             assert triggers is not None
-            retrain, state = _trigger_step(replay, run, champion, triggers, i, pred, preds, state)
+            served = (champion, replaced)
+            decision, state = _trigger_step(replay, run, served, triggers, i, pred, preds, state)
             run.states.append(state)
+            retrain = decision.retrain
+            if decision.rollback and replaced is not None:  # back to the model the promotion replaced
+                champion, replaced = replaced, None
+                run.rollback_batches.append(i)
         else:
             retrain = False
         if retrain:
-            champion = _retrain(replay, run, champion, i)
+            new = _retrain(replay, run, champion, i)
+            champion, replaced = new, (champion if new is not champion else replaced)
         if progress is not None:
             progress.update(1)
     run.seconds += time.perf_counter() - started
@@ -288,17 +298,19 @@ def run_policy(
 def _trigger_step(
     replay: Replay,
     run: PolicyRun,
-    champion: Fitted,
+    served: tuple[Fitted, Fitted | None],
     t: TriggerConfig,
     i: int,
     pred: np.ndarray,
     preds: dict[int, tuple[str, np.ndarray, Any, Any]],
     state: policy.PolicyState,
-) -> tuple[bool, policy.PolicyState]:
-    """Signals for batch ``i`` as the monitor measures them, then the shared policy step."""
+) -> tuple[policy.Decision, policy.PolicyState]:
+    """Signals for batch ``i`` as the monitor measures them, then the shared policy step. ``served``: the
+    champion and the model its promotion replaced (None: the first model, or after a rollback)."""
     from dataclasses import replace
 
     cfg = replay.cfg
+    champion, replaced = served
     cur = replay.batches[i][1].copy()
     cur["prediction"] = pred
     drift: dict[str, Any] = {}
@@ -333,12 +345,27 @@ def _trigger_step(
             errors = perf["errors"]
     if t.benefit is not None and j in preds:
         signals = replace(signals, benefit=_benefit(replay, champion, j))
+    if t.judge is not None and replaced is not None and j in preds and preds[j][0] == champion.id:
+        signals = replace(signals, versus_replaced=_versus(replay, champion, replaced, j))
     decision, new_state, _ = policy.step(signals, t, state, errors=errors, model_id=champion.id)
     run.decisions.append({"batch": i, "retrain": decision.retrain, **decision.details})
+    if "promotion_gap" in decision.details:
+        d = decision.details
+        run.judged.append({"batch": i, "gap": d["promotion_gap"], "lost": bool(d["promotion_lost"])})
     for name in decision.fired:
         run.fired[name] = run.fired.get(name, 0) + 1
     run.suppressed += decision.suppressed_by is not None
-    return decision.retrain, new_state
+    run.backed_off += (decision.suppressed_by or "").startswith("back-off")
+    return decision, new_state
+
+
+def _versus(replay: Replay, champion: Fitted, replaced: Fitted, j: int) -> float | None:
+    """How much worse the champion did than the model it replaced on batch ``j``'s labels (metric units)."""
+    metric = replay.cfg.trigger_metric
+    new, old = replay.served(champion, j)[3].get(metric), replay.served(replaced, j)[3].get(metric)
+    if new is None or old is None or new != new or old != old:
+        return None
+    return worse_by_units(new, old, metric in LOWER_IS_BETTER)
 
 
 def _matured(
@@ -402,73 +429,6 @@ def _baseline(replay: Replay) -> PolicyRun:
         run.per_batch_all.append(scores)
     run.seconds = time.perf_counter() - started
     return run
-
-
-# -- every model on every later batch: the matrix behind the oracle bound --------------------------------
-def _fast_metric(metric: str, y: np.ndarray, p: np.ndarray) -> float | None:
-    """``metric`` on one batch without sklearn's overhead (the same definitions), or None if not covered."""
-    import numpy as np
-
-    if not len(y):
-        return float("nan")
-    if metric == "rmse":
-        return float(np.sqrt(np.mean((y.astype(float) - p.astype(float)) ** 2)))
-    if metric == "mae":
-        return float(np.mean(np.abs(y.astype(float) - p.astype(float))))
-    if metric == "accuracy":
-        return float(np.mean(y == p))
-    if metric == "f1":  # macro over the classes present in labels or predictions, zero_division=0
-        scores = []
-        for c in np.union1d(y, p):
-            tp = np.sum((y == c) & (p == c))
-            denom = 2 * tp + np.sum((y != c) & (p == c)) + np.sum((y == c) & (p != c))
-            scores.append(2 * tp / denom if denom else 0.0)
-        return float(np.mean(scores))
-    return None
-
-
-def labelled_rows(cfg: ModelConfig, batch: pd.DataFrame) -> pd.DataFrame:
-    """The rows of ``batch`` with a label."""
-    return batch[batch[cfg.data.target].notna()]
-
-
-def model_metrics(replay: Replay) -> tuple[np.ndarray, list[int]]:
-    """The configured metric of every model the replay can train, on every batch after it could serve.
-
-    Row 0 is the first model (trained before the replay); row ``r + 1`` is the model a retrain at
-    evaluation batch ``r`` trains (labels up to ``r - label_delay``), which serves from batch ``r + 1``.
-    Entry ``[row, e]`` is that model's metric on evaluation batch ``e`` (NaN where it cannot serve or
-    the fit failed). Uses the replay's fit cache: after ``every_batch`` has run, no new fit is needed.
-    """
-    import numpy as np
-    import pandas as pd
-
-    cfg, w = replay.cfg, replay.warmup
-    n = len(replay.batches) - w
-    out = np.full((n + 1, n), np.nan)
-    frames = [labelled_rows(cfg, replay.batches[i][1]) for i in range(w, len(replay.batches))]
-    sizes = [len(f) for f in frames]
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    rows = pd.concat(frames, ignore_index=True)
-    ys = rows[cfg.data.target].to_numpy()
-    need_proba = cfg.metric in metrics.PROBABILITY_METRICS
-    for row in range(n):  # the model serving from batch `row` (row 0: the first model)
-        fitted = replay.fit(w - 1 if row == 0 else w + row - 1 - replay.delay)
-        if isinstance(fitted, str):
-            continue
-        later = rows.iloc[starts[row] :]
-        pred = predict(cfg, fitted.model, later)  # one call per model: every later batch at once
-        proba, classes = metrics.predict_proba(cfg, fitted.model, later) if need_proba else (None, None)
-        for e in range(row, n):
-            a, b = starts[e] - starts[row], starts[e + 1] - starts[row]
-            y = ys[starts[e] : starts[e + 1]]
-            value = None if need_proba else _fast_metric(cfg.metric, y, pred[a:b])
-            if value is None:
-                value = metrics.compute(
-                    cfg.task, y, pred[a:b], None if proba is None else proba[a:b], classes
-                ).get(cfg.metric, float("nan"))
-            out[row, e] = value
-    return out, sizes
 
 
 def default_warmup(cfg: ModelConfig, freq: str) -> int:

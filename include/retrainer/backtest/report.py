@@ -97,7 +97,21 @@ def comparison_lines(report: dict[str, Any], tv: dict[str, Any]) -> list[str]:
         f"retrain share <= {g['retrain_share_at_most']:.0%} (--max-share): {'yes' if g['share'] else 'no'}"
     )
     out += always_firing(report, tv["policy"])
+    out += judged_lines(report, tv["policy"])
     return out
+
+
+def judged_lines(report: dict[str, Any], name: str) -> list[str]:
+    """What judging the promotions by the batches after them did (``triggers.judge``)."""
+    p = report["policies"][name]
+    if not (report.get("triggers", {}).get(name) or {}).get("judge"):
+        return []
+    judged, lost = p.get("promotions_judged", 0), p.get("promotions_lost", 0)
+    return [
+        f"  promotions judged by the batches after them, against the models they replaced: {judged}, of "
+        f"which {lost} lost; {p.get('rollbacks', 0)} rolled back; {p.get('held_by_backoff', 0)} requests "
+        "held by the back-off after losing promotions"
+    ]
 
 
 ALWAYS = 0.8  # a signal firing on this share of the batches times nothing: the cooldown or budget does

@@ -40,6 +40,12 @@ def _summary(cfg: ModelConfig, run: PolicyRun, n_batches: int) -> dict[str, Any]
                 "suppressed": run.suppressed,
                 # batches whose labelled rows were enough for the performance signal to judge them
                 "performance_judged": sum("metric_value" in d for d in run.decisions),
+                # promotions judged by the batches after them (triggers.judge), and what came of it
+                "promotions_judged": len(run.judged),
+                "promotions_lost": sum(j["lost"] for j in run.judged),
+                "rollbacks": len(run.rollback_batches),
+                "rollback_batches": run.rollback_batches,
+                "held_by_backoff": run.backed_off,
             }
             if run.kind == "trigger"
             else {}

@@ -35,11 +35,11 @@ from retrainer.backtest.family import (
     place,
     shipped_default,
 )
+from retrainer.backtest.matrix import model_metrics
 from retrainer.backtest.replay import (
     PolicyRun,
     Replay,
     default_warmup,
-    model_metrics,
     run_policy,
     schedule_plan,
     split_batches,

@@ -18,6 +18,7 @@ from retrainer.ml.metrics import worse_by, worse_by_units
 from retrainer.policy.benefit import fired as benefit_vote
 from retrainer.policy.calibration import _watch, calibrate, cusum_step, remember
 from retrainer.policy.detectors import new_detector
+from retrainer.policy.judge import Verdict, backoff_batches, judge
 from retrainer.policy.state import Decision, PolicyState, Signals
 
 if TYPE_CHECKING:
@@ -226,10 +227,18 @@ def decide(s: Signals, t: TriggerConfig, state: PolicyState | None = None) -> De
     )
     gap = None if state.batches_since_request is None else state.batches_since_request + 1
     in_cooldown = gap is not None and gap <= t.cooldown_batches
+    hold = backoff_batches(state, t)
+    in_backoff = gap is not None and gap <= hold
     if fires and in_cooldown:
         decision.retrain = False
         decision.suppressed_by = (
             f"cooldown: batch {gap} after the last request, within cooldown_batches={t.cooldown_batches}"
+        )
+    elif fires and in_backoff:
+        decision.retrain = False
+        decision.suppressed_by = (
+            f"back-off: the last {state.losing_streak} promotions lost to the models they replaced on the "
+            f"batches after them; requests held for {hold} batches after the last one (this is batch {gap})"
         )
     elif fires and t.budget_share is not None and _credits(state, t) < 1:
         decision.retrain = False
@@ -244,7 +253,8 @@ def decide(s: Signals, t: TriggerConfig, state: PolicyState | None = None) -> De
             f"need hysteresis_batches={t.hysteresis_batches} before firing again"
         )
     age = _age(state)
-    if t.max_age_batches is not None and not decision.retrain and not in_cooldown and age > t.max_age_batches:
+    held = in_cooldown or in_backoff
+    if t.max_age_batches is not None and not decision.retrain and not held and age > t.max_age_batches:
         decision.retrain = True
         decision.suppressed_by = None
         decision.fired.append(MAX_AGE)
@@ -293,6 +303,9 @@ def next_state(state: PolicyState, decision: Decision, t: TriggerConfig | None =
         "drift_baseline_values": state.drift_baseline_values,
         "credits": None if t is None or t.budget_share is None else _credits(state, t) - decision.retrain,
         "detector_spec": state.detector_spec,
+        "judge_model": state.judge_model,
+        "judge_gaps": state.judge_gaps,
+        "losing_streak": state.losing_streak,
     }
     if decision.retrain:
         follow_up = bool(t and t.follow_up_refit) and FOLLOW_UP not in decision.fired
@@ -307,6 +320,22 @@ def next_state(state: PolicyState, decision: Decision, t: TriggerConfig | None =
         quiet_batches=quiet,
         **keep,
     )
+
+
+def _judged(decision: Decision, verdict: Verdict, t: TriggerConfig, metric: str, streak: int) -> None:
+    """A promotion judged on this batch: its numbers in the details; a lost one (still serving) rolled back
+    when the judge says so, instead of any retrain on this batch."""
+    decision.details.update(
+        promotion_gap=verdict.mean_gap, promotion_lost=float(verdict.lost), losing_streak=streak
+    )
+    if not (verdict.current and verdict.lost and t.judge is not None and t.judge.rollback):
+        return
+    text = f"rollback: {verdict.describe(metric)}"
+    if decision.retrain:
+        decision.suppressed_by = f"{text}: back to that model instead of a retrain"
+    decision.retrain = False
+    decision.rollback = True
+    decision.reasons.append(text)
 
 
 def feed_detector(
@@ -350,7 +379,10 @@ def step(
     change, detail, detector = feed_detector(state, t, errors, model_id)
     signals = replace(signals, error_change=change, error_change_detail=detail)
     signals = calibrate(signals, t, state, model_id)
+    state, verdict = judge(state, signals, t, model_id)
     decision = decide(signals, t, state)
+    if verdict is not None:
+        _judged(decision, verdict, t, signals.metric_name or "metric", state.losing_streak)
     new = next_state(remember(state, signals, t, model_id), decision, t)
     if t.error_detector is not None:
         spec = {"method": t.error_detector.method, "params": dict(t.error_detector.params)}

@@ -48,6 +48,9 @@ class Signals:
     previous_baseline: float | None = None  # the predecessor's first labelled batch (predecessor_z)
     requested_by_champion: bool = False  # a retrain was already requested while this champion served
     benefit: Benefit | None = None  # a candidate against the champion on the latest labels (benefit signal)
+    # the champion's metric minus the model it replaced on this batch's labels (metric units, positive =
+    # worse); None when the champion was not promoted over another or did not serve the labelled batch
+    versus_replaced: float | None = None
 
 
 STATE_FORMAT = "retrainer.policy_state/2"
@@ -87,6 +90,10 @@ class PolicyState:
     drift_log: tuple[tuple[str, float], ...] = ()  # prediction drift in control mode: (model, distance)
     drift_baseline_values: tuple[float, ...] = ()
     detector_spec: dict[str, Any] | None = None
+    # promotions judged (judge): the champion being judged, its gaps so far, losing promotions in a row
+    judge_model: str | None = None
+    judge_gaps: tuple[float, ...] = ()
+    losing_streak: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form stored with each monitor decision (the detector as its spec plus its statistics)."""
@@ -170,6 +177,8 @@ def _check_types(data: dict[str, Any]) -> None:
         "cusum": (int, float),
         "previous_baseline": (int, float, type(None)),
         "credits": (int, float, type(None)),
+        "judge_model": (str, type(None)),
+        "losing_streak": (int,),
         **{k: (list, tuple) for k in LOG_FIELDS},
     }
     for key, value in data.items():
@@ -184,6 +193,7 @@ LOG_FIELDS = (
     "estimate_baseline_values",
     "drift_log",
     "drift_baseline_values",
+    "judge_gaps",
 )
 
 
@@ -194,7 +204,7 @@ def _logs_from_json(data: dict[str, Any]) -> dict[str, Any]:
         for k in ("metric_log", "estimate_log", "drift_log"):
             if k in out:
                 out[k] = tuple((_str(m), _num(v)) for m, v in out[k])
-        for k in ("baseline_values", "estimate_baseline_values", "drift_baseline_values"):
+        for k in ("baseline_values", "estimate_baseline_values", "drift_baseline_values", "judge_gaps"):
             if k in out:
                 out[k] = tuple(_num(v) for v in out[k])
     except (TypeError, ValueError) as exc:
@@ -223,6 +233,7 @@ class Decision:
     score: float = 0.0
     rule_met: bool = False  # the combination rule fired (before cooldown and hysteresis)
     details: dict[str, float] = field(default_factory=dict)  # the numbers behind the performance/cost signals
+    rollback: bool = False  # the champion's promotion was judged as losing: go back to the model it replaced
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -169,6 +169,23 @@ class BenefitTrigger(_Strict):
     min_labelled_rows: int = Field(20, ge=2, description="batches with fewer labelled rows are not judged")
 
 
+class JudgeTrigger(_Strict):
+    """Each promotion judged by the labelled batches that followed it: the new champion against the model it
+    replaced, on the same rows. A promotion that did worse on them (mean over up to `batches` batches) lost;
+    after `backoff_after` losing promotions in a row the policy backs off (retrain requests held for a span
+    that doubles with each further loss, recorded as `suppressed`); a winning promotion ends the back-off.
+    Measured by `retrainer backtest` and `retrainer tune`; the monitor DAG does not score the replaced model
+    for the policy yet (its rollback watch, `promotion.rollback_batches`, does for rollbacks)."""
+
+    batches: int = Field(3, ge=1, description="labelled batches after a promotion on which it is judged")
+    backoff_after: int = Field(2, ge=1, description="losing promotions in a row before the policy backs off")
+    rollback: bool = Field(
+        False,
+        description="a promotion judged as losing goes back to the model it replaced (off: it only counts)",
+    )
+    max_backoff_batches: int = Field(52, ge=1, description="the longest back-off, in batches")
+
+
 class EstimationConfig(_Strict):
     """Performance estimation without labels: CBPE (classification) or DLE (regression)."""
 
@@ -219,6 +236,10 @@ class TriggerConfig(_Strict):
     )
     estimation: EstimationConfig | None = Field(
         default_factory=EstimationConfig, description="performance estimation without labels; `null` disables"
+    )
+    judge: JudgeTrigger | None = Field(
+        None,
+        description="judge each promotion by the batches after it, back off when they keep losing; `null`: off",
     )
     combine: Literal["any", "k_of_n", "weighted"] = Field(
         "any",
