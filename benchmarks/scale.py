@@ -240,7 +240,7 @@ def step_minimal_monitor(config: str, file: str) -> dict[str, Any]:
 
     cfg = _cfg(config)
     champ = registry.champion(cfg.name)
-    model = load_run_model(champ.run_id)
+    model = load_run_model(champ.run_id, cfg)
     ref = load_snapshot(DataRoot(settings.data_root(), cfg.name).snapshots, champ.snapshot_sha256)
     t = time.perf_counter()  # the timed part: what any monitor has to do with this batch
     df = pd.read_csv(file) if file.endswith(".csv") else pd.read_parquet(file)

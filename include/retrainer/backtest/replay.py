@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retrainer import policy
-from retrainer.config import LOWER_IS_BETTER, duration_hours
+from retrainer.config import duration_hours
 from retrainer.exceptions import BatchError, RetrainerError
 from retrainer.gates import compare
 from retrainer.gates.drift import drift_signals
@@ -154,6 +154,7 @@ class Replay:
             pred[lab],
             None if proba is None else proba[lab],
             classes,
+            metrics.custom(cfg),
         )
         out = (pred, proba, classes, scores)
         if self.share_predictions:
@@ -303,7 +304,7 @@ def _trigger_step(
         drifted_columns=tuple(drift.get("drifted_columns") or ()),
         prediction_drift=drift.get("prediction_drift"),
         metric_name=metric,
-        lower_is_better=metric in LOWER_IS_BETTER,
+        lower_is_better=cfg.lower_is_better,
     )
     estimate = None
     if t.performance is not None and t.performance.use_estimate and t.estimation is not None:
@@ -352,7 +353,7 @@ def _matured(
     value = perf["value"]
     proba = served[2]
     if metric in metrics.PROBABILITY_METRICS and proba is not None and served[0] == champion.id:
-        value = metrics.compute(cfg.task, y, p, proba[lab], served[3]).get(metric)
+        value = metrics.compute(cfg.task, y, p, proba[lab], served[3], metrics.custom(cfg)).get(metric)
     if replay.share_predictions:
         replay._matured[key] = (perf, value)
     return perf, value
@@ -390,7 +391,7 @@ def _baseline(replay: Replay) -> PolicyRun:
         const = y_train.mode().iloc[0] if cfg.task == "classification" else float(y_train.mean())
         batch = replay.batches[i][1]
         y = batch[cfg.data.target].dropna().to_numpy()
-        scores = metrics.compute(cfg.task, y, np.full(len(y), const))
+        scores = metrics.compute(cfg.task, y, np.full(len(y), const), custom=metrics.custom(cfg))
         run.per_batch.append(scores.get(cfg.metric, float("nan")))
         run.per_batch_all.append(scores)
     run.seconds = time.perf_counter() - started
@@ -458,7 +459,12 @@ def model_metrics(replay: Replay) -> tuple[np.ndarray, list[int]]:
             value = None if need_proba else _fast_metric(cfg.metric, y, pred[a:b])
             if value is None:
                 value = metrics.compute(
-                    cfg.task, y, pred[a:b], None if proba is None else proba[a:b], classes
+                    cfg.task,
+                    y,
+                    pred[a:b],
+                    None if proba is None else proba[a:b],
+                    classes,
+                    metrics.custom(cfg),
                 ).get(cfg.metric, float("nan"))
             out[row, e] = value
     return out, sizes

@@ -2,6 +2,7 @@
 
 from retrainer.config.schema import (
     ALERT_EVENTS,
+    BASE_TRUSTED,
     DURATION_RE,
     LOWER_IS_BETTER,
     METRICS,
@@ -37,6 +38,7 @@ from retrainer.config.schema import (
     ValidationConfig,
     duration_hours,
     find_config,
+    import_object,
     load_all,
     load_config,
     load_valid,
@@ -45,6 +47,7 @@ from retrainer.config.schema import (
 
 __all__ = [
     "ALERT_EVENTS",
+    "BASE_TRUSTED",
     "DURATION_RE",
     "LOWER_IS_BETTER",
     "METRICS",
@@ -80,6 +83,7 @@ __all__ = [
     "ValidationConfig",
     "duration_hours",
     "find_config",
+    "import_object",
     "load_all",
     "load_config",
     "load_valid",

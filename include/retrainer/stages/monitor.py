@@ -536,7 +536,7 @@ def _reference_predictions(cfg: ModelConfig, champ: registry.RegisteredVersion) 
     if ref is None:
         raise RetrainerError(f"champion v{champ.version} of {cfg.name} has no snapshot to use as reference")
     ref = ref.copy()
-    ref["prediction"] = predict(scoring_config(cfg, champ), load_run_model(champ.run_id), ref)
+    ref["prediction"] = predict(scoring_config(cfg, champ), load_run_model(champ.run_id, cfg), ref)
     write_parquet(cache, ref)
     return ref
 
@@ -561,7 +561,7 @@ def score_batch(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
     # class probabilities are kept beside the predictions when the decision estimates the metric (CBPE)
     out = _predict_file(
         scoring_config(cfg, champ),
-        load_run_model(champ.run_id),
+        load_run_model(champ.run_id, cfg),
         path,
         proba=cfg.triggers.estimation is not None,
     )
@@ -902,7 +902,7 @@ def _estimate(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) -
             return {}
         view = scoring_config(cfg, champ)  # the features the champion was trained on
         _, holdout = split_holdout(view, reference)
-        model = load_run_model(champ.run_id)
+        model = load_run_model(champ.run_id, cfg)
         with thread_cap(cfg, settings.threads()):  # the fit; the batch is predicted as the score task does
             est = fit_estimator(view, model, holdout)
         if est is None:
@@ -1213,13 +1213,13 @@ def check_file(cfg: ModelConfig, path: Path, report_dir: Path | None = None) -> 
         out["unscorable"] = why
     if champ is not None and why is None:
         view = scoring_config(cfg, champ)
-        preds = _predict_file(view, load_run_model(champ.run_id), path)["prediction"].to_numpy()
+        preds = _predict_file(view, load_run_model(champ.run_id, cfg), path)["prediction"].to_numpy()
         html = None if report_dir is None else report_dir / "evidently" / f"{stem}.html"
         drift_result = _drift_of(view, _reference_predictions(cfg, champ), path, preds, html)
         if cfg.data.target in df:
             lab = labelled(cfg, df.assign(prediction=preds))
             y, p = lab[cfg.data.target].to_numpy(), lab["prediction"].to_numpy()
-            values = metrics.compute(cfg.task, y, p)
+            values = metrics.compute(cfg.task, y, p, custom=metrics.custom(cfg))
             perf = {
                 "metric": cfg.metric,
                 "value": values.get(cfg.metric),

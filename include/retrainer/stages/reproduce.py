@@ -78,7 +78,7 @@ def reproduce(name: str, version: int) -> dict[str, Any]:
     with thread_cap(cfg, settings.threads()):  # as the retrain that made the version
         model = fit(cfg, train_df)
         preds = predict(cfg, model, holdout)
-    scores = metrics.compute(cfg.task, holdout[cfg.data.target].to_numpy(), preds)
+    scores = metrics.compute(cfg.task, holdout[cfg.data.target].to_numpy(), preds, custom=metrics.custom(cfg))
     recorded = tracking.holdout_metrics(run)
     per_metric = {
         k: {
@@ -88,7 +88,7 @@ def reproduce(name: str, version: int) -> dict[str, Any]:
         }
         for k in sorted(set(recorded) | set(scores))
     }
-    original = predict(cfg, load_run_model(mv.run_id), holdout)
+    original = predict(cfg, load_run_model(mv.run_id, cfg), holdout)
     out = {
         "model": name,
         "version": version,

@@ -210,7 +210,7 @@ def train(
         mlflow.log_dict(snap, "snapshot.json")
         mlflow.log_dict(cfg.model_dump(mode="json"), "config.json")  # what `retrainer reproduce` replays
         with thread_cap(cfg, settings.threads()):  # MLflow predicts the sample for the signature
-            log_model(model, train_df[cfg.data.feature_names].head(5))  # signature from a sample
+            log_model(model, train_df[cfg.data.feature_names].head(5), cfg)  # signature from a sample
     log.info(
         "trained %s on %d rows; holdout (%d rows) %s",
         cfg.model.estimator,
@@ -262,7 +262,9 @@ def evaluate(
         else unscorable(cfg, champ, list(holdout.columns), "the holdout of this snapshot")
     )
     champion_cfg = scoring_config(cfg, champ) if champ is not None and champion_unscorable is None else None
-    champion_model = load_run_model(champ.run_id) if champion_cfg is not None and champ is not None else None
+    champion_model = (
+        load_run_model(champ.run_id, cfg) if champion_cfg is not None and champ is not None else None
+    )
     if champion_model is not None and champion_cfg is not None:
         with thread_cap(cfg, settings.threads()):
             champion_scores = metrics.score(champion_cfg, champion_model, holdout)
@@ -286,7 +288,7 @@ def evaluate(
     with thread_cap(cfg, settings.threads()):
         model_checks = run_checks(
             cfg,
-            load_run_model(trained["run_id"]),
+            load_run_model(trained["run_id"], cfg),
             None if force else champion_model,
             holdout,
             train_df,
