@@ -21,19 +21,27 @@ if TYPE_CHECKING:
 PIP_REQUIREMENTS_PACKAGES = ("scikit-learn", "pandas", "numpy", "scipy", "skops")
 # the module a requirement installs, where it is not named like the package (skops, mlflow: the same)
 REQUIREMENT_MODULES = {"scikit-learn": "sklearn", "pandas": "pandas", "numpy": "numpy", "scipy": "scipy"}
+# distributions that may install a module named otherwise (tried in order); other modules: their own name
+DISTRIBUTIONS = {"xgboost": ("xgboost", "xgboost-cpu"), "sklearn": ("scikit-learn",)}
 
 
 @functools.cache
 def _pip_requirements(modules: tuple[str, ...] = ()) -> list[str]:
     """Exact versions of what the model needs: passing them skips MLflow's 12-15 s inference. ``modules``
     adds the distributions installing those top-level modules (an estimator library, the team's package)
-    where they are installed ones."""
-    from importlib.metadata import packages_distributions, version
+    where they are installed ones (a package only on the path has no version to pin)."""
+    from importlib.metadata import PackageNotFoundError, version
 
     names = list(PIP_REQUIREMENTS_PACKAGES)
-    if modules:
-        installed = packages_distributions()
-        names += [d for m in modules for d in installed.get(m, [])[:1] if d not in names]
+    for m in modules:
+        for dist in DISTRIBUTIONS.get(m, (m,)):  # not packages_distributions(): it reads every RECORD (~10 s)
+            try:
+                version(dist)
+            except PackageNotFoundError:
+                continue
+            if dist not in names and m not in REQUIREMENT_MODULES.values():
+                names.append(dist)
+            break
     return [f"{p}=={version(p)}" for p in names]
 
 
