@@ -90,7 +90,7 @@ def reproduce(name: str, version: int) -> dict[str, Any]:
     with thread_cap(cfg, settings.threads()):  # as the retrain that made the version
         model = fit(cfg, train_df)
         preds = predict(cfg, model, holdout)
-    scores = metrics.compute(cfg.task, holdout[cfg.data.target].to_numpy(), preds, custom=metrics.custom(cfg))
+        scores = metrics.score(cfg, model, holdout)  # as the retrain recorded them: probability metrics too
     recorded = tracking.holdout_metrics(run)
     per_metric = {
         k: {
