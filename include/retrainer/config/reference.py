@@ -283,6 +283,7 @@ def _page_title(link: str) -> str:
         "backtest": "Backtest",
         "backtest/index": "Backtest",
         "scale": "Big batches and long histories",
+        "how-to/bring-your-own-model": "Bring your own model",
     }.get(page, page)
 
 

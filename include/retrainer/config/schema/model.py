@@ -46,7 +46,7 @@ class ModelSpec(_Strict):
         "(`cfg.task`, `cfg.data.numeric`, `cfg.data.categorical`, `cfg.model.params`), it returns an "
         "unfitted scikit-learn-compatible estimator (usually a `Pipeline` with the team's own steps) that "
         "takes the feature columns as a DataFrame. No preprocessing of ours is added. List the package in "
-        "`trusted_modules` (docs/how-to/bring-your-own-model.md)",
+        "`trusted_modules`",
     )
     params: dict[str, Any] = Field(
         default_factory=dict,
