@@ -57,7 +57,7 @@ def champ(env, bikeshare_cfg, bikeshare_weeks) -> dict[str, Any]:
         "snap": snap,
         "trained": trained,
         "evaluation": evaluation,
-        "model": load_run_model(trained["run_id"]),
+        "model": load_run_model(trained["run_id"], cfg),
         "train": train_df,
         "holdout": holdout,
     }

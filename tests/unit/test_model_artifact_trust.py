@@ -39,7 +39,7 @@ def fitted(tmp_path_factory, point_state, bikeshare_cfg, bikeshare_weeks):
 
 
 @pytest.fixture
-def logged(fitted) -> dict[str, str]:
+def logged(fitted, bikeshare_cfg) -> dict[str, str]:
     import mlflow
 
     from retrainer.tracking import runs as tracking
@@ -47,16 +47,16 @@ def logged(fitted) -> dict[str, str]:
 
     tracking.client()
     with mlflow.start_run(experiment_id=tracking.experiment_id("bikeshare", "train")) as run:
-        uri = log_model(fitted["model"], fitted["X"])
+        uri = log_model(fitted["model"], fitted["X"], bikeshare_cfg)
     model_id = uri.rsplit("/", 1)[-1]
     (skops_file,) = [p for p in (fitted["folder"] / "mlartifacts").rglob("model.skops") if model_id in str(p)]
-    return {"run_id": run.info.run_id, "dir": str(skops_file.parent), "X": fitted["X"]}  # type: ignore[dict-item]
+    return {"run_id": run.info.run_id, "dir": str(skops_file.parent), "X": fitted["X"], "cfg": bikeshare_cfg}  # type: ignore[dict-item]
 
 
 def test_untampered_model_loads(logged) -> None:
     from retrainer.tracking.artifacts import load_run_model
 
-    model = load_run_model(logged["run_id"])
+    model = load_run_model(logged["run_id"], logged["cfg"])
 
     assert len(model.predict(logged["X"].head(3))) == 3
 
@@ -66,17 +66,19 @@ def test_skops_file_naming_an_untrusted_type_is_refused_even_if_mlmodel_trusts_i
     import yaml
 
     from retrainer.exceptions import RetrainerError
-    from retrainer.tracking.artifacts import load_run_model
+    from retrainer.tracking.artifacts import _load_run_model, load_run_model
 
     store = Path(logged["dir"])
     skops.io.dump({"hook": os.system, "cmd": "touch /tmp/should-not-exist"}, store / "model.skops")
     mlmodel = yaml.safe_load((store / "MLmodel").read_text())
     mlmodel["flavors"]["sklearn"]["skops_trusted_types"] = ["posix.system", "builtins.dict"]
     (store / "MLmodel").write_text(yaml.safe_dump(mlmodel))
-    load_run_model.cache_clear()
+    _load_run_model.cache_clear()
 
-    with pytest.raises(RetrainerError, match=r"outside scikit-learn.*posix\.system"):
-        load_run_model(logged["run_id"])
+    with pytest.raises(
+        RetrainerError, match=r"outside the trusted set.*posix\.system.*model\.trusted_modules"
+    ):
+        load_run_model(logged["run_id"], logged["cfg"])
 
 
 def test_pickle_model_swapped_in_is_refused_without_running_it(logged, tmp_path: Path) -> None:
@@ -85,7 +87,7 @@ def test_pickle_model_swapped_in_is_refused_without_running_it(logged, tmp_path:
     import yaml
 
     from retrainer.exceptions import RetrainerError
-    from retrainer.tracking.artifacts import load_run_model
+    from retrainer.tracking.artifacts import _load_run_model, load_run_model
 
     store = Path(logged["dir"])
     marker = tmp_path / "pwned.txt"
@@ -94,10 +96,10 @@ def test_pickle_model_swapped_in_is_refused_without_running_it(logged, tmp_path:
     mlmodel = yaml.safe_load((store / "MLmodel").read_text())
     mlmodel["flavors"]["sklearn"].update(serialization_format="cloudpickle", pickled_model="model.pkl")
     (store / "MLmodel").write_text(yaml.safe_dump(mlmodel))
-    load_run_model.cache_clear()
+    _load_run_model.cache_clear()
 
     with pytest.raises(RetrainerError, match="not in the skops format"):
-        load_run_model(logged["run_id"])
+        load_run_model(logged["run_id"], logged["cfg"])
     assert not marker.exists(), "the payload ran"
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retrainer import policy
-from retrainer.config import LOWER_IS_BETTER, duration_hours
+from retrainer.config import duration_hours
 from retrainer.exceptions import BatchError, RetrainerError
 from retrainer.gates import compare
 from retrainer.gates.drift import drift_signals
@@ -155,6 +155,7 @@ class Replay:
             pred[lab],
             None if proba is None else proba[lab],
             classes,
+            metrics.custom(cfg),
         )
         out = (pred, proba, classes, scores)
         if self.share_predictions:
@@ -322,7 +323,7 @@ def _trigger_step(
         drifted_columns=tuple(drift.get("drifted_columns") or ()),
         prediction_drift=drift.get("prediction_drift"),
         metric_name=metric,
-        lower_is_better=metric in LOWER_IS_BETTER,
+        lower_is_better=cfg.lower_is_better,
     )
     estimate = None
     if t.performance is not None and t.performance.use_estimate and t.estimation is not None:
@@ -365,7 +366,7 @@ def _versus(replay: Replay, champion: Fitted, replaced: Fitted, j: int) -> float
     new, old = replay.served(champion, j)[3].get(metric), replay.served(replaced, j)[3].get(metric)
     if new is None or old is None or new != new or old != old:
         return None
-    return worse_by_units(new, old, metric in LOWER_IS_BETTER)
+    return worse_by_units(new, old, replay.cfg.lower_is_better)
 
 
 def _matured(
@@ -386,7 +387,7 @@ def _matured(
     value = perf["value"]
     proba = served[2]
     if metric in metrics.PROBABILITY_METRICS and proba is not None and served[0] == champion.id:
-        value = metrics.compute(cfg.task, y, p, proba[lab], served[3]).get(metric)
+        value = metrics.compute(cfg.task, y, p, proba[lab], served[3], metrics.custom(cfg)).get(metric)
     if replay.share_predictions:
         replay._matured[key] = (perf, value)
     return perf, value
@@ -424,7 +425,7 @@ def _baseline(replay: Replay) -> PolicyRun:
         const = y_train.mode().iloc[0] if cfg.task == "classification" else float(y_train.mean())
         batch = replay.batches[i][1]
         y = batch[cfg.data.target].dropna().to_numpy()
-        scores = metrics.compute(cfg.task, y, np.full(len(y), const))
+        scores = metrics.compute(cfg.task, y, np.full(len(y), const), custom=metrics.custom(cfg))
         run.per_batch.append(scores.get(cfg.metric, float("nan")))
         run.per_batch_all.append(scores)
     run.seconds = time.perf_counter() - started

@@ -2,6 +2,7 @@
 
 from retrainer.config.schema import (
     ALERT_EVENTS,
+    BASE_TRUSTED,
     DURATION_RE,
     LOWER_IS_BETTER,
     METRICS,
@@ -38,6 +39,7 @@ from retrainer.config.schema import (
     ValidationConfig,
     duration_hours,
     find_config,
+    import_object,
     load_all,
     load_config,
     load_valid,
@@ -46,6 +48,7 @@ from retrainer.config.schema import (
 
 __all__ = [
     "ALERT_EVENTS",
+    "BASE_TRUSTED",
     "DURATION_RE",
     "LOWER_IS_BETTER",
     "METRICS",
@@ -82,6 +85,7 @@ __all__ = [
     "ValidationConfig",
     "duration_hours",
     "find_config",
+    "import_object",
     "load_all",
     "load_config",
     "load_valid",

@@ -33,6 +33,7 @@ DOCS_DIR = Path("docs/configuration")
 SEE_ALSO = {
     "data": "../operating/data.md",
     "data.impute": "../operating/data.md#missing-values-and-all-null-columns",
+    "model": "../how-to/bring-your-own-model.md",
     "training": "../concepts.md#the-retrain-path",
     "triggers": "../concepts.md#the-trigger-policy",
     "triggers.performance": "../backtest/index.md#how-the-trigger-policy-works",
@@ -282,6 +283,7 @@ def _page_title(link: str) -> str:
         "backtest": "Backtest",
         "backtest/index": "Backtest",
         "scale": "Big batches and long histories",
+        "how-to/bring-your-own-model": "Bring your own model",
     }.get(page, page)
 
 

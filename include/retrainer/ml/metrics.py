@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from retrainer.config import import_object
+from retrainer.exceptions import ConfigError
 from retrainer.ml.train import predict
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
     import numpy as np
     import pandas as pd
 
@@ -28,22 +32,26 @@ def compute(
     y_pred: np.ndarray,
     proba: np.ndarray | None = None,
     classes: Any = None,
+    custom: Mapping[str, Callable[[Any, Any], float]] | None = None,
 ) -> dict[str, float]:
     """All metrics for ``task`` on labelled rows; empty input gives an empty dict.
 
     ``proba`` (rows x classes, columns in the order of ``classes``) adds the probability metrics for a
     classifier; a metric that is undefined on this batch (e.g. ROC AUC with one class present) is left
-    out rather than reported as a number.
+    out rather than reported as a number. ``custom`` (name -> ``f(y_true, y_pred)``, see :func:`custom`)
+    adds the team's own metric.
     """
     from sklearn import metrics as skm
 
     if len(y_true) == 0:
         return {}
+    own = {name: float(f(y_true, y_pred)) for name, f in (custom or {}).items()}
     if task == "regression":
         return {
             "rmse": float(skm.root_mean_squared_error(y_true, y_pred)),
             "mae": float(skm.mean_absolute_error(y_true, y_pred)),
             "r2": float(skm.r2_score(y_true, y_pred)) if len(y_true) > 1 else float("nan"),
+            **own,
         }
     out = {
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
@@ -53,7 +61,19 @@ def compute(
     }
     if proba is not None and classes is not None:
         out.update(probability_metrics(y_true, proba, classes))
-    return out
+    return {**out, **own}
+
+
+def custom(cfg: ModelConfig) -> dict[str, Callable[[Any, Any], float]]:
+    """The team's own metric of ``cfg`` (``validation.metric: package.module:function``) by its name, or
+    an empty dict; a ConfigError naming the key when it does not import or is not a function."""
+    path = cfg.custom_metric
+    if path is None:
+        return {}
+    f = import_object(path, "validation.metric")
+    if not callable(f):
+        raise ConfigError(f"validation.metric: {path!r} is not a function f(y_true, y_pred) -> float")
+    return {cfg.metric: f}
 
 
 def probability_metrics(y_true: np.ndarray, proba: np.ndarray, classes: Any) -> dict[str, float]:
@@ -105,7 +125,8 @@ def score(cfg: ModelConfig, model: Any, df: pd.DataFrame) -> dict[str, float]:
     if lab.empty:
         return {}
     proba, classes = predict_proba(cfg, model, lab)
-    return compute(cfg.task, lab[cfg.data.target].to_numpy(), predict(cfg, model, lab), proba, classes)
+    y_true, y_pred = lab[cfg.data.target].to_numpy(), predict(cfg, model, lab)
+    return compute(cfg.task, y_true, y_pred, proba, classes, custom(cfg))
 
 
 def worse_by(value: float, reference: float, lower_is_better: bool) -> float:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from retrainer.config import duration_hours
-from retrainer.exceptions import RetrainerError
+from retrainer.config import duration_hours, import_object
+from retrainer.exceptions import ConfigError, RetrainerError
 from retrainer.storage import DataRoot, batch_columns, read_columns, to_utc_naive
 
 if TYPE_CHECKING:
@@ -143,8 +144,46 @@ def split_holdout(cfg: ModelConfig, df: pd.DataFrame) -> tuple[pd.DataFrame, pd.
     return train.reset_index(drop=True), holdout.reset_index(drop=True)
 
 
+# Estimator libraries whose own thread pool is set by a constructor argument: under the thread cap their
+# ``n_jobs`` is the cap unless the params set it (OpenMP limits alone leave their defaults to the library).
+THREADED_LIBRARIES = ("lightgbm", "xgboost")
+_THREADS: ContextVar[int | None] = ContextVar("retrainer_model_threads", default=None)
+
+
+def build_model(cfg: ModelConfig) -> Any:
+    """The unfitted model of ``cfg``: :func:`build_pipeline` for ``model.estimator``, or what the factory
+    of ``model.pipeline`` returns (it must have ``fit`` and ``predict``)."""
+    if cfg.model.pipeline is None:
+        return build_pipeline(cfg)
+    factory = import_object(cfg.model.pipeline, "model.pipeline")
+    if not callable(factory):
+        raise ConfigError(f"model.pipeline: {cfg.model.pipeline!r} is not a function")
+    model = factory(cfg)
+    lacking = [m for m in ("fit", "predict") if not callable(getattr(model, m, None))]
+    if lacking:
+        raise ConfigError(
+            f"model.pipeline: {cfg.model.pipeline} returned {type(model).__name__!r}, which has no "
+            f"{' or '.join(lacking)}: return an unfitted scikit-learn-compatible estimator"
+        )
+    return _cap_jobs(model)
+
+
+def _cap_jobs(model: Any) -> Any:
+    """``model`` with every LightGBM / XGBoost step's ``n_jobs`` set to the thread cap (when one is in
+    force and the step's own ``n_jobs`` is unset)."""
+    threads = _THREADS.get()
+    if threads is None or not hasattr(model, "get_params"):
+        return model
+    steps = [model, *(v for v in model.get_params(deep=True).values() if hasattr(v, "get_params"))]
+    for step in steps:
+        lib = type(step).__module__.split(".", 1)[0]
+        if lib in THREADED_LIBRARIES and step.get_params(deep=False).get("n_jobs") is None:
+            step.set_params(n_jobs=threads)
+    return model
+
+
 def build_pipeline(cfg: ModelConfig) -> Pipeline:
-    """Preprocessing + the configured estimator.
+    """Preprocessing + the configured estimator (``model.estimator``).
 
     Numeric features are optionally scaled, categoricals one-hot encoded. ``nullable`` features first go
     through an imputer (``data.impute``), so every estimator family trains and predicts on them, also on a
@@ -185,7 +224,7 @@ def build_pipeline(cfg: ModelConfig) -> Pipeline:
             ("cat_nullable", imputed(imp.categorical, imp.categorical_fill, cat(), None), nullable_cat)
         )
     pre = ColumnTransformer(parts, remainder="drop")
-    return Pipeline([("pre", pre), ("model", cfg.model.build())])
+    return _cap_jobs(Pipeline([("pre", pre), ("model", cfg.model.build())]))
 
 
 def _missing_as_none(cfg: ModelConfig, df: pd.DataFrame) -> pd.DataFrame:
@@ -205,20 +244,25 @@ def thread_cap(cfg: ModelConfig, threads: int | None) -> Iterator[None]:
     """At most ``threads`` BLAS/OpenMP threads (None: no cap) while ``cfg``'s model fits or predicts.
 
     The estimator is built first: threadpoolctl caps only the libraries loaded by then, and the OpenMP
-    runtime of scikit-learn (or of another package's estimator) loads with its first import.
+    runtime of scikit-learn (or of another package's estimator) loads with its first import. Models built
+    inside get ``n_jobs=threads`` on their LightGBM / XGBoost steps (:func:`_cap_jobs`).
     """
     if threads is None:
         yield
         return
     from threadpoolctl import threadpool_limits
 
-    build_pipeline(cfg)
-    with threadpool_limits(threads):
-        yield
+    token = _THREADS.set(threads)
+    try:
+        build_model(cfg)
+        with threadpool_limits(threads):
+            yield
+    finally:
+        _THREADS.reset(token)
 
 
-def fit(cfg: ModelConfig, train: pd.DataFrame) -> Pipeline:
-    pipe = build_pipeline(cfg)
+def fit(cfg: ModelConfig, train: pd.DataFrame) -> Any:
+    pipe = build_model(cfg)
     pipe.fit(_missing_as_none(cfg, train[cfg.data.feature_names]), train[cfg.data.target])
     return pipe
 

@@ -212,6 +212,6 @@ def reference_predictions(cfg: ModelConfig, champ: registry.RegisteredVersion) -
     if ref is None:
         raise RetrainerError(f"champion v{champ.version} of {cfg.name} has no snapshot to use as reference")
     ref = ref.copy()
-    ref["prediction"] = predict(scoring_config(cfg, champ), load_run_model(champ.run_id), ref)
+    ref["prediction"] = predict(scoring_config(cfg, champ), load_run_model(champ.run_id, cfg), ref)
     write_parquet(cache, ref)
     return ref

@@ -65,7 +65,7 @@ def _scored(
     """Drift, performance (on the batch's own labels) and the change detector's errors of ``champ`` on the
     batch, as the score, drift and performance tasks compute them."""
     view = scoring_config(cfg, champ)
-    stored = predict_file(view, load_run_model(champ.run_id), path)
+    stored = predict_file(view, load_run_model(champ.run_id, cfg), path)
     preds = stored["prediction"].to_numpy()
     html = None if report_dir is None else report_dir / "evidently" / f"{batch_stem(path.name)}.html"
     drift = drift_of(view, reference_predictions(cfg, champ), path, preds, html)

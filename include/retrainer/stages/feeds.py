@@ -128,7 +128,7 @@ def performance_signal(cfg: ModelConfig, matured: list[Matured], champion_id: st
     used = [m for m in matured if m.predicted_by == champion_id and len(m.y)]
     y = np.concatenate([np.asarray(m.y) for m in used]) if used else np.array([])
     p = np.concatenate([np.asarray(m.pred) for m in used]) if used else np.array([])
-    values = metrics.compute(cfg.task, y, p) if len(y) else {}
+    values = metrics.compute(cfg.task, y, p, custom=metrics.custom(cfg)) if len(y) else {}
     classes = used[0].classes if used else None
     if len(y) and classes and all(m.proba is not None and m.classes == classes for m in used):
         # the probability metrics, classes compared as text (the stored columns' names)

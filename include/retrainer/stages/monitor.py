@@ -157,7 +157,7 @@ def score_batch(cfg: ModelConfig, claim: dict[str, Any]) -> dict[str, Any]:
     # class probabilities are kept beside the predictions when the decision estimates the metric (CBPE)
     out = scoring.predict_file(
         scoring_config(cfg, champ),
-        load_run_model(champ.run_id),
+        load_run_model(champ.run_id, cfg),
         path,
         proba=cfg.triggers.estimation is not None,
     )

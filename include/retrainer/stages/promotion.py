@@ -110,7 +110,7 @@ def _score(cfg: ModelConfig, version: registry.RegisteredVersion, lab: Any) -> f
     if missing_features(cfg, version.run_id, lab.columns):
         return None
     view = model_config(cfg, version.run_id)
-    return metrics.score(view, load_run_model(version.run_id), prepare(view, lab))[cfg.metric]
+    return metrics.score(view, load_run_model(version.run_id, cfg), prepare(view, lab))[cfg.metric]
 
 
 # -- shadow ----------------------------------------------------------------------------------------------

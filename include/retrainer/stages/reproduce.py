@@ -16,7 +16,7 @@ from typing import Any
 
 from retrainer import settings
 from retrainer.config import ModelConfig, find_config, parse_config
-from retrainer.exceptions import RetrainerError
+from retrainer.exceptions import ConfigError, RetrainerError
 from retrainer.ml import metrics
 from retrainer.ml.train import fit, predict, split_holdout, thread_cap
 from retrainer.storage import DataRoot
@@ -44,6 +44,18 @@ def recorded_config(name: str, run_id: str, fingerprint: str | None) -> ModelCon
                 f"{cfg.fingerprint} != recorded {fingerprint}): cannot reproduce"
             ) from None
         return cfg
+
+
+def trusting_config(name: str, recorded: ModelConfig) -> ModelConfig:
+    """The config whose trusted types load the version's artifact: the local YAML's, never the recorded
+    ``config.json``'s (whoever can write the artifact store could extend that one's
+    ``model.trusted_modules``); without a local config, the recorded one with no team packages trusted."""
+    try:
+        return find_config(name, settings.config_dir())
+    except ConfigError:
+        return recorded.model_copy(
+            update={"model": recorded.model.model_copy(update={"trusted_modules": []})}
+        )
 
 
 def _same(a: float | None, b: float | None) -> bool:
@@ -78,7 +90,7 @@ def reproduce(name: str, version: int) -> dict[str, Any]:
     with thread_cap(cfg, settings.threads()):  # as the retrain that made the version
         model = fit(cfg, train_df)
         preds = predict(cfg, model, holdout)
-    scores = metrics.compute(cfg.task, holdout[cfg.data.target].to_numpy(), preds)
+        scores = metrics.score(cfg, model, holdout)  # as the retrain recorded them: probability metrics too
     recorded = tracking.holdout_metrics(run)
     per_metric = {
         k: {
@@ -88,7 +100,7 @@ def reproduce(name: str, version: int) -> dict[str, Any]:
         }
         for k in sorted(set(recorded) | set(scores))
     }
-    original = predict(cfg, load_run_model(mv.run_id), holdout)
+    original = predict(cfg, load_run_model(mv.run_id, trusting_config(name, cfg)), holdout)
     out = {
         "model": name,
         "version": version,

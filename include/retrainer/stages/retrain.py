@@ -237,7 +237,7 @@ def _log_training(
         mlflow.log_dict(cfg.model_dump(mode="json"), "config.json")  # what `retrainer reproduce` replays
         with thread_cap(cfg, settings.threads()):  # MLflow predicts the sample for the signature
             log_model(
-                fitted.model, fitted.train_df[cfg.data.feature_names].head(5)
+                fitted.model, fitted.train_df[cfg.data.feature_names].head(5), cfg
             )  # signature from a sample
     return str(run.info.run_id)
 
@@ -304,7 +304,7 @@ def _champion_on(cfg: ModelConfig, holdout: pd.DataFrame) -> _Champion:
         else unscorable(cfg, champ, list(holdout.columns), "the holdout of this snapshot")
     )
     champion_cfg = scoring_config(cfg, champ) if champ is not None and champion_unscorable is None else None
-    champion_model = load_run_model(champ.run_id) if champion_cfg is not None and champ is not None else None
+    champion_model = load_run_model(champ.run_id, cfg) if champion_cfg is not None and champ is not None else None
     if champion_model is not None and champion_cfg is not None:
         with thread_cap(cfg, settings.threads()):
             scores = metrics.score(champion_cfg, champion_model, holdout)
@@ -366,7 +366,7 @@ def evaluate(
     with thread_cap(cfg, settings.threads()):
         model_checks = run_checks(
             cfg,
-            load_run_model(trained["run_id"]),
+            load_run_model(trained["run_id"], cfg),
             None if force else champion.model,
             holdout,
             train_df,

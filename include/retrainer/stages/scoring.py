@@ -97,7 +97,7 @@ def estimate(cfg: ModelConfig, claim: dict[str, Any], scored: dict[str, Any]) ->
             return {}
         view = scoring_config(cfg, champ)  # the features the champion was trained on
         _, holdout = split_holdout(view, reference)
-        model = load_run_model(champ.run_id)
+        model = load_run_model(champ.run_id, cfg)
         with thread_cap(cfg, settings.threads()):  # the fit; the batch is predicted as the score task does
             est = fit_estimator(view, model, holdout)
         if est is None:

@@ -15,7 +15,7 @@ from retrainer.config.schema.base import (
     duration_hours,
 )
 from retrainer.config.schema.data import DataConfig, FeatureSpec, ImputeConfig
-from retrainer.config.schema.model import ModelSpec, TrainingConfig
+from retrainer.config.schema.model import BASE_TRUSTED, ModelSpec, TrainingConfig, import_object
 from retrainer.config.schema.operation import (
     AlertChannel,
     AlertsConfig,
@@ -54,6 +54,7 @@ from retrainer.config.schema.validation import (
 
 __all__ = [
     "ALERT_EVENTS",
+    "BASE_TRUSTED",
     "DURATION_RE",
     "LOWER_IS_BETTER",
     "METRICS",
@@ -90,6 +91,7 @@ __all__ = [
     "ValidationConfig",
     "duration_hours",
     "find_config",
+    "import_object",
     "load_all",
     "load_config",
     "load_valid",

@@ -61,6 +61,19 @@ ALERT_EVENTS = (
 RESERVED_POLICIES = {"never", "every_batch", "trigger", "baseline"}
 
 
+def _module_path(value: str, example: str) -> str:
+    """``value`` if it is ``package.module:name``; else a ValueError showing ``example``."""
+    module, sep, name = value.partition(":")
+    if (
+        not sep
+        or not module
+        or not name.isidentifier()
+        or not all(p.isidentifier() for p in module.split("."))
+    ):
+        raise ValueError(f"must be an import path `package.module:function`, e.g. {example}")
+    return value
+
+
 def cron(value: str | None) -> str | None:
     """``value`` if it is a 5-field cron expression, an ``@preset`` or None; else a ValueError."""
     if value is not None and value.startswith("@"):

@@ -69,8 +69,13 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _metrics_fit_task(self) -> ModelConfig:
-        allowed = METRICS[self.task]
-        bad = [m for m in [self.validation.metric, *self.validation.floors] if m and m not in allowed]
+        allowed = METRICS[self.task] | ({self.metric} if self.custom_metric else set())
+        given = [] if self.custom_metric else [self.validation.metric]
+        if self.custom_metric and self.metric in METRICS["classification"] | METRICS["regression"]:
+            raise ValueError(
+                f"validation.metric: your function's name {self.metric!r} is a built-in metric's"
+            )
+        bad = [m for m in [*given, *self.validation.floors] if m and m not in allowed]
         if bad:
             raise ValueError(f"metrics {bad} do not apply to {self.task}; use {sorted(allowed)}")
         return self
@@ -117,10 +122,21 @@ class ModelConfig(_Strict):
 
     @property
     def metric(self) -> str:
+        """The primary metric's name (a metric of your own: its function's name)."""
+        if self.custom_metric:
+            return self.custom_metric.rpartition(":")[2]
         return self.validation.metric or ("rmse" if self.task == "regression" else "f1")
 
     @property
+    def custom_metric(self) -> str | None:
+        """The import path of a metric of your own (``validation.metric: package.module:function``)."""
+        m = self.validation.metric
+        return m if m is not None and ":" in m else None
+
+    @property
     def lower_is_better(self) -> bool:
+        if self.custom_metric:
+            return not self.validation.greater_is_better
         return self.metric in LOWER_IS_BETTER
 
     @property

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from retrainer.config.schema.base import _Strict
+from retrainer.config.schema.base import _module_path, _Strict
 
 
 class Floor(_Strict):
@@ -63,13 +63,34 @@ class BehaviourConfig(_Strict):
 class ValidationConfig(_Strict):
     """The quality gate's tolerances, and what a candidate must pass before it is registered."""
 
+    @model_validator(mode="after")
+    def _custom_metric_direction(self) -> ValidationConfig:
+        custom = self.metric is not None and ":" in self.metric
+        if custom:
+            _module_path(self.metric or "", "acme_metrics.costs:delay_cost")
+        if custom and self.greater_is_better is None:
+            raise ValueError(
+                f"validation.metric {self.metric!r} is your own metric: declare validation.greater_is_better"
+            )
+        if not custom and self.greater_is_better is not None:
+            raise ValueError(
+                "validation.greater_is_better is only for a metric of your own (package.module:f)"
+            )
+        return self
+
     metric: str | None = Field(
         None,
         description="primary metric, also the one the performance and cost signals watch; default `rmse` "
         "(regression) or `f1` (classification). Regression: `rmse`, `mae`, `r2`; classification: "
         "`accuracy`, `f1` (macro), `balanced_accuracy`, and for classifiers with `predict_proba`: "
         "`roc_auc`, `pr_auc` (average precision), `log_loss`, `brier` (one-vs-rest macro for more than "
-        "two classes)",
+        "two classes). Or your own: an import path `package.module:function` to `f(y_true, y_pred) -> "
+        "float` (with `greater_is_better`); it is reported under the function's name",
+    )
+    greater_is_better: bool | None = Field(
+        None,
+        description="required with a metric of your own (`metric: package.module:function`): whether a "
+        "higher value is better. Not allowed with a built-in metric (their direction is known)",
     )
     max_degradation: float = Field(
         0.0,
