@@ -17,6 +17,7 @@ from urllib.parse import quote
 import pytest
 import yaml
 
+from devtools.stack import ApiError
 from retrainer import assets
 from tests.support.e2e import wait_until
 
@@ -57,7 +58,7 @@ def _tolerant(fn: Any) -> Any:
     def call() -> Any:
         try:
             return fn()
-        except (OSError, TimeoutError):
+        except (OSError, TimeoutError, ApiError):
             return None
 
     return call
@@ -135,16 +136,26 @@ def test_a_batch_for_the_last_model_is_decided_with_more_models_than_slots(arriv
     asset_id = st.request("GET", f"/api/v2/assets?uri_pattern={quote(assets.arrival_uri(LAST), safe='')}")[
         "assets"
     ][0]["id"]
-    st.request("POST", "/api/v2/assets/events", {"asset_id": asset_id, "extra": events[0]["extra"]})
+    wait_until(  # (SQLite on a busy machine may answer "database is locked": the event is not stored)
+        "the duplicate event to be stored",
+        _tolerant(
+            lambda: st.request(
+                "POST", "/api/v2/assets/events", {"asset_id": asset_id, "extra": events[0]["extra"]}
+            )
+        ),
+        timeout=120,
+        every=3,
+    )
 
     def duplicate_run_done() -> dict[str, list[str]] | None:
         states = _task_states(st, f"{LAST}__monitor")
         finished = [r for r in st.runs(f"{LAST}__monitor") if r["state"] in ("success", "failed")]
-        return states if len(states) == 2 and len(finished) == 2 else None
+        return states if len(states) >= 2 and len(finished) == len(states) else None
 
     states = wait_until("the duplicate event's run", _tolerant(duplicate_run_done), timeout=600, every=3)
     claims = sorted(s for tis in states.values() for s in tis if s.startswith("claim_batch="))
-    assert claims == ["claim_batch=skipped", "claim_batch=success"], states
+    assert claims.count("claim_batch=success") == 1, states
+    assert claims.count("claim_batch=skipped") == len(claims) - 1 >= 1, states
     assert [d["decision"]["batch"] for d in _decided(st, f"{LAST}__monitor")] == [f"{week}.parquet"]
     archived = sorted(p.name for p in (st.state / "data" / "archive" / LAST).iterdir())
     assert archived.count(f"{week}.parquet") == 1 and not any(".dup-" in n for n in archived)
