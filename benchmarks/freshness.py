@@ -47,6 +47,18 @@ def _ts(iso: str | None) -> float | None:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() if iso else None
 
 
+def _tolerant(fn: Any) -> Any:
+    """``fn`` for polling: an API call that timed out (or a busy SQLite answering 500) counts as "not yet"."""
+
+    def call() -> Any:
+        try:
+            return fn()
+        except (OSError, S.ApiError):
+            return None
+
+    return call
+
+
 def _idle(stack: S.Stack, arrival: str) -> bool:
     """No retrain active, and the monitor waits: no run (event path) or one run on its sensor (sensor path)."""
     if any(r["state"] in ("queued", "running") for r in stack.runs(RETRAIN)):
@@ -87,11 +99,23 @@ def _measure(arrival: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         weeks = S.seed_bikeshare(stack, history_weeks=6)
         stack.unpause(RETRAIN)
         first = stack.trigger(RETRAIN, {"reason": "first champion from history"})
-        stack.wait_run(RETRAIN, first["dag_run_id"], timeout=600)
+        S.wait_until(
+            "the first champion",
+            _tolerant(
+                lambda: (
+                    stack.request("GET", f"/api/v2/dags/{RETRAIN}/dagRuns/{first['dag_run_id']}")["state"]
+                    in ("success", "failed")
+                )
+            ),
+            timeout=1200,
+            every=2,
+        )
         stack.unpause(MONITOR)
         print(f"{'batch':<12} {'verdict':<11} {'decision':>8} {'work':>6} {'ratio':>5} {'champion':>9}")
         for week, df in weeks[: args.batches]:
-            S.wait_until("the monitor to wait for a batch", lambda: _idle(stack, arrival), every=0.5)
+            S.wait_until(
+                "the monitor to wait for a batch", _tolerant(lambda: _idle(stack, arrival)), every=0.5
+            )
             row = _one_batch(stack, week, df, champion=not args.decision_only)
             rows.append({"arrival": arrival, **row})
             champion_s = row["landing_to_champion_s"]
@@ -131,7 +155,9 @@ def _one_batch(stack: S.Stack, week: str, df: Any, champion: bool) -> dict[str, 
     decision_s = run.info.end_time / 1000 - landed
     verdict = run.data.tags.get("retrainer.verdict", "?")
     dag_run_id = run.data.tags.get("retrainer.dag_run_id", "")
-    work = S.wait_until("the monitor run's task times", lambda: _monitor_work(stack, dag_run_id), every=1)
+    work = S.wait_until(
+        "the monitor run's task times", _tolerant(lambda: _monitor_work(stack, dag_run_id)), every=1
+    )
     champion_s = None
     if verdict == "retrain" and champion:
         retrain = S.wait_until(

@@ -285,7 +285,7 @@ class Stack:
         if auth:
             req.add_header("Authorization", f"Bearer {self.token(user)}")
         try:
-            with urllib.request.urlopen(req, timeout=30) as r:
+            with urllib.request.urlopen(req, timeout=120) as r:  # a busy SQLite can take long
                 raw = r.read()
         except urllib.error.HTTPError as exc:
             raise ApiError(exc.code, exc.read().decode(errors="replace")) from None
