@@ -15,7 +15,8 @@ Built from every model config in `include/models/*.yaml` (adding a model is addi
   `processing/` is resumed by the next run before newer batches.
 
 Alerts (the model config's `alerts:`) go out through Airflow notifiers: a failed task or a quarantined
-batch from every task's failure callback, the other events from the tasks that cause them.
+batch from every task's failure callback, the other events from the tasks that cause them (a signal that
+fired without a retrain from `request_retrain`).
 
 With `RETRAINER_ARRIVAL=sensor` the DAG is continuous instead and its first task, `wait_for_batch` (a
 poke-mode sensor), waits for the batch while holding a worker slot.
@@ -107,6 +108,9 @@ def build_monitor(cfg: ModelConfig) -> Any:
             from airflow.sdk.exceptions import AirflowSkipException
 
             if not decision["retrain"]:
+                from retrainer import alerts
+
+                alerts.for_decision(cfg, decision, context)  # a signal fired, but no retrain: say why
                 raise AirflowSkipException(
                     f"no retrain requested: {decision['verdict']} {decision['suppressed_by'] or ''}"
                 )
