@@ -313,7 +313,7 @@ class Stack:
             self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns?order_by=start_date&limit=100")["dag_runs"]
         )
 
-    def wait_run(self, dag_id: str, run_id: str, timeout: float = 300) -> dict[str, Any]:
+    def wait_run(self, dag_id: str, run_id: str, timeout: float = 900) -> dict[str, Any]:
         """Poll a DAG run until it reaches a final state."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
