@@ -124,7 +124,7 @@ bench-scaleout: install prod-deps  ## 4 models x 10 batches through the producti
 bench-scale: install  ## 1M-row batch monitor, retrain on a long archive, policy-state read; ratios vs same-run baselines (~8 min)
 	$(PY) benchmarks/scale.py
 
-bench-freshness: install  ## freshness under the real scheduler: landing -> decision, landing -> new champion (~8 min)
+bench-freshness: install  ## freshness under the real scheduler: landing -> decision, landing -> new champion, event vs sensor arrival (~16 min)
 	$(PY) benchmarks/freshness.py
 
 # Debian's Chromium for the browser test (needs root for apt-get; skipped with a message otherwise)

@@ -3,8 +3,9 @@
 
 Built from every model config in `include/models/*.yaml` (adding a model is adding a YAML file).
 
-* **`<name>__monitor`**: the trigger path. `wait_for_batch` (sensor, poke mode) claims the oldest
-  batch in `landing/<name>/` -> `validate_batch` (Great Expectations gate; a failing batch is quarantined
+* **`<name>__monitor`**: the trigger path, one run per batch announced by the landing trigger (it runs
+  in the triggerer and watches `landing/<name>/`: no worker slot is held while waiting). `claim_batch`
+  claims the oldest batch in `landing/<name>/` (nothing to claim: the run is skipped) -> `validate_batch` (Great Expectations gate; a failing batch is quarantined
   with a `.reason.json`) -> `score_batch` (champion predictions) -> `drift_report` (Evidently data and
   prediction drift) / `ingest_feeds` (labels and flags files that arrived since the last run) ->
   `performance` (labelled rows, late labels included) / `flagged_rate` (human flags) -> `decide` (policy with
@@ -14,7 +15,11 @@ Built from every model config in `include/models/*.yaml` (adding a model is addi
   `processing/` is resumed by the next run before newer batches.
 
 Alerts (the model config's `alerts:`) go out through Airflow notifiers: a failed task or a quarantined
-batch from every task's failure callback, the other events from the tasks that cause them.
+batch from every task's failure callback, the other events from the tasks that cause them (a signal that
+fired without a retrain from `request_retrain`).
+
+With `RETRAINER_ARRIVAL=sensor` the DAG is continuous instead and its first task, `wait_for_batch` (a
+poke-mode sensor), waits for the batch while holding a worker slot.
 
 All logic lives in the `retrainer` package; this file only wires it together.
 """
@@ -25,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import PokeReturnValue, dag, task
 
-from retrainer import dagkit
+from retrainer import dagkit, settings
 
 if TYPE_CHECKING:
     from retrainer.config import ModelConfig
@@ -38,44 +43,11 @@ def build_monitor(cfg: ModelConfig) -> Any:
     @dag(
         dag_id=f"{name}__monitor",
         description=f"Trigger path for {name}: gate, score, drift, performance, flags, decide",
-        schedule="@continuous",  # each run waits for one batch; the next run starts when it ends
+        schedule=dagkit.monitor_schedule(cfg),  # one run per announced batch (or a sensor: see below)
         **dagkit.alerting(cfg, dagkit.common(name, "monitor", __doc__)),
     )
     def monitor_dag() -> None:
-        @task.sensor(
-            poke_interval=cfg.triggers.poke_interval_seconds,
-            timeout=cfg.triggers.sensor_timeout_hours * 3600,
-            # poke, not reschedule: under the real Airflow 3.2 scheduler a reschedule-mode sensor with a
-            # short interval races the executor (the previous poke's "success" event arrives after the TI
-            # was re-queued, and the scheduler marks it up_for_retry, then failed). Poking in place costs
-            # one worker slot per model while waiting, and a poke is a cheap directory listing.
-            mode="poke",
-            soft_fail=True,  # no batch within the timeout is not an error: the run is skipped
-        )
-        def wait_for_batch(**context: Any) -> PokeReturnValue:
-            from retrainer.stages.monitor import claim_batch, claimed_recently
-
-            ti, dag_id = context["ti"], context["dag"].dag_id
-
-            def owner_alive(claim: Any) -> bool:  # a batch in processing is resumed once its run ended
-                try:
-                    return str(ti.get_dagrun_state(dag_id, claim.run_id)) in ("queued", "running")
-                except Exception:  # run unknown to Airflow (deleted, or claimed outside it): go by age
-                    return claimed_recently(claim)
-
-            claim = claim_batch(cfg, context["run_id"], owner_alive)
-            if claim and claim.get("attempt", 1) > 1:  # a batch an earlier run left stuck in processing
-                from retrainer import alerts
-
-                alerts.send_from_task(
-                    cfg,
-                    "stuck_batch",
-                    f"batch {claim['batch']} was left in processing by run(s) "
-                    f"{', '.join(claim.get('previous_runs') or [])}; resumed by this run "
-                    f"(attempt {claim['attempt']})",
-                    context,
-                )
-            return PokeReturnValue(is_done=claim is not None, xcom_value=claim)
+        claim_task = _sensor_task(cfg) if settings.arrival_mode() == "sensor" else _claim_task(cfg)
 
         @task
         def validate_batch(claim: dict[str, Any], **context: Any) -> dict[str, Any]:
@@ -136,6 +108,9 @@ def build_monitor(cfg: ModelConfig) -> Any:
             from airflow.sdk.exceptions import AirflowSkipException
 
             if not decision["retrain"]:
+                from retrainer import alerts
+
+                alerts.for_decision(cfg, decision, context)  # a signal fired, but no retrain: say why
                 raise AirflowSkipException(
                     f"no retrain requested: {decision['verdict']} {decision['suppressed_by'] or ''}"
                 )
@@ -154,7 +129,7 @@ def build_monitor(cfg: ModelConfig) -> Any:
 
             return dagkit.run(monitor.archive_batch, cfg, claim)
 
-        claim = wait_for_batch()
+        claim = claim_task()
         validation = validate_batch(claim)
         scored = score_batch(claim, validation)
         drift = drift_report(claim, scored)
@@ -173,6 +148,72 @@ def build_monitor(cfg: ModelConfig) -> Any:
                 watch >> shadow  # the challenger is compared with the champion the watch left in place
 
     return monitor_dag()
+
+
+def _claim(cfg: ModelConfig, context: Any) -> dict[str, Any] | None:
+    """Claim a batch for this run (None: nothing to claim); alert when it resumes a stuck batch."""
+    from retrainer.stages.monitor import claim_batch, claimed_recently
+
+    ti, dag_id = context["ti"], context["dag"].dag_id
+
+    def owner_alive(claim: Any) -> bool:  # a batch in processing is resumed once its run ended
+        try:
+            return str(ti.get_dagrun_state(dag_id, claim.run_id)) in ("queued", "running")
+        except Exception:  # run unknown to Airflow (deleted, or claimed outside it): go by age
+            return claimed_recently(claim)
+
+    claim = claim_batch(cfg, context["run_id"], owner_alive)
+    if claim and claim.get("attempt", 1) > 1:  # a batch an earlier run left stuck in processing
+        from retrainer import alerts
+
+        alerts.send_from_task(
+            cfg,
+            "stuck_batch",
+            f"batch {claim['batch']} was left in processing by run(s) "
+            f"{', '.join(claim.get('previous_runs') or [])}; resumed by this run "
+            f"(attempt {claim['attempt']})",
+            context,
+        )
+    return claim
+
+
+def _claim_task(cfg: ModelConfig) -> Any:
+    @task
+    def claim_batch(**context: Any) -> dict[str, Any]:
+        """Claim the oldest delivered batch (the announcement only says there may be one): a run that
+        finds nothing (a duplicate or replayed announcement) is skipped, so no batch is processed twice."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        claim = _claim(cfg, context)
+        if claim is None:
+            announced = [e.extra.get("payload") for e in _triggering_events(context)]
+            raise AirflowSkipException(f"nothing to claim (announced: {announced or 'none'})")
+        return claim
+
+    return claim_batch
+
+
+def _triggering_events(context: Any) -> list[Any]:
+    events = context.get("triggering_asset_events") or {}
+    return [e for evs in events.values() for e in evs]
+
+
+def _sensor_task(cfg: ModelConfig) -> Any:
+    @task.sensor(
+        poke_interval=cfg.triggers.poke_interval_seconds,
+        timeout=cfg.triggers.sensor_timeout_hours * 3600,
+        # poke, not reschedule: under the real Airflow 3.2 scheduler a reschedule-mode sensor with a
+        # short interval races the executor (the previous poke's "success" event arrives after the TI
+        # was re-queued, and the scheduler marks it up_for_retry, then failed). Poking in place costs
+        # one worker slot per model while waiting, and a poke is a cheap directory listing.
+        mode="poke",
+        soft_fail=True,  # no batch within the timeout is not an error: the run is skipped
+    )
+    def wait_for_batch(**context: Any) -> PokeReturnValue:
+        claim = _claim(cfg, context)
+        return PokeReturnValue(is_done=claim is not None, xcom_value=claim)
+
+    return wait_for_batch
 
 
 def _watch_task(cfg: ModelConfig) -> Any:

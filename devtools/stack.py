@@ -285,7 +285,7 @@ class Stack:
         if auth:
             req.add_header("Authorization", f"Bearer {self.token(user)}")
         try:
-            with urllib.request.urlopen(req, timeout=30) as r:
+            with urllib.request.urlopen(req, timeout=120) as r:  # a busy SQLite can take long
                 raw = r.read()
         except urllib.error.HTTPError as exc:
             raise ApiError(exc.code, exc.read().decode(errors="replace")) from None
@@ -313,7 +313,7 @@ class Stack:
             self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns?order_by=start_date&limit=100")["dag_runs"]
         )
 
-    def wait_run(self, dag_id: str, run_id: str, timeout: float = 300) -> dict[str, Any]:
+    def wait_run(self, dag_id: str, run_id: str, timeout: float = 900) -> dict[str, Any]:
         """Poll a DAG run until it reaches a final state."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

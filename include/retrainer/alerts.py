@@ -35,6 +35,8 @@ TITLES = {
     "approval_waiting": "approval waiting",
     "stuck_batch": "batch stuck",
     "task_failed": "task failed",
+    "no_batch": "no batch arrived",
+    "signal_suppressed": "signal without a retrain",
 }
 VIEW_PATH = "/retrainer/models/"
 
@@ -187,6 +189,26 @@ class FailureAlert:
         else:
             reason = f"task {task} failed: {exc}" if exc else f"task {task} failed"
             send_from_task(self.cfg, "task_failed", reason, context, {"Task": task})
+
+
+def for_decision(
+    cfg: ModelConfig, decision: dict[str, Any], context: dict[str, Any]
+) -> dict[str, Any] | None:
+    """``signal_suppressed`` when signals fired but the decision requested no retrain (suppressed by the
+    cooldown, budget or hysteresis, or below the policy's vote); None when there is nothing to say."""
+    fired = list(decision.get("fired") or [])
+    if decision.get("retrain") or not fired:
+        return None
+    why = decision.get("suppressed_by") or (
+        f"below the policy's vote (combine={cfg.triggers.combine}, score {decision.get('score', 0):g})"
+    )
+    return send_from_task(
+        cfg,
+        "signal_suppressed",
+        f"{', '.join(fired)} fired on batch {decision.get('batch')}, no retrain requested: {why}",
+        context,
+        {"Signals": "; ".join(decision.get("reasons") or []), "Batch": decision.get("batch")},
+    )
 
 
 def _reason(result: dict[str, Any] | None, fallback: str) -> str:

@@ -21,3 +21,12 @@ def approval_request_name(model: str) -> str:
 
 def approval_request_uri(model: str) -> str:
     return f"retrainer://{model}/approval-request"
+
+
+def arrival_name(model: str) -> str:
+    """The asset a batch's arrival updates (watched by the landing trigger; the monitor DAG is scheduled on it)."""
+    return f"{model}__batch_arrival"
+
+
+def arrival_uri(model: str) -> str:
+    return f"retrainer://{model}/batch-arrival"

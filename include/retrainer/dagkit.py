@@ -14,6 +14,7 @@ from retrainer import assets, settings
 from retrainer.alerts import FailureAlert
 from retrainer.config import load_valid
 from retrainer.exceptions import RetrainerError
+from retrainer.triggers import LandingTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Asset
@@ -66,6 +67,26 @@ def retrain_asset(name: str) -> Asset:
     from airflow.sdk import Asset
 
     return Asset(name=assets.retrain_request_name(name), uri=assets.retrain_request_uri(name))
+
+
+def arrival_asset(cfg: ModelConfig) -> Asset:
+    """The asset a batch's arrival updates: watched by the landing trigger in the triggerer."""
+    from airflow.sdk import Asset, AssetWatcher
+
+    trigger = LandingTrigger(
+        model=cfg.name, data_root=str(settings.data_root()), poll_seconds=settings.arrival_poll_seconds()
+    )
+    return Asset(
+        name=assets.arrival_name(cfg.name),
+        uri=assets.arrival_uri(cfg.name),
+        watchers=[AssetWatcher(name=f"{cfg.name}__landing", trigger=trigger)],
+    )
+
+
+def monitor_schedule(cfg: ModelConfig) -> Any:
+    """The monitor DAG's schedule: the arrival asset (one run per announced batch), or with
+    ``RETRAINER_ARRIVAL=sensor`` a continuous schedule whose runs each wait for a batch in a sensor."""
+    return [arrival_asset(cfg)] if settings.arrival_mode() == "event" else "@continuous"
 
 
 def approval_asset(name: str) -> Asset:

@@ -63,3 +63,31 @@ def artifact_root() -> str:
     Ignored when the tracking URI is an HTTP server, which owns its artifact store.
     """
     return os.environ.get("RETRAINER_ARTIFACT_ROOT") or str(Path("mlartifacts").resolve())
+
+
+ARRIVAL_MODES = ("event", "sensor")
+
+
+def arrival_mode() -> str:
+    """How a monitor DAG learns of a new batch (``RETRAINER_ARRIVAL``): ``event`` (default) - a trigger in
+    Airflow's triggerer watches ``landing/<model>/`` and each batch it announces starts one monitor run, no
+    worker slot held while waiting; ``sensor`` - the earlier design, a continuous DAG whose first task pokes
+    landing/ and holds one worker slot per model while it waits. Read when the DAG files are parsed: set it
+    alike on the DAG processor, the scheduler and the workers."""
+    raw = os.environ.get("RETRAINER_ARRIVAL", "event").strip().lower() or "event"
+    if raw not in ARRIVAL_MODES:
+        raise ValueError(f"RETRAINER_ARRIVAL={raw!r}: use one of {', '.join(ARRIVAL_MODES)}")
+    return raw
+
+
+def arrival_poll_seconds() -> float:
+    """How often the arrival trigger looks at each model's landing folder (``RETRAINER_ARRIVAL_POLL_SECONDS``,
+    default 2): one directory listing per model, in the triggerer."""
+    raw = os.environ.get("RETRAINER_ARRIVAL_POLL_SECONDS", "2").strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise ValueError(f"RETRAINER_ARRIVAL_POLL_SECONDS={raw!r}: give a positive number of seconds")
+    return value

@@ -328,7 +328,7 @@ def test_files_that_can_never_be_batches_are_quarantined_by_the_sensor(world: Wo
     res = run_monitor()
 
     assert res["state"] == "success", res
-    assert xcom(res, "wait_for_batch")["batch"] == "2011-21-good.parquet"
+    assert xcom(res, "claim_batch")["batch"] == "2011-21-good.parquet"
     assert outside.read_text() == "timestamp\n2011-01-01\n"
     expect = {
         "2011-21-huge.csv": "RETRAINER_MAX_BATCH_BYTES",
@@ -460,7 +460,7 @@ def test_fault_every_task_of_both_dags_rerun_after_success(world: World) -> None
 
     assert first["state"] == again["state"] == "success", (first, again)
     assert first["run_id"] == again["run_id"]
-    assert xcom(again, "wait_for_batch")["batch"] == "2011-22-rerun.parquet"
+    assert xcom(again, "claim_batch")["batch"] == "2011-22-rerun.parquet"
     assert xcom(again, "decide")["mlflow_run_id"] == xcom(first, "decide")["mlflow_run_id"]
     assert (world.dr.archive / "2011-22-rerun.parquet").exists()
 

@@ -76,7 +76,12 @@ def model_metrics(replay: Replay) -> tuple[np.ndarray, list[int]]:
             value = None if need_proba else _fast_metric(cfg.metric, y, pred[a:b])
             if value is None:
                 value = metrics.compute(
-                    cfg.task, y, pred[a:b], None if proba is None else proba[a:b], classes, metrics.custom(cfg)
+                    cfg.task,
+                    y,
+                    pred[a:b],
+                    None if proba is None else proba[a:b],
+                    classes,
+                    metrics.custom(cfg),
                 ).get(cfg.metric, float("nan"))
             out[row, e] = value
     return out, sizes

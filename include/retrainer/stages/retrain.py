@@ -304,7 +304,9 @@ def _champion_on(cfg: ModelConfig, holdout: pd.DataFrame) -> _Champion:
         else unscorable(cfg, champ, list(holdout.columns), "the holdout of this snapshot")
     )
     champion_cfg = scoring_config(cfg, champ) if champ is not None and champion_unscorable is None else None
-    champion_model = load_run_model(champ.run_id, cfg) if champion_cfg is not None and champ is not None else None
+    champion_model = (
+        load_run_model(champ.run_id, cfg) if champion_cfg is not None and champ is not None else None
+    )
     if champion_model is not None and champion_cfg is not None:
         with thread_cap(cfg, settings.threads()):
             scores = metrics.score(champion_cfg, champion_model, holdout)

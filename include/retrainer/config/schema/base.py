@@ -55,6 +55,8 @@ ALERT_EVENTS = (
     "approval_waiting",  # a challenger waits for a person
     "stuck_batch",  # a claimed batch is not moving
     "task_failed",  # any task of the model's DAGs failed for good
+    "no_batch",  # no batch arrived within alerts.no_batch_within
+    "signal_suppressed",  # a drift or performance signal fired without a retrain (cooldown, budget, vote)
 )
 
 

@@ -95,6 +95,11 @@ class AlertsConfig(_Strict):
     """Per-model alerts: which events go to which channels."""
 
     channels: list[AlertChannel] = Field(default_factory=list, description="empty: no alerts")
+    no_batch_within: Duration | None = Field(
+        None,
+        description="send no_batch when no batch arrived in landing/ for this long (checked every quarter "
+        "of it, at most hourly); null: no such check",
+    )
     events: list[Literal[ALERT_EVENTS]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: list(ALERT_EVENTS), description="which events are sent; default: all"
     )
