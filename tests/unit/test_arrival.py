@@ -12,7 +12,6 @@ import pytest
 
 from retrainer.stages.arrival import LandingWatch
 from retrainer.storage import DataRoot
-from retrainer.triggers import LandingTrigger
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -138,6 +137,9 @@ def test_duplicate_and_replayed_announcements_process_a_batch_once(tmp_path: Pat
 
 
 def test_the_trigger_yields_one_event_per_announcement_and_serializes(tmp_path: Path) -> None:
+    # imported here: airflow.triggers loads Airflow's settings, which must not happen at collection time
+    from retrainer.triggers import LandingTrigger
+
     _land(tmp_path, "2024-09.csv")
     _land(tmp_path, "2024-10.csv")
     trigger = LandingTrigger(model=MODEL, data_root=str(tmp_path), poll_seconds=0.05, settle_seconds=0)
