@@ -10,6 +10,7 @@ the monitor tests assert.)
 
 from __future__ import annotations
 
+import os
 from typing import Any
 from urllib.parse import quote
 
@@ -18,7 +19,15 @@ import pytest
 from retrainer import assets
 from tests.support.e2e import MODEL, RETRAIN, ensure_champion, wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    # Open: on Airflow 3.2.2 requests posted after the merged run was created can sit unused (no run created
+    # for them within 10 minutes), as apache/airflow#56050 reports. Run it with RETRAINER_RUN_OPEN_DEFECTS=1.
+    pytest.mark.skipif(
+        not os.environ.get("RETRAINER_RUN_OPEN_DEFECTS"),
+        reason="open defect: later retrain requests can sit unused under max_active_runs=1 (apache/airflow#56050)",
+    ),
+]
 REQUESTS = 3
 
 
